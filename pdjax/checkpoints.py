@@ -1,0 +1,54 @@
+"""Checkpoints through orbax-checkpoint, one numbered step per finished epoch.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a crash
+mid-save never leaves a step that `latest_epoch` would offer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from pdjax.types import PyTree
+
+
+class Checkpointer:
+    """Saves and restores (pytree, JSON metadata) pairs under `directory/<epoch>/`.
+
+    Usage:
+        ckpt = Checkpointer(workdir / "checkpoints")
+        ckpt.save(3, {"state": state}, {"history": [...]})
+        tree, meta = ckpt.restore({"state": state_template})   # latest epoch
+    """
+
+    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_epoch(self) -> int | None:
+        """The last epoch saved, or None."""
+        return self._manager.latest_step()
+
+    def save(self, epoch: int, tree: PyTree, meta: dict[str, Any]) -> None:
+        """Saves `tree` (arrays) and `meta` (JSON-able) as `epoch`."""
+        self._manager.save(epoch, args=ocp.args.Composite(
+            tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)))
+        self._manager.wait_until_finished()
+
+    def restore(self, template: PyTree, epoch: int | None = None) -> tuple[PyTree, dict[str, Any]]:
+        """Restores into the structure, shapes, dtypes and shardings of `template`."""
+        epoch = self.latest_epoch() if epoch is None else epoch
+        if epoch is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        restored = self._manager.restore(epoch, args=ocp.args.Composite(
+            tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        return restored.tree, restored.meta
+
+    def close(self) -> None:
+        self._manager.close()

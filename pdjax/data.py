@@ -1,0 +1,427 @@
+"""Image data sets as uint8 arrays, and augmentation that runs inside the jitted step.
+
+A data set is named by one string:
+  - `digits`: scikit-learn's bundled 8x8 digits brought to 32x32x3 (the embedded default; it
+    needs no file and no network).
+  - `tfds:NAME` (`tfds:cifar10`, `tfds:cifar100`, ...): a tensorflow-datasets data set, read
+    with `tfds.data_source`. `data_dir` picks where tfds keeps it.
+  - `folder:PATH`: PATH is a directory or a .zip holding `train/<class>/*` and `test/<class>/*`
+    images, or the Tiny-ImageNet-200 layout (`train/<wnid>/images/*`, `val/images/*` with
+    `val/val_annotations.txt`; its labelled `val` split serves as the test split).
+
+Usage:
+    data = pdjax.data.load("folder:../shared/datasets/cifar10-jpeg.zip", max_train=5000)
+    data.train.images.shape   # (4500, 32, 32, 3) uint8; 10% held out as data.val
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+import os
+import socket
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pdjax.types import Array, PRNGKey
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
+
+# Per-channel normalization constants of PAPER.md (in [0, 1] pixel units).
+NORMALIZATION = {
+    "cifar10": ((0.491, 0.482, 0.447), (0.247, 0.243, 0.262)),
+    "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
+    "tiny_imagenet": ((0.480, 0.448, 0.397), (0.276, 0.269, 0.282)),
+}
+
+
+class DataError(ValueError):
+    """A data source that cannot be read; the message names the problem in one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Images (uint8, NHWC) and their integer labels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageData:
+    """A data set held in memory: train, validation (held out from train) and test splits."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load(
+    source: str,
+    *,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
+) -> ImageData:
+    """Loads a data set into memory.
+
+    Args:
+      source: `digits`, `tfds:NAME` or `folder:PATH` (see the module docstring).
+      val_fraction: share of the training set held out for validation (fixed by `split_seed`).
+      split_seed: seed of the validation hold-out and of the `max_*` subsets.
+      max_train: keep at most this many training images (a seeded random subset), before the
+        validation hold-out; for CPU-sized runs.
+      max_test: keep at most this many test images (a seeded random subset).
+      data_dir: where tensorflow-datasets keeps its data (tfds sources only).
+      download: whether a tfds data set that is not prepared may be downloaded.
+
+    Returns:
+      An `ImageData`.
+
+    Raises:
+      DataError: the source is unknown, missing, malformed or cannot be had offline.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(split_seed)
+    if source == "digits":
+        name, (train, test, classes) = "digits", _load_digits()
+    elif source.startswith("tfds:"):
+        name = source[len("tfds:"):]
+        train, test, classes = _load_tfds(name, data_dir=data_dir, download=download)
+    elif source.startswith("folder:"):
+        path = source[len("folder:"):]
+        name = Path(path).stem
+        train, test, classes = _load_folder(path, max_train=max_train, max_test=max_test, rng=rng)
+    else:
+        raise DataError(f"unknown data source {source!r}: use 'digits', 'tfds:NAME' or 'folder:PATH'")
+    train = _subset(train, max_train, rng)
+    test = _subset(test, max_test, rng)
+    _check_split(train, "train", len(classes))
+    _check_split(test, "test", len(classes))
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise DataError(f"train images are {train.images.shape[1:]} but test images are "
+                        f"{test.images.shape[1:]} in {source}")
+    order = rng.permutation(len(train))
+    n_val = int(round(val_fraction * len(train)))
+    val = Split(train.images[order[:n_val]], train.labels[order[:n_val]])
+    train = Split(train.images[order[n_val:]], train.labels[order[n_val:]])
+    mean, std = _normalization(name, train.images)
+    return ImageData(name, train, val, test, tuple(classes), mean, std)
+
+
+def _subset(split: Split, limit: int | None, rng: np.random.Generator) -> Split:
+    if limit is None or limit >= len(split):
+        return split
+    keep = np.sort(rng.permutation(len(split))[:limit])
+    return Split(split.images[keep], split.labels[keep])
+
+
+def _check_split(split: Split, which: str, num_classes: int) -> None:
+    if len(split) == 0:
+        raise DataError(f"the {which} split has no images")
+    if split.images.dtype != np.uint8 or split.images.ndim != 4 or split.images.shape[-1] != 3:
+        raise DataError(f"the {which} split must be uint8 images of shape (N, H, W, 3), "
+                        f"got {split.images.dtype} {split.images.shape}")
+    if split.labels.min() < 0 or split.labels.max() >= num_classes:
+        raise DataError(f"the {which} split has labels outside [0, {num_classes})")
+
+
+def _normalization(name: str, train_images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    key = name.replace("-", "_").lower()
+    if key in NORMALIZATION:
+        return NORMALIZATION[key]
+    # Any other data set: per-channel statistics of its own training images.
+    pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64) / 255.0
+    std = np.maximum(pixels.std(axis=0), 1e-3)
+    return tuple(float(v) for v in pixels.mean(axis=0)), tuple(float(v) for v in std)
+
+
+def _load_digits() -> tuple[Split, Split, list[str]]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # 8x8 images with values 0..16 -> 32x32x3 uint8 by 4x nearest-neighbour upsampling.
+    images = np.kron(digits.images, np.ones((4, 4))) * (255.0 / 16.0)
+    images = np.repeat(np.clip(np.round(images), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    labels = digits.target.astype(np.int32)
+    # A fixed test split: every fifth image (360 of 1797).
+    is_test = np.arange(len(labels)) % 5 == 0
+    return (Split(images[~is_test], labels[~is_test]), Split(images[is_test], labels[is_test]),
+            [str(d) for d in range(10)])
+
+
+# ----------------------------------------------------------------------------- tfds
+
+
+def _network_reachable(hosts: Sequence[str] = ("storage.googleapis.com", "www.cs.toronto.edu"),
+                       timeout: float = 3.0) -> bool:
+    for host in hosts:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _load_tfds(name: str, *, data_dir: str | None, download: bool) -> tuple[Split, Split, list[str]]:
+    import tensorflow_datasets as tfds
+
+    if not name:
+        raise DataError("tfds source needs a data set name, e.g. tfds:cifar100")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as err:  # tfds raises DatasetNotFoundError and friends
+        raise DataError(f"tfds has no data set {name!r}: {str(err).splitlines()[0]}") from None
+
+    def sources() -> dict:
+        return {s: tfds.data_source(name, split=s, data_dir=data_dir, download=False)
+                for s in ("train", "test")}
+
+    try:
+        split_sources = sources()
+    except Exception as first_error:
+        if builder.is_prepared():
+            raise DataError(f"tfds data set {name!r} is prepared in {builder.data_dir} in a format "
+                            f"pdjax cannot read without TensorFlow ({str(first_error).splitlines()[0]}); "
+                            "prepare it with file_format='array_record'") from None
+        if not download:
+            raise DataError(f"tfds data set {name!r} is not prepared in {builder.data_dir} "
+                            "and download is off") from None
+        if not _network_reachable():
+            raise DataError(f"tfds data set {name!r} is not prepared in {builder.data_dir} and cannot "
+                            "be downloaded (no network); prepare it on a machine with network and copy "
+                            "the directory, or use folder:PATH") from None
+        try:
+            builder.download_and_prepare(file_format="array_record")
+        except ModuleNotFoundError as err:
+            raise DataError(f"preparing tfds data set {name!r} needs {err.name}: "
+                            "pip install 'pdjax[tensorflow]'") from None
+        split_sources = sources()
+    out = []
+    for split in ("train", "test"):
+        source = split_sources[split]
+        examples = [source[i] for i in range(len(source))]
+        images = np.stack([np.asarray(e["image"], np.uint8) for e in examples])
+        if images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+        out.append(Split(images, np.asarray([e["label"] for e in examples], np.int32)))
+    label = builder.info.features["label"]
+    return out[0], out[1], list(label.names)
+
+
+# ----------------------------------------------------------------------------- folders
+
+
+class _Files:
+    """Read-only view of a directory or a zip archive, paths as POSIX strings."""
+
+    def __init__(self, path: str):
+        self.path = path
+        p = Path(path)
+        if not p.exists():
+            raise DataError(f"data path {path} does not exist")
+        self._zip: zipfile.ZipFile | None = None
+        if p.is_dir():
+            self.names = sorted(str(f.relative_to(p).as_posix()) for f in p.rglob("*") if f.is_file())
+            self._root = p
+        elif zipfile.is_zipfile(p):
+            self._zip = zipfile.ZipFile(p)
+            self.names = sorted(n for n in self._zip.namelist() if not n.endswith("/"))
+        else:
+            raise DataError(f"data path {path} is neither a directory nor a .zip archive")
+        self.dirs = {str(PurePosixPath(n).parent) for n in self.names}
+        if self._zip is not None:  # explicit directory entries, empty folders included
+            self.dirs |= {n.rstrip("/") for n in self._zip.namelist() if n.endswith("/")}
+        else:
+            self.dirs |= {str(d.relative_to(p).as_posix()) for d in p.rglob("*") if d.is_dir()}
+
+    def read(self, name: str) -> bytes:
+        if self._zip is not None:
+            return self._zip.read(name)
+        return (self._root / name).read_bytes()
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _find_root(files: _Files) -> str:
+    """'' or the single top-level folder that holds train/ (a zip of a folder)."""
+    tops = {n.split("/", 1)[0] for n in files.names if "/" in n}
+    if "train" in tops:
+        return ""
+    if len(tops) == 1:
+        return tops.pop() + "/"
+    return ""
+
+
+def _load_folder(path: str, *, max_train: int | None, max_test: int | None,
+                 rng: np.random.Generator) -> tuple[Split, Split, list[str]]:
+    files = _Files(path)
+    root = _find_root(files)
+    if f"{root}val/val_annotations.txt" in files.names:
+        train_items, test_items, classes = _tiny_imagenet_items(files, root)
+    else:
+        train_items, classes = _class_folder_items(files, root, "train", None)
+        test_items, _ = _class_folder_items(files, root, "test", classes)
+    # Subsets are drawn before decoding, so a slice of a large archive decodes fast.
+    train_items = _subset_items(train_items, max_train, rng)
+    test_items = _subset_items(test_items, max_test, rng)
+    return _decode(files, train_items), _decode(files, test_items), classes
+
+
+def _subset_items(items: list[tuple[str, int]], limit: int | None,
+                  rng: np.random.Generator) -> list[tuple[str, int]]:
+    if limit is None or limit >= len(items):
+        return items
+    return [items[i] for i in np.sort(rng.permutation(len(items))[:limit])]
+
+
+def _class_folder_items(files: _Files, root: str, split: str,
+                        classes: list[str] | None) -> tuple[list[tuple[str, int]], list[str]]:
+    prefix = f"{root}{split}/"
+    found = sorted({d[len(prefix):].split("/")[0] for d in files.dirs if d.startswith(prefix)}
+                   | {n[len(prefix):].split("/")[0] for n in files.names
+                      if n.startswith(prefix) and "/" in n[len(prefix):]})
+    if not found:
+        raise DataError(f"{files.path} has no {split}/<class>/ folders "
+                        "(expected train/<class>/* and test/<class>/*)")
+    if classes is not None and found != classes:
+        extra = sorted(set(found) ^ set(classes))
+        raise DataError(f"{files.path}: test classes differ from train classes ({', '.join(extra[:5])})")
+    by_class: dict[str, list[str]] = {c: [] for c in found}
+    for n in files.names:
+        if n.startswith(prefix) and _is_image(n):
+            cls = n[len(prefix):].split("/")[0]
+            if cls in by_class:
+                by_class[cls].append(n)
+    for cls, names in by_class.items():
+        if not names:
+            raise DataError(f"{files.path}: class folder {prefix}{cls}/ holds no images")
+    items = [(n, i) for i, c in enumerate(found) for n in by_class[c]]
+    return items, found
+
+
+def _tiny_imagenet_items(files: _Files, root: str) -> tuple[list, list, list[str]]:
+    train_items, classes = _class_folder_items(files, root, "train", None)
+    index = {c: i for i, c in enumerate(classes)}
+    test_items = []
+    for line in files.read(f"{root}val/val_annotations.txt").decode().splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 2 or fields[1] not in index:
+            raise DataError(f"{files.path}: bad line in val/val_annotations.txt: {line[:80]!r}")
+        test_items.append((f"{root}val/images/{fields[0]}", index[fields[1]]))
+    return train_items, test_items, classes
+
+
+def _decode_one(files: _Files, name: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(files.read(name))) as img:
+            return np.asarray(img.convert("RGB"), np.uint8)
+    except Exception as err:
+        raise DataError(f"cannot read image {name} in {files.path}: {err}") from None
+
+
+def _decode(files: _Files, items: list[tuple[str, int]]) -> Split:
+    names = [n for n, _ in items]
+    if files._zip is not None:
+        # ZipFile reads are not thread-safe on one handle: decode in order.
+        images = [_decode_one(files, n) for n in names]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            images = list(pool.map(lambda n: _decode_one(files, n), names))
+    shapes = {}
+    for n, img in zip(names, images):
+        shapes.setdefault(img.shape, n)
+    if len(shapes) > 1:
+        (s1, n1), (s2, n2) = list(shapes.items())[:2]
+        raise DataError(f"images of mixed sizes in {files.path}: {n1} is {s1[1]}x{s1[0]}, "
+                        f"{n2} is {s2[1]}x{s2[0]}")
+    return Split(np.stack(images), np.asarray([label for _, label in items], np.int32))
+
+
+# ----------------------------------------------------------------------------- on device
+
+
+def normalize(images: Array, mean: Sequence[float], std: Sequence[float]) -> Array:
+    """uint8 images -> float32, per-channel normalized."""
+    x = images.astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+def random_crop_flip(images: Array, key: PRNGKey, padding: int = 4, flip: bool = True) -> Array:
+    """Random crop with zero padding and random horizontal flip, per image, on the device."""
+    n, h, w, c = images.shape
+    crop_key, flip_key = jax.random.split(key)
+    if padding:
+        padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+        offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * padding + 1)
+        images = jax.vmap(lambda img, o: jax.lax.dynamic_slice(img, (o[0], o[1], 0), (h, w, c)))(
+            padded, offsets)
+    if flip:
+        flips = jax.random.bernoulli(flip_key, 0.5, (n,))
+        images = jnp.where(flips[:, None, None, None], images[:, :, ::-1], images)
+    return images
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+    """The training order of one epoch: a permutation fixed by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def train_batches(split: Split, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled full batches of one epoch (the last incomplete batch is dropped)."""
+    order = epoch_order(len(split), seed, epoch)
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        idx = np.sort(order[start : start + batch_size])
+        yield split.images[idx], split.labels[idx]
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Batches in order, the last one padded to `batch_size`; yields (images, labels, weights)."""
+    for start in range(0, len(split), batch_size):
+        images = split.images[start : start + batch_size]
+        labels = split.labels[start : start + batch_size]
+        weights = np.ones(len(labels), np.float32)
+        pad = batch_size - len(labels)
+        if pad:
+            images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+            weights = np.concatenate([weights, np.zeros(pad, np.float32)])
+        yield images, labels, weights

@@ -1,0 +1,90 @@
+"""Layers shared by the pdjax models.
+
+`Conv` stores its kernel in the HWIO layout of `flax.linen.Conv` (parameter names `kernel` and
+`bias`), so masks and checkpoints see the same tree whichever form computes it. On small
+feature maps XLA:CPU's convolution is far slower than the same product written as a matmul
+(a 3x3 conv on a 2x2 map runs at about 2 GFLOP/s there), so on CPU such convolutions are
+computed as im2col + matmul; the numbers agree to float tolerance.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+# He-normal (fan_in, gain sqrt(2)), plain normal, not truncated: PyTorch's kaiming_normal_.
+he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+# Feature maps with at most this many pixels (H*W) are convolved as a matmul on CPU.
+CPU_MATMUL_CONV_MAX_PIXELS = 4
+
+
+def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
+    """BatchNorm with PyTorch's settings (momentum 0.1 in PyTorch's convention, eps 1e-5)."""
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+def _use_matmul_form(x: jax.Array, kernel_size: tuple[int, int], strides: int, groups: int) -> bool:
+    if groups != 1 or strides != 1 or jax.default_backend() != "cpu":
+        return False
+    return x.shape[1] * x.shape[2] <= CPU_MATMUL_CONV_MAX_PIXELS or kernel_size == (1, 1)
+
+
+def conv_as_matmul(x: jax.Array, kernel: jax.Array, padding: tuple[int, int]) -> jax.Array:
+    """Stride-1 convolution computed as im2col + one matmul (same result as `lax.conv`)."""
+    kh, kw, cin, cout = kernel.shape
+    ph, pw = padding
+    x = jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+    h = x.shape[1] - kh + 1
+    w = x.shape[2] - kw + 1
+    patches = [x[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)]
+    cols = jnp.concatenate(patches, axis=-1) if len(patches) > 1 else patches[0]
+    return cols @ kernel.reshape(kh * kw * cin, cout)
+
+
+class Conv(nn.Module):
+    """2-D convolution with PyTorch-style symmetric padding ((k-1)//2 on each side).
+
+    Attributes:
+      features: output channels.
+      kernel_size: (height, width) of the kernel.
+      strides: stride in both spatial dimensions.
+      use_bias: whether to add a bias.
+      groups: feature groups (groups == input channels is a depthwise convolution).
+    """
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    strides: int = 1
+    use_bias: bool = True
+    groups: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        cin = x.shape[-1]
+        if cin % self.groups:
+            raise ValueError(f"{cin} input channels do not split into {self.groups} groups")
+        kernel = self.param("kernel", he_normal, (kh, kw, cin // self.groups, self.features))
+        padding = ((kh - 1) // 2, (kw - 1) // 2)
+        if _use_matmul_form(x, self.kernel_size, self.strides, self.groups):
+            y = conv_as_matmul(x, kernel, padding)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x,
+                kernel,
+                window_strides=(self.strides, self.strides),
+                padding=((padding[0], padding[0]), (padding[1], padding[1])),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=self.groups,
+            )
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return y
+
+
+class Dense(nn.Dense):
+    """`flax.linen.Dense` with He-normal kernels and zero biases (the paper's init)."""
+
+    kernel_init: nn.initializers.Initializer = he_normal

@@ -1,0 +1,315 @@
+"""Models of the paper as pure Flax Linen modules, buildable at any channel widths.
+
+Usage:
+    model = pdjax.models.get("vgg19", num_classes=100)
+    variables = pdjax.models.init(model, jax.random.key(0), (32, 32, 3))
+    logits = model.apply(variables, images, train=False)
+
+`widths` overrides a model's channel widths, because students derived from a pruned teacher
+keep the teacher's depth with fewer channels:
+  - CIFAR VGGs (`vgg11`, `vgg13`, `vgg16`, `vgg19`, `vgg19_dbl`) and `vgg16_tiny`: one width per
+    convolution, in order (pools stay where the plan has them).
+  - `resnet18`, `resnet50`: one width per stage (4 numbers); the stem stays 64 wide.
+  - `mobilenetv2`: the stem, the 7 inverted-residual groups and the last 1x1 layer (9 numbers);
+    blocks of a group share a width because residual additions demand it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from pdjax.layers import Conv, Dense, batch_norm
+from pdjax.types import PRNGKey, Variables, Widths
+
+M = "M"  # a 2x2 max-pool in a VGG plan
+
+VGG_PLANS: dict[str, tuple[int | str, ...]] = {
+    "vgg11": (64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512),
+    "vgg13": (64, 64, M, 128, 128, M, 256, 256, M, 512, 512, M, 512, 512),
+    "vgg16": (64, 64, M, 128, 128, M, 256, 256, 256, M, 512, 512, 512, M, 512, 512, 512),
+    "vgg19": (64, 64, M, 128, 128, M, 256, 256, 256, 256, M, 512, 512, 512, 512, M,
+              512, 512, 512, 512),
+    "vgg19_dbl": (64, 128, M, 256, 256, M, 512, 512, 512, 512, M, 1024, 1024, 1024, 1024, M,
+                  1024, 1024, 1024, 512),
+}
+# Tiny-ImageNet VGG16: plan D with a fifth pool, and an MLP head.
+VGG16_TINY_PLAN = VGG_PLANS["vgg16"] + (M,)
+RESNET_STAGE_WIDTHS = (64, 128, 256, 512)
+# (expansion t, output channels c, repeats n, first stride s) of MobileNetV2's groups.
+MOBILENETV2_GROUPS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                      (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENETV2_WIDTHS = (32,) + tuple(g[1] for g in MOBILENETV2_GROUPS) + (1280,)
+
+
+def conv_widths(plan: Sequence[int | str]) -> tuple[int, ...]:
+    """The convolution widths of a VGG plan, pools left out."""
+    return tuple(int(v) for v in plan if v != M)
+
+
+def with_widths(plan: Sequence[int | str], widths: Widths) -> tuple[int | str, ...]:
+    """A VGG plan with its convolution widths replaced, pools kept in place."""
+    widths = list(widths)
+    if len(widths) != len(conv_widths(plan)):
+        raise ValueError(f"plan has {len(conv_widths(plan))} convolutions, got {len(widths)} widths")
+    out: list[int | str] = []
+    for v in plan:
+        out.append(M if v == M else widths.pop(0))
+    return tuple(out)
+
+
+class VGG(nn.Module):
+    """CIFAR VGG (OpenLTH style): [Conv3x3 -> BN -> ReLU | MaxPool2], AvgPool2, Linear.
+
+    With `head` set (Tiny-ImageNet VGG16), the classifier is an MLP with ReLU and dropout.
+    """
+
+    plan: tuple[int | str, ...]
+    num_classes: int
+    head: tuple[int, ...] = ()
+    dropout: float = 0.5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for v in self.plan:
+            if v == M:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            else:
+                x = Conv(int(v), (3, 3))(x)
+                x = nn.relu(batch_norm(train)(x))
+        if not self.head:
+            # The map is 2x2 here on 32x32 inputs: average it to one vector.
+            x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)
+        for width in self.head:
+            x = nn.relu(Dense(width)(x))
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return Dense(self.num_classes)(x)
+
+
+class ShortcutScale(nn.Module):
+    """The authors' identity shortcut: a learnable per-channel scale, initialised to 1."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x * self.param("scale", nn.initializers.ones_init(), (x.shape[-1],))
+
+
+class BasicBlock(nn.Module):
+    features: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        y = Conv(self.features, (3, 3), self.strides, use_bias=False)(x)
+        y = nn.relu(batch_norm(train)(y))
+        y = Conv(self.features, (3, 3), use_bias=False)(y)
+        y = batch_norm(train)(y)
+        if self.strides != 1 or x.shape[-1] != self.features:
+            x = Conv(self.features, (1, 1), self.strides, use_bias=False, name="shortcut_conv")(x)
+            x = batch_norm(train, name="shortcut_bn")(x)
+        else:
+            x = ShortcutScale(name="shortcut_scale")(x)
+        return nn.relu(x + y)
+
+
+class Bottleneck(nn.Module):
+    features: int
+    strides: int = 1
+    expansion: int = 4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        out = self.features * self.expansion
+        y = nn.relu(batch_norm(train)(Conv(self.features, (1, 1), use_bias=False)(x)))
+        y = Conv(self.features, (3, 3), self.strides, use_bias=False)(y)
+        y = nn.relu(batch_norm(train)(y))
+        y = batch_norm(train)(Conv(out, (1, 1), use_bias=False)(y))
+        if self.strides != 1 or x.shape[-1] != out:
+            x = Conv(out, (1, 1), self.strides, use_bias=False, name="shortcut_conv")(x)
+            x = batch_norm(train, name="shortcut_bn")(x)
+        else:
+            x = ShortcutScale(name="shortcut_scale")(x)
+        return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+    """Tiny-ImageNet ResNet: Conv3x3 stem (stride 1, no max-pool), 4 stages, GAP, Linear."""
+
+    block: Callable[..., nn.Module]
+    stage_sizes: tuple[int, ...]
+    stage_widths: tuple[int, ...]
+    num_classes: int
+    stem_width: int = 64
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = Conv(self.stem_width, (3, 3), use_bias=False)(x)
+        x = nn.relu(batch_norm(train)(x))
+        for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
+            for j in range(blocks):
+                x = self.block(width, strides=2 if i > 0 and j == 0 else 1)(x, train)
+        x = jnp.mean(x, axis=(1, 2))
+        return Dense(self.num_classes)(x)
+
+
+class InvertedResidual(nn.Module):
+    features: int
+    expansion: int
+    strides: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        cin = x.shape[-1]
+        hidden = cin * self.expansion
+        y = x
+        if self.expansion != 1:
+            y = nn.relu6(batch_norm(train)(Conv(hidden, (1, 1), use_bias=False)(y)))
+        y = Conv(hidden, (3, 3), self.strides, use_bias=False, groups=hidden)(y)
+        y = nn.relu6(batch_norm(train)(y))
+        y = batch_norm(train)(Conv(self.features, (1, 1), use_bias=False)(y))
+        if self.strides == 1 and cin == self.features:
+            y = x + y
+        return y
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (width 1.0, ReLU6, last layer 1280, dropout 0.2).
+
+    `stem_strides` is 1 by default: on 32x32 and 64x64 inputs the ImageNet stem's stride 2
+    would leave a 1x1 or 2x2 map before the last group.
+    """
+
+    widths: tuple[int, ...]
+    num_classes: int
+    stem_strides: int = 1
+    dropout: float = 0.2
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        stem, *groups, last = self.widths
+        x = Conv(stem, (3, 3), self.stem_strides, use_bias=False)(x)
+        x = nn.relu6(batch_norm(train)(x))
+        for (t, _, n, s), width in zip(MOBILENETV2_GROUPS, groups):
+            for j in range(n):
+                x = InvertedResidual(width, t, s if j == 0 else 1)(x, train)
+        x = nn.relu6(batch_norm(train)(Conv(last, (1, 1), use_bias=False)(x)))
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return Dense(self.num_classes)(x)
+
+
+def _vgg(plan: tuple[int | str, ...]) -> Callable[..., nn.Module]:
+    def build(num_classes: int, widths: Widths | None = None, **options: Any) -> nn.Module:
+        p = with_widths(plan, widths) if widths is not None else plan
+        return VGG(p, num_classes, **options)
+    return build
+
+
+def _vgg16_tiny(num_classes: int, widths: Widths | None = None, *, head: Sequence[int] = (1024, 1024),
+                **options: Any) -> nn.Module:
+    plan = with_widths(VGG16_TINY_PLAN, widths) if widths is not None else VGG16_TINY_PLAN
+    return VGG(plan, num_classes, head=tuple(head), **options)
+
+
+def _resnet(block: Callable[..., nn.Module], sizes: tuple[int, ...]) -> Callable[..., nn.Module]:
+    def build(num_classes: int, widths: Widths | None = None, **options: Any) -> nn.Module:
+        stage_widths = tuple(widths) if widths is not None else RESNET_STAGE_WIDTHS
+        if len(stage_widths) != len(sizes):
+            raise ValueError(f"a ResNet takes {len(sizes)} stage widths, got {len(stage_widths)}")
+        return ResNet(block, sizes, stage_widths, num_classes, **options)
+    return build
+
+
+def _mobilenetv2(num_classes: int, widths: Widths | None = None, **options: Any) -> nn.Module:
+    w = tuple(widths) if widths is not None else MOBILENETV2_WIDTHS
+    if len(w) != len(MOBILENETV2_WIDTHS):
+        raise ValueError(f"MobileNetV2 takes {len(MOBILENETV2_WIDTHS)} widths "
+                         f"(stem, 7 groups, last), got {len(w)}")
+    return MobileNetV2(w, num_classes, **options)
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    **{name: _vgg(plan) for name, plan in VGG_PLANS.items()},
+    "vgg16_tiny": _vgg16_tiny,
+    "resnet18": _resnet(BasicBlock, (2, 2, 2, 2)),
+    "resnet50": _resnet(Bottleneck, (3, 4, 6, 3)),
+    "mobilenetv2": _mobilenetv2,
+}
+NAMES = tuple(_BUILDERS)
+
+
+def default_widths(name: str) -> tuple[int, ...]:
+    """The full-size widths of a model, in the form `get(..., widths=...)` takes."""
+    if name in VGG_PLANS:
+        return conv_widths(VGG_PLANS[name])
+    if name == "vgg16_tiny":
+        return conv_widths(VGG16_TINY_PLAN)
+    if name in ("resnet18", "resnet50"):
+        return RESNET_STAGE_WIDTHS
+    if name == "mobilenetv2":
+        return MOBILENETV2_WIDTHS
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(NAMES)}")
+
+
+def scaled_widths(name: str, multiplier: float) -> tuple[int, ...]:
+    """The model's widths times `multiplier`, rounded, never below 1."""
+    return tuple(max(1, round(w * multiplier)) for w in default_widths(name))
+
+
+def get(name: str, num_classes: int, widths: Widths | None = None, **options: Any) -> nn.Module:
+    """Builds a model by name.
+
+    Args:
+      name: one of `pdjax.models.NAMES`.
+      num_classes: size of the classifier output.
+      widths: channel widths (see the module docstring); None for the paper's widths.
+      **options: passed to the module (e.g. `head=(512, 512)` for `vgg16_tiny`).
+
+    Returns:
+      A Flax module; call it with `model.apply(variables, x, train=...)`.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(NAMES)}")
+    if widths is not None:
+        widths = tuple(int(w) for w in widths)
+        if any(w < 1 for w in widths):
+            raise ValueError(f"widths must be >= 1, got {widths}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return _BUILDERS[name](num_classes, widths, **options)
+
+
+def init(model: nn.Module, key: PRNGKey, image_shape: Sequence[int]) -> Variables:
+    """Initialises a model's variables for images of `image_shape` (H, W, C).
+
+    Returns:
+      A dict with `params` and `batch_stats`.
+    """
+    x = jnp.zeros((1, *image_shape), jnp.float32)
+
+    @jax.jit
+    def _init(key: PRNGKey) -> Variables:
+        return model.init({"params": key}, x, train=False)
+
+    variables = dict(_init(key))
+    variables.setdefault("batch_stats", {})
+    return variables
+
+
+def is_prunable(path: tuple[str, ...], leaf: Any) -> bool:
+    """Whether a parameter is prunable: every conv and linear kernel (PAPER.md)."""
+    return path[-1] == "kernel"
+
+
+def count_params(params: Any, prunable_only: bool = False) -> int:
+    """Number of parameters; with `prunable_only`, only conv and linear kernels."""
+    total = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        names = tuple(getattr(k, "key", str(k)) for k in path)
+        if not prunable_only or is_prunable(names, leaf):
+            total += int(leaf.size)
+    return total

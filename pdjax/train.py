@@ -1,0 +1,352 @@
+"""SGD training: optimizer, one jitted train step and eval step over a mesh, and the fit loop.
+
+Usage:
+    schedule = pdjax.train.Schedule(epochs=200, batch_size=128, lr=0.1,
+                                    milestones=(60, 120, 160), lr_factor=0.2, weight_decay=5e-4)
+    result = pdjax.train.fit(model, data, schedule, workdir="runs/teacher", seed=0)
+    result.test_accuracy, result.best_variables
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from pdjax import data as data_lib
+from pdjax import models, parallel
+from pdjax.checkpoints import Checkpointer
+from pdjax.types import Array, Metrics, Params, PRNGKey, PyTree, Variables
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """One training stage's hyperparameters (a row of PAPER.md's training table).
+
+    The learning rate is multiplied by `lr_factor` at each epoch in `milestones`.
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    milestones: tuple[int, ...] = ()
+    lr_factor: float = 0.1
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.lr < 0:
+            raise ValueError(f"bad schedule: epochs={self.epochs}, batch_size={self.batch_size}, "
+                             f"lr={self.lr}")
+
+
+def learning_rate(schedule: Schedule, steps_per_epoch: int) -> optax.Schedule:
+    """The step-wise learning rate, changed once per epoch at the milestones."""
+    boundaries = {int(m) * steps_per_epoch: schedule.lr_factor for m in schedule.milestones}
+    return optax.piecewise_constant_schedule(schedule.lr, boundaries)
+
+
+def sgd(schedule: Schedule, steps_per_epoch: int) -> optax.GradientTransformation:
+    """SGD with (Nesterov) momentum and weight decay added to the gradient, as PyTorch's SGD."""
+    return optax.chain(
+        optax.add_decayed_weights(schedule.weight_decay),
+        optax.sgd(learning_rate(schedule, steps_per_epoch), momentum=schedule.momentum or None,
+                  nesterov=schedule.nesterov and bool(schedule.momentum)),
+    )
+
+
+class TrainState(NamedTuple):
+    """Everything a training step updates; a plain pytree."""
+
+    step: Array
+    params: Params
+    batch_stats: PyTree
+    opt_state: optax.OptState
+
+    @classmethod
+    def create(cls, variables: Variables, optimizer: optax.GradientTransformation) -> "TrainState":
+        params = variables["params"]
+        return cls(jnp.zeros((), jnp.int32), params, variables.get("batch_stats", {}),
+                   optimizer.init(params))
+
+    @property
+    def variables(self) -> Variables:
+        return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def cross_entropy(logits: Array, labels: Array) -> Array:
+    """Per-example softmax cross-entropy with integer labels."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+class CompiledStep:
+    """A step function jitted once; `traces` counts how often JAX traced it."""
+
+    def __init__(self, fn: Callable[..., Any], **jit_kwargs: Any):
+        self.traces = 0
+        self._fn = fn
+
+        def traced(*args: Any) -> Any:
+            self.traces += 1
+            return fn(*args)
+
+        self._jitted = jax.jit(traced, **jit_kwargs)
+
+    def __call__(self, *args: Any) -> Any:
+        return self._jitted(*args)
+
+
+def prepare_images(images: Array, key: PRNGKey | None, *, mean: Any, std: Any,
+                   augment: bool) -> Array:
+    """uint8 batch -> augmented (if `augment` and a key is given), normalized float32 batch."""
+    if augment and key is not None:
+        images = data_lib.random_crop_flip(images, key)
+    return data_lib.normalize(images, mean, std)
+
+
+def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh, *,
+                    mean: Any, std: Any, augment: bool = True) -> CompiledStep:
+    """Builds `step(state, images, labels, key) -> (state, metrics)`, jitted over `mesh`.
+
+    `images` (uint8) and `labels` are sharded on the batch axis; the state is replicated and
+    donated. The step's randomness (augmentation, dropout) is `fold_in(key, state.step)`, so a
+    resumed run draws exactly what an uninterrupted one would.
+    """
+
+    def step(state: TrainState, images: Array, labels: Array, key: PRNGKey):
+        step_key = jax.random.fold_in(key, state.step)
+        augment_key, dropout_key = jax.random.split(step_key)
+        x = prepare_images(images, augment_key, mean=mean, std=std, augment=augment)
+
+        def loss_fn(params: Params):
+            logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
+                                          train=True, mutable=["batch_stats"],
+                                          rngs={"dropout": dropout_key})
+            return cross_entropy(logits, labels).mean(), (logits, updates)
+
+        (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        deltas, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, deltas)
+        new_state = TrainState(state.step + 1, params, updates.get("batch_stats", {}), opt_state)
+        metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+        return new_state, metrics
+
+    rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    return CompiledStep(step, in_shardings=(rep, batch, batch, rep), out_shardings=(rep, rep),
+                        donate_argnums=(0,))
+
+
+def make_eval_step(model: nn.Module, mesh: Mesh, *, mean: Any, std: Any) -> CompiledStep:
+    """Builds `eval(variables, images, labels, weights) -> sums` (loss, correct, count)."""
+
+    def step(variables: Variables, images: Array, labels: Array, weights: Array):
+        x = prepare_images(images, None, mean=mean, std=std, augment=False)
+        logits = model.apply(variables, x, train=False)
+        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        return {"loss": jnp.sum(cross_entropy(logits, labels) * weights),
+                "correct": jnp.sum(correct * weights), "count": jnp.sum(weights)}
+
+    rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    return CompiledStep(step, in_shardings=(rep, batch, batch, batch), out_shardings=rep)
+
+
+def evaluate(eval_step: CompiledStep, variables: Variables, split: data_lib.Split,
+             batch_size: int, mesh: Mesh) -> Metrics:
+    """Accuracy and mean loss of `variables` on a whole split (clean images)."""
+    n = mesh.devices.size * jax.process_count()
+    batch_size = math.ceil(min(batch_size, len(split)) / n) * n
+    totals = None
+    for batch in data_lib.eval_batches(split, batch_size):
+        sums = eval_step(variables, *parallel.put_global_batch(batch, mesh))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    return {"accuracy": float(totals["correct"] / totals["count"]),
+            "loss": float(totals["loss"] / totals["count"])}
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What a finished `fit` returns.
+
+    Attributes:
+      variables: the last epoch's variables (pruning rounds keep these).
+      best_variables: the variables of the epoch with the best validation accuracy.
+      best_epoch: that epoch (1-based; 0 means the initial variables).
+      val_accuracy: its validation accuracy.
+      test_accuracy, test_loss: of `best_variables` on the test split.
+      history: one dict per epoch (train loss/accuracy, validation accuracy, lr, seconds).
+      train_seconds: wall time spent training, summed over resumed runs.
+    """
+
+    variables: Variables
+    best_variables: Variables
+    best_epoch: int
+    val_accuracy: float
+    test_accuracy: float
+    test_loss: float
+    history: list[dict[str, Any]]
+    train_seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able part of the result."""
+        return {"best_epoch": self.best_epoch, "val_accuracy": self.val_accuracy,
+                "test_accuracy": self.test_accuracy, "test_loss": self.test_loss,
+                "epochs": len(self.history), "train_seconds": round(self.train_seconds, 2)}
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Writes JSON to a temporary file and renames it over `path` (never a half-written file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+    os.replace(tmp, path)
+
+
+def _copy(tree: PyTree) -> PyTree:
+    # The state is donated to the next step: the best model must own its buffers.
+    return jax.tree.map(jnp.copy, tree)
+
+
+def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workdir: str | Path,
+        seed: int = 0, mesh: Mesh | None = None, variables: Variables | None = None,
+        augment: bool = True, eval_batch_size: int = 500, name: str = "train",
+        progress: bool = True, log_every: int = 20,
+        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
+    """Trains `model` on `data` with SGD, resuming from `workdir` if it holds checkpoints.
+
+    Each epoch: one pass over the shuffled training split, validation on clean images, an
+    orbax checkpoint (state + best model) and a line in `workdir/metrics.jsonl`. At the end the
+    best-validation model is evaluated on the test split and `workdir/result.json` is written.
+    Running again with the same arguments continues after the last finished epoch, and a
+    finished run returns its result after one test evaluation.
+
+    Args:
+      model: a pdjax model.
+      data: the data set.
+      schedule: epochs, batch size and optimizer settings.
+      workdir: directory for checkpoints, metrics and the result.
+      seed: fixes the initialization (when `variables` is None), data order and augmentation.
+      mesh: device mesh; default all devices.
+      variables: initial variables; default a fresh initialization from `seed`.
+      augment: random crop and flip on training batches.
+      eval_batch_size: batch size for validation and test.
+      name: label of the progress bar.
+      progress: show a progress bar (first process only).
+      log_every: steps between progress-bar metric updates (each one waits for the device).
+      on_epoch_end: called with (epoch, metrics) after each epoch's checkpoint.
+
+    Returns:
+      A `FitResult`.
+    """
+    mesh = mesh if mesh is not None else parallel.data_mesh()
+    parallel.check_batch_size(schedule.batch_size, mesh)
+    steps_per_epoch = len(data.train) // schedule.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch size {schedule.batch_size} exceeds the {len(data.train)} "
+                         "training images")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    main = parallel.is_main_process()
+
+    optimizer = sgd(schedule, steps_per_epoch)
+    lr_at = learning_rate(schedule, steps_per_epoch)
+    if variables is None:
+        variables = models.init(model, jax.random.key(seed), data.image_shape)
+    state = parallel.replicate(TrainState.create(variables, optimizer), mesh)
+    best = _copy(state.variables)
+    meta: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "val_accuracy": -1.0, "history": [],
+                            "train_seconds": 0.0}
+    ckpt = Checkpointer(workdir / "checkpoints")
+    if ckpt.latest_epoch() is not None:
+        (tree, meta) = ckpt.restore({"state": state, "best": best})
+        state, best = tree["state"], tree["best"]
+        if meta["epoch"] > schedule.epochs:
+            raise ValueError(f"{workdir} holds {meta['epoch']} epochs but the schedule has "
+                             f"{schedule.epochs}")
+
+    train_step = make_train_step(model, optimizer, mesh, mean=data.mean, std=data.std,
+                                 augment=augment)
+    eval_step = make_eval_step(model, mesh, mean=data.mean, std=data.std)
+    key = parallel.replicate(jax.random.key(seed), mesh)
+    history = list(meta["history"])
+    if main:
+        _write_history(workdir / "metrics.jsonl", history)
+
+    for epoch in range(meta["epoch"], schedule.epochs):
+        start = time.perf_counter()
+        bar = tqdm(total=steps_per_epoch, desc=f"{name} {epoch + 1}/{schedule.epochs}",
+                   disable=not (progress and main), leave=False, dynamic_ncols=True)
+        pending: list[Metrics] = []
+        sums = {"loss": 0.0, "accuracy": 0.0}
+        seen = 0
+        for i, batch in enumerate(data_lib.train_batches(data.train, schedule.batch_size, seed, epoch)):
+            state, metrics = train_step(state, *parallel.put_global_batch(batch, mesh), key)
+            pending.append(metrics)
+            if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
+                fetched = jax.device_get(pending)
+                for j, m in enumerate(fetched):
+                    if not np.isfinite(m["loss"]):
+                        raise FloatingPointError(
+                            f"{name}: loss is {m['loss']} at epoch {epoch + 1}, step "
+                            f"{epoch * steps_per_epoch + i - len(fetched) + 2}; the last good "
+                            f"checkpoint is epoch {meta['epoch']} in {ckpt.directory}")
+                    for k in sums:
+                        sums[k] += float(m[k])
+                seen += len(fetched)
+                bar.update(len(fetched))
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{sums['accuracy'] / seen:.3f}",
+                                img_s=f"{seen * schedule.batch_size / elapsed:.0f}")
+                pending = []
+        bar.close()
+        val = evaluate(eval_step, state.variables, data.val, eval_batch_size, mesh) if len(data.val) \
+            else {"accuracy": sums["accuracy"] / seen, "loss": sums["loss"] / seen}
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch + 1, "lr": float(lr_at(epoch * steps_per_epoch)),
+                  "train_loss": sums["loss"] / seen, "train_accuracy": sums["accuracy"] / seen,
+                  "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                  "seconds": round(seconds, 3),
+                  "images_per_second": round(seen * schedule.batch_size / seconds, 1)}
+        history.append(record)
+        if val["accuracy"] > meta["val_accuracy"]:
+            best = _copy(state.variables)
+            meta["best_epoch"], meta["val_accuracy"] = epoch + 1, val["accuracy"]
+        meta.update(epoch=epoch + 1, history=history,
+                    train_seconds=meta["train_seconds"] + seconds)
+        ckpt.save(epoch + 1, {"state": state, "best": best}, meta)
+        if main:
+            _write_history(workdir / "metrics.jsonl", history)
+            tqdm.write(f"{name} epoch {epoch + 1}/{schedule.epochs}: loss {record['train_loss']:.4f} "
+                       f"train acc {record['train_accuracy']:.4f} val acc {val['accuracy']:.4f} "
+                       f"({seconds:.1f}s, {record['images_per_second']:.0f} img/s)")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+    ckpt.close()
+
+    test = evaluate(eval_step, best, data.test, eval_batch_size, mesh)
+    result = FitResult(variables=jax.device_get(state.variables), best_variables=jax.device_get(best),
+                       best_epoch=meta["best_epoch"], val_accuracy=meta["val_accuracy"],
+                       test_accuracy=test["accuracy"], test_loss=test["loss"], history=history,
+                       train_seconds=meta["train_seconds"])
+    if main:
+        write_json_atomic(workdir / "result.json", result.summary())
+    return result

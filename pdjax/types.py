@@ -1,0 +1,21 @@
+"""Type aliases shared across pdjax."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import jax
+
+PRNGKey = jax.Array
+Array = jax.Array
+PyTree = Any
+# Flax parameter tree: nested dicts of arrays.
+Params = Mapping[str, Any]
+# Flax variables: {"params": Params, "batch_stats": ...}.
+Variables = Mapping[str, Any]
+# A mask tree has the structure of the parameters it masks: a boolean array for every
+# prunable kernel, None for every leaf that is never pruned.
+Masks = Mapping[str, Any]
+# Channel widths of a model: a VGG plan's conv widths, a ResNet's per-stage widths, ...
+Widths = Sequence[int]
+Metrics = dict[str, float]
