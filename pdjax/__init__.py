@@ -1,0 +1,28 @@
+"""pdjax: prune, then distill, in JAX/Flax.
+
+`import pdjax` gives the whole public API:
+  pdjax.models     models of the paper, buildable at any widths (`get`, `init`)
+  pdjax.data       data sources as uint8 arrays, on-device augmentation (`load`)
+  pdjax.train      optimizer, jitted train/eval steps over a mesh, the resumable `fit` loop
+  pdjax.parallel   the device mesh (`data_mesh`), sharding helpers, multi-host start-up
+  pdjax.checkpoints  orbax checkpoints (`Checkpointer`)
+  pdjax.config     experiment configs with presets and `--set` overrides
+  pdjax.runs       run directories, stages, the experiment CLI
+  pdjax.reports    result tables and plots
+"""
+
+from pdjax import checkpoints, config, data, models, parallel, reports, runs, train
+from pdjax.checkpoints import Checkpointer
+from pdjax.data import DataError, ImageData, Split, load
+from pdjax.models import count_params
+from pdjax.parallel import data_mesh
+from pdjax.train import FitResult, Schedule, TrainState, evaluate, fit, make_eval_step, make_train_step, sgd
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "checkpoints", "config", "data", "models", "parallel", "reports", "runs", "train",
+    "Checkpointer", "DataError", "ImageData", "Split", "load", "count_params", "data_mesh",
+    "FitResult", "Schedule", "TrainState", "evaluate", "fit", "make_eval_step", "make_train_step",
+    "sgd", "__version__",
+]

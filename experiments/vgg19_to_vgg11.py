@@ -1,0 +1,109 @@
+"""VGG19 -> VGG11 (PAPER.md, CIFAR-100): the teacher and the students of "prune, then distill".
+
+Stages, each in its own directory under the run directory and each resumable (run the same
+command again after an interruption):
+  teacher/           the VGG19 teacher
+  student_scratch/   the VGG11 student trained from scratch (no teacher)
+
+Presets:
+  python experiments/vgg19_to_vgg11.py --preset demo    # digits, tiny widths: minutes on a CPU
+  python experiments/vgg19_to_vgg11.py --preset cpu     # shared CIFAR-10 JPEGs, 1/8 widths, 2 CPU cores
+  python experiments/vgg19_to_vgg11.py --preset paper   # CIFAR-100, the paper's widths and epochs
+
+Overrides: `--set key=value` (repeatable; e.g. `--set train.epochs=3`,
+`--set data=folder:PATH`), `--out DIR` (default runs/vgg19_to_vgg11/<preset>), `--restart`.
+Results: `results.md`, `results.json` and `curves.png` in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import pdjax
+from pdjax.train import Schedule
+
+EXPERIMENT = "vgg19_to_vgg11"
+SHARED_CIFAR10 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10-jpeg.zip"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data: str = "tfds:cifar100"
+    teacher: str = "vgg19"
+    student: str = "vgg11"
+    width_multiplier: float = 1.0  # scales every width of teacher and student
+    seed: int = 0
+    val_fraction: float = 0.1
+    max_train: int | None = None  # training images kept (before the validation hold-out)
+    max_test: int | None = None
+    data_dir: str | None = None  # tensorflow-datasets data directory
+    augment: bool = True
+    eval_batch_size: int = 500
+    # Teacher and scratch students (PAPER.md, CIFAR-100 VGG).
+    train: Schedule = Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160),
+                               lr_factor=0.2, weight_decay=5e-4)
+
+
+def paper() -> Config:
+    return Config()
+
+
+def cpu() -> Config:
+    return Config(data=f"folder:{SHARED_CIFAR10.resolve()}", width_multiplier=1 / 8,
+                  train=Schedule(epochs=15, batch_size=128, lr=0.1, milestones=(8, 12),
+                                 lr_factor=0.2, weight_decay=5e-4))
+
+
+def demo() -> Config:
+    return Config(data="digits", width_multiplier=1 / 16,
+                  train=Schedule(epochs=12, batch_size=64, lr=0.05, milestones=(6, 9),
+                                 lr_factor=0.2, weight_decay=5e-4))
+
+
+PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
+
+COLUMNS = [("stage", "stage", "s"), ("model", "model", "s"), ("params", "params", ","),
+           ("best_epoch", "best epoch", "d"), ("val_accuracy", "val acc", ".4f"),
+           ("test_accuracy", "test acc", ".4f"), ("train_seconds", "train s", ".1f")]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    preset, config, out, restart = pdjax.config.parse_args(EXPERIMENT, PRESETS, argv, __doc__)
+    pdjax.parallel.initialize_distributed()
+    run_config = {"experiment": EXPERIMENT, "preset": preset, "config": pdjax.config.to_dict(config)}
+    out = pdjax.runs.prepare(out, run_config, restart=restart)
+    data = pdjax.data.load(config.data, val_fraction=config.val_fraction, split_seed=config.seed,
+                           max_train=config.max_train, max_test=config.max_test,
+                           data_dir=config.data_dir)
+    mesh = pdjax.parallel.data_mesh()
+    common = dict(data=data, schedule=config.train, out=out, seed=config.seed, mesh=mesh,
+                  augment=config.augment, eval_batch_size=config.eval_batch_size)
+
+    rows, curves = [], {}
+    for stage, model_name in (("teacher", config.teacher), ("student_scratch", config.student)):
+        widths = pdjax.models.scaled_widths(model_name, config.width_multiplier)
+        _, result, row = pdjax.runs.train_stage(stage, model_name=model_name, widths=widths, **common)
+        rows.append(row)
+        curves[f"{stage} ({model_name})"] = [h["val_accuracy"] for h in result.history]
+
+    results = {**run_config, "environment": pdjax.runs.environment(),
+               "data": {"source": config.data, "train": len(data.train), "val": len(data.val),
+                        "test": len(data.test), "classes": data.num_classes},
+               "rows": rows}
+    table = pdjax.reports.markdown_table(rows, COLUMNS)
+    markdown = (f"# {EXPERIMENT}, preset `{preset}`\n\nData: {config.data} ({len(data.train)} train, "
+                f"{len(data.val)} val, {len(data.test)} test). Test accuracy is that of the epoch "
+                f"with the best validation accuracy.\n\n{table}")
+    if pdjax.parallel.is_main_process():
+        pdjax.reports.write_results(out, results, markdown)
+        pdjax.reports.plot_curves(out / "curves.png", curves, xlabel="epoch",
+                                  ylabel="validation accuracy", title=f"{EXPERIMENT} ({preset})")
+        print(f"\n{table}\nresults in {out}")
+    return results
+
+
+if __name__ == "__main__":
+    pdjax.runs.run_cli(main, sys.argv[1:])

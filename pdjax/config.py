@@ -1,0 +1,143 @@
+"""Experiment configs as frozen dataclasses, with `--set key=value` overrides.
+
+An experiment script defines its config dataclass and a dict of presets (functions returning a
+config); `parse_args` picks a preset, applies overrides with type checking, and returns the
+config and the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence, TypeVar
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A bad preset name, config key or override value."""
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config as nested JSON-able dicts (tuples become lists)."""
+    return _jsonable(dataclasses.asdict(config))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and text.lower() in ("none", "null", ""):
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _parse_value(text, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: cannot parse {text!r}")
+    if origin is tuple:
+        items = [t for t in text.replace("(", "").replace(")", "").split(",") if t.strip()]
+        item_type = args[0] if args else str
+        return tuple(_parse_value(t.strip(), item_type, key) for t in items)
+    if annotation is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{key} takes true or false, got {text!r}")
+    if annotation in (int, float):
+        try:
+            value = float(text) if annotation is float else int(text)
+        except ValueError:
+            raise ConfigError(f"{key} takes {annotation.__name__}, got {text!r}") from None
+        return value
+    if annotation is str:
+        return text
+    raise ConfigError(f"{key}: cannot set a field of type {annotation}")
+
+
+def override(config: C, assignments: Sequence[str]) -> C:
+    """Returns `config` with `key=value` assignments applied; dotted keys reach nested configs.
+
+    Values are parsed by the field's type: `epochs=3`, `lr=0.05`, `milestones=30,60`,
+    `max_train=none`, `augment=false`.
+    """
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ConfigError(f"--set takes key=value, got {assignment!r}")
+        key, text = assignment.split("=", 1)
+        config = _set(config, key.strip().split("."), text.strip(), key.strip())
+    return config
+
+
+def _set(config: Any, path: list[str], text: str, full_key: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    name = path[0]
+    if name not in fields:
+        raise ConfigError(f"unknown config key {full_key!r}; known here: {', '.join(fields)}")
+    hints = typing.get_type_hints(type(config))
+    current = getattr(config, name)
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"{full_key!r}: {name} has no sub-keys")
+        return dataclasses.replace(config, **{name: _set(current, path[1:], text, full_key)})
+    if dataclasses.is_dataclass(current):
+        raise ConfigError(f"{full_key!r} is a group; set one of its keys, e.g. {full_key}.epochs")
+    try:
+        return dataclasses.replace(config, **{name: _parse_value(text, hints[name], full_key)})
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{full_key}={text}: {err}") from None
+
+
+def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two `to_dict` configs."""
+    keys = sorted(set(old) | set(new))
+    out = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def parse_args(experiment: str, presets: Mapping[str, Callable[[], C]],
+               argv: Sequence[str] | None = None, doc: str | None = None) -> tuple[str, C, Path, bool]:
+    """Command line of an experiment script: `--preset`, `--set key=value`, `--out`, `--restart`.
+
+    Returns:
+      (preset name, resolved config, run directory, restart flag).
+    """
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="paper", help=f"one of: {', '.join(presets)}")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (repeatable), e.g. --set train.epochs=3")
+    parser.add_argument("--out", default=None, help="run directory (default runs/<experiment>/<preset>)")
+    parser.add_argument("--restart", action="store_true",
+                        help="delete the run directory's checkpoints and results and start over")
+    args = parser.parse_args(argv)
+    if args.preset not in presets:
+        parser.error(f"unknown preset {args.preset!r}; known: {', '.join(presets)}")
+    try:
+        config = override(presets[args.preset](), args.overrides)
+    except ConfigError as err:
+        parser.error(str(err))
+    out = Path(args.out) if args.out else Path("runs") / experiment / args.preset
+    return args.preset, config, out, args.restart

@@ -1,0 +1,62 @@
+"""Result tables (markdown and JSON) and plots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from pdjax.train import write_json_atomic
+
+Column = tuple[str, str, str]  # (key, header, format spec)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """A markdown table of `rows`; a missing value prints as an empty cell."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join("---" if f.endswith("s") else "---:" for _, _, f in columns) + "|"]
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            value = row.get(key)
+            cells.append("" if value is None else format(value, fmt))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_results(out: str | Path, results: dict[str, Any], markdown: str) -> None:
+    """Writes `results.json` and `results.md` in `out`, each atomically."""
+    out = Path(out)
+    write_json_atomic(out / "results.json", results)
+    write_text_atomic(out / "results.md", markdown)
+
+
+def plot_curves(path: str | Path, curves: dict[str, Sequence[float]], *, xlabel: str, ylabel: str,
+                title: str) -> None:
+    """One line per named curve (x = 1, 2, ...), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for label, ys in curves.items():
+        ax.plot(range(1, len(ys) + 1), ys, label=label, marker="." if len(ys) < 40 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,91 @@
+"""Experiment plumbing: run directories (config saved, refused if changed), stages, the CLI."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+
+from pdjax import data as data_lib
+from pdjax import models, parallel
+from pdjax.config import ConfigError, diff
+from pdjax.data import DataError
+from pdjax.train import FitResult, Schedule, fit, write_json_atomic
+
+
+class RunDirError(ValueError):
+    """The run directory was made by a different configuration."""
+
+
+def environment() -> dict[str, Any]:
+    """Versions and devices, recorded with every result."""
+    versions = {}
+    for package in ("pdjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    devices = jax.devices()
+    return {"versions": versions, "backend": jax.default_backend(),
+            "device_kind": devices[0].device_kind, "device_count": len(devices),
+            "process_count": jax.process_count()}
+
+
+def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False) -> Path:
+    """Creates (or reuses) a run directory and saves `config` as `config.json` in it.
+
+    A directory whose `config.json` differs from `config` is refused with the differing keys,
+    unless `restart` is true, in which case its contents are deleted first.
+
+    Returns:
+      The run directory.
+    """
+    out = Path(out)
+    saved = out / "config.json"
+    if out.exists() and restart and parallel.is_main_process():
+        shutil.rmtree(out)
+    if saved.exists():
+        old = json.loads(saved.read_text())
+        changed = diff(old, dict(config))
+        if changed:
+            raise RunDirError(f"{out} was made by a different config (differs in: {', '.join(changed)}); "
+                              "pass --restart to start over or --out to pick another directory")
+    out.mkdir(parents=True, exist_ok=True)
+    if parallel.is_main_process():
+        write_json_atomic(saved, dict(config))
+    return out
+
+
+def train_stage(stage: str, *, model_name: str, data: data_lib.ImageData, schedule: Schedule,
+                out: str | Path, seed: int, widths: Sequence[int] | None = None,
+                mesh: Any = None, augment: bool = True, eval_batch_size: int = 500,
+                progress: bool = True) -> tuple[Any, FitResult, dict[str, Any]]:
+    """Trains one model as a named stage of an experiment, in `out/<stage>/` (resumable).
+
+    Returns:
+      (model, fit result, a results-table row for it).
+    """
+    model = models.get(model_name, data.num_classes, widths=widths)
+    result = fit(model, data, schedule, workdir=Path(out) / stage, seed=seed, mesh=mesh,
+                 augment=augment, eval_batch_size=eval_batch_size, name=stage, progress=progress)
+    params = result.best_variables["params"]
+    row = {"stage": stage, "model": model_name,
+           "widths": list(widths) if widths is not None else list(models.default_widths(model_name)),
+           "params": models.count_params(params),
+           "prunable_params": models.count_params(params, prunable_only=True),
+           **result.summary()}
+    return model, result, row
+
+
+def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> Any:
+    """Runs an experiment's `main`, turning input errors into a one-line message and exit 2."""
+    try:
+        return main(argv)
+    except (DataError, ConfigError, RunDirError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

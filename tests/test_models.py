@@ -1,0 +1,99 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pdjax import layers, models
+
+
+def abstract_params(name, num_classes=100, shape=(32, 32, 3), widths=None):
+    model = models.get(name, num_classes, widths=widths)
+    return jax.eval_shape(lambda: models.init(model, jax.random.key(0), shape))["params"]
+
+
+@pytest.mark.parametrize("name, classes, prunable", [("vgg19", 100, 20_070_080), ("vgg11", 100, 9_268_928)])
+def test_paper_prunable_counts(name, classes, prunable):
+    assert models.count_params(abstract_params(name, classes), prunable_only=True) == prunable
+
+
+def test_vgg19_dbl_plan_and_counts():
+    params = abstract_params("vgg19_dbl")
+    widths = [params[f"Conv_{i}"]["kernel"].shape[-1] for i in range(16)]
+    assert widths == [64, 128, 256, 256, 512, 512, 512, 512, 1024, 1024, 1024, 1024, 1024, 1024, 1024, 512]
+    assert params["Dense_0"]["kernel"].shape == (512, 100)
+
+
+@pytest.mark.parametrize("name, shape, widths", [
+    ("vgg11", (32, 32, 3), (4, 8, 8, 8, 16, 16, 16, 16)),
+    ("vgg13", (32, 32, 3), None),
+    ("vgg16_tiny", (64, 64, 3), (4,) * 13),
+    ("resnet18", (32, 32, 3), (4, 8, 8, 16)),
+    ("resnet50", (32, 32, 3), (2, 4, 4, 8)),
+    ("mobilenetv2", (32, 32, 3), (4, 4, 4, 4, 8, 8, 8, 8, 16)),
+])
+def test_output_shape_and_modes(name, shape, widths):
+    options = {"head": (16, 16)} if name == "vgg16_tiny" else {}
+    model = models.get(name, 7, widths=widths, **options)
+    variables = models.init(model, jax.random.key(0), shape)
+    x = jax.random.normal(jax.random.key(1), (4, *shape))
+    apply = jax.jit(model.apply, static_argnames=("train", "mutable"))
+    eval_out = apply(variables, x, train=False)
+    assert eval_out.shape == (4, 7)
+    # Eval mode is deterministic and leaves BatchNorm statistics alone.
+    np.testing.assert_array_equal(eval_out, apply(variables, x, train=False))
+    train_out, updates = apply(variables, x, train=True, mutable=("batch_stats",),
+                               rngs={"dropout": jax.random.key(2)})
+    assert train_out.shape == (4, 7)
+    # Train mode normalizes with batch statistics and moves the running averages.
+    assert not np.allclose(train_out, eval_out)
+    moved = jax.tree.map(lambda a, b: not np.allclose(a, b), updates["batch_stats"], variables["batch_stats"])
+    assert any(jax.tree.leaves(moved))
+
+
+def test_widths_override_and_errors():
+    params = abstract_params("resnet18", 10, widths=(8, 16, 32, 64))
+    assert params["Conv_0"]["kernel"].shape == (3, 3, 3, 64)  # the stem stays 64 wide
+    assert params["Dense_0"]["kernel"].shape == (64, 10)
+    # Identity shortcuts carry a learnable per-channel scale; changed shapes a 1x1 conv.
+    assert params["BasicBlock_0"]["shortcut_conv"]["kernel"].shape == (1, 1, 64, 8)
+    assert params["BasicBlock_1"]["shortcut_scale"]["scale"].shape == (8,)
+    assert params["BasicBlock_2"]["shortcut_conv"]["kernel"].shape == (1, 1, 8, 16)
+    with pytest.raises(ValueError, match="unknown model"):
+        models.get("vgg7", 10)
+    with pytest.raises(ValueError, match="8 convolutions"):
+        models.get("vgg11", 10, widths=(4, 4))
+    with pytest.raises(ValueError, match=">= 1"):
+        models.get("vgg11", 10, widths=(0,) * 8)
+    with pytest.raises(ValueError, match="4 stage widths"):
+        models.get("resnet18", 10, widths=(1, 2))
+
+
+def test_paper_initialization():
+    model = models.get("vgg11", 10, widths=(64, 128, 128, 128, 128, 128, 128, 128))
+    params = models.init(model, jax.random.key(0), (32, 32, 3))["params"]
+    kernel = np.asarray(params["Conv_2"]["kernel"])  # 3x3x128x128: fan_in 1152
+    assert abs(kernel.std() - np.sqrt(2 / 1152)) < 0.02 * np.sqrt(2 / 1152)
+    # Plain normal, not truncated: values beyond 2 standard deviations occur (~4.6%).
+    assert np.mean(np.abs(kernel) > 2 * np.sqrt(2 / 1152)) > 0.03
+    assert np.all(np.asarray(params["Conv_2"]["bias"]) == 0)
+    assert np.all(np.asarray(params["BatchNorm_0"]["scale"]) == 1)
+
+
+@pytest.mark.parametrize("hw, k", [(2, 3), (4, 3), (1, 3), (5, 1)])
+def test_conv_as_matmul_equals_lax_conv(hw, k):
+    x = jax.random.normal(jax.random.key(0), (3, hw, hw, 5))
+    kernel = jax.random.normal(jax.random.key(1), (k, k, 5, 6))
+    p = (k - 1) // 2
+    expected = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((p, p), (p, p)),
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(layers.conv_as_matmul(x, kernel, (p, p)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_stride2_padding_is_pytorch_symmetric():
+    # PyTorch pads 1 on each side for a 3x3 stride-2 conv; the output's first pixel sees the
+    # top-left 2x2 of the input at kernel offset (1, 1).
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    conv = layers.Conv(1, (3, 3), strides=2, use_bias=False)
+    kernel = jnp.zeros((3, 3, 1, 1)).at[1, 1].set(1.0)
+    y = conv.apply({"params": {"kernel": kernel}}, x)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[0.0, 2.0], [8.0, 10.0]])
