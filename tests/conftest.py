@@ -1,12 +1,18 @@
 """Tests run on 8 fake CPU devices, so sharded code is exercised without accelerators."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_platforms", "cpu")
+# Many tests compile the same steps (fresh closures, same programs): share compiled code.
+_CACHE = tempfile.mkdtemp(prefix="pdjax-test-jax-cache-")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 import pytest  # noqa: E402
 

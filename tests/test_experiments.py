@@ -1,0 +1,87 @@
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pdjax import config as config_lib
+from pdjax import runs
+from pdjax.train import Schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_experiment(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def vgg19_to_vgg11():
+    return load_experiment("vgg19_to_vgg11")
+
+
+def test_presets_follow_the_paper(vgg19_to_vgg11):
+    paper = vgg19_to_vgg11.paper()
+    assert paper.data == "tfds:cifar100" and paper.teacher == "vgg19" and paper.student == "vgg11"
+    assert paper.train == Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160),
+                                   lr_factor=0.2, weight_decay=5e-4, momentum=0.9, nesterov=True)
+    assert vgg19_to_vgg11.cpu().data.endswith("cifar10-jpeg.zip")
+    assert vgg19_to_vgg11.demo().data == "digits"
+
+
+def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tmp_path, capsys):
+    argv = ["--preset", "demo", "--set", "train.epochs=1", "--set", "train.milestones=",
+            "--set", "max_train=600", "--out", str(tmp_path)]
+    results = vgg19_to_vgg11.main(argv)
+    assert [r["stage"] for r in results["rows"]] == ["teacher", "student_scratch"]
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["epochs"] == 1 for r in results["rows"])
+    assert results["rows"][0]["params"] > results["rows"][1]["params"]
+    assert results["environment"]["device_count"] == 8 and results["config"]["seed"] == 0
+    for name in ("results.md", "results.json", "curves.png", "config.json",
+                 "teacher/result.json", "student_scratch/metrics.jsonl"):
+        assert (tmp_path / name).exists(), name
+    assert "| teacher | vgg19 |" in (tmp_path / "results.md").read_text()
+    # Running the same command again trains nothing and reports the same numbers.
+    again = vgg19_to_vgg11.main(argv)
+    assert [r["test_accuracy"] for r in again["rows"]] == [r["test_accuracy"] for r in results["rows"]]
+    assert [r["train_seconds"] for r in again["rows"]] == [r["train_seconds"] for r in results["rows"]]
+    # A different config in the same directory is refused, naming the field.
+    with pytest.raises(runs.RunDirError, match=r"differs in: config.train.lr"):
+        vgg19_to_vgg11.main(argv + ["--set", "train.lr=0.2"])
+
+
+def test_overrides_are_typed(vgg19_to_vgg11):
+    config = config_lib.override(vgg19_to_vgg11.demo(), [
+        "train.epochs=7", "train.milestones=3,5", "max_train=none", "augment=false", "data=folder:/x"])
+    assert config.train.epochs == 7 and config.train.milestones == (3, 5)
+    assert config.max_train is None and config.augment is False and config.data == "folder:/x"
+    with pytest.raises(config_lib.ConfigError, match="train.epochs takes int, got 'many'"):
+        config_lib.override(config, ["train.epochs=many"])
+    with pytest.raises(config_lib.ConfigError, match="unknown config key 'widht_multiplier'"):
+        config_lib.override(config, ["widht_multiplier=2"])
+    with pytest.raises(config_lib.ConfigError, match="key=value"):
+        config_lib.override(config, ["epochs"])
+
+
+def test_config_diff_names_nested_keys():
+    assert config_lib.diff({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 2, "d": 4}, "e": 0}) == ["b.d", "e"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--set", "train.epochs=x"], "train.epochs takes int"),
+    (["--preset", "demo", "--set", "data=nowhere"], "error: unknown data source 'nowhere'"),
+    (["--preset", "demo", "--set", "data=folder:/no/such.zip"], "error: data path /no/such.zip does not exist"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "vgg19_to_vgg11.py"), *args,
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,152 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from pdjax import data as data_lib
+from pdjax import models, parallel, train
+
+TINY_VGG11 = (2, 4, 4, 4, 8, 8, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data_lib.load("digits")
+
+
+def run_steps(mesh, digits, steps=3, batch_size=16):
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    schedule = train.Schedule(epochs=1, batch_size=batch_size, lr=0.05, weight_decay=5e-4)
+    optimizer = train.sgd(schedule, steps_per_epoch=10)
+    variables = models.init(model, jax.random.key(0), (32, 32, 3))
+    state = parallel.replicate(train.TrainState.create(variables, optimizer), mesh)
+    step = train.make_train_step(model, optimizer, mesh, mean=digits.mean, std=digits.std)
+    key = parallel.replicate(jax.random.key(1), mesh)
+    metrics = []
+    for images, labels in list(data_lib.train_batches(digits.train, batch_size, seed=0, epoch=0))[:steps]:
+        state, m = step(state, *parallel.put_global_batch((images, labels), mesh), key)
+        metrics.append(m)
+    return jax.device_get(state), jax.device_get(metrics), step
+
+
+def test_eight_devices_compute_what_one_does(digits):
+    assert len(jax.devices()) == 8
+    one, m1, _ = run_steps(parallel.data_mesh(jax.devices()[:1]), digits)
+    eight, m8, _ = run_steps(parallel.data_mesh(), digits)
+    assert int(one.step) == int(eight.step) == 3
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+                 (one.params, one.batch_stats), (eight.params, eight.batch_stats))
+    for a, b in zip(m1, m8):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    # and training moved the parameters at all
+    init = models.init(models.get("vgg11", 10, widths=TINY_VGG11), jax.random.key(0), (32, 32, 3))
+    assert not np.allclose(init["params"]["Conv_0"]["kernel"], one.params["Conv_0"]["kernel"])
+
+
+def test_train_step_compiles_once(digits):
+    _, metrics, step = run_steps(parallel.data_mesh(), digits, steps=6)
+    assert len(metrics) == 6
+    assert step.traces == 1
+
+
+def test_eval_step_compiles_once_with_a_padded_last_batch(digits):
+    mesh = parallel.data_mesh()
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    variables = parallel.replicate(models.init(model, jax.random.key(0), (32, 32, 3)), mesh)
+    step = train.make_eval_step(model, mesh, mean=digits.mean, std=digits.std)
+    result = train.evaluate(step, variables, digits.test, batch_size=100, mesh=mesh)  # 360 = 3*104+48
+    assert step.traces == 1
+    # Same numbers as a plain un-sharded evaluation of the whole test split.
+    logits = model.apply(variables, data_lib.normalize(jnp.asarray(digits.test.images), digits.mean, digits.std))
+    assert result["accuracy"] == pytest.approx(float(np.mean(np.argmax(logits, -1) == digits.test.labels)))
+    assert result["loss"] == pytest.approx(float(train.cross_entropy(logits, digits.test.labels).mean()), rel=1e-4)
+
+
+def test_sgd_matches_pytorch_nesterov_with_weight_decay_in_the_gradient():
+    schedule = train.Schedule(epochs=3, batch_size=1, lr=0.1, milestones=(1, 2), lr_factor=0.2,
+                              weight_decay=0.01)
+    optimizer = train.sgd(schedule, steps_per_epoch=2)
+    w = jnp.array([1.0, -2.0])
+    state = optimizer.init(w)
+    grads = [jnp.array([0.5, 0.1]), jnp.array([-0.3, 0.2]), jnp.array([0.1, 0.1]),
+             jnp.array([0.2, -0.4]), jnp.array([0.0, 0.3]), jnp.array([0.1, 0.0])]
+    # PyTorch SGD: d = g + wd*w; buf = m*buf + d; step = d + m*buf; w -= lr*step
+    ref_w, buf = np.array([1.0, -2.0]), np.zeros(2)
+    for t, g in enumerate(grads):
+        lr = 0.1 * 0.2 ** (t // 2)  # epochs 0, 1, 2 at 2 steps per epoch
+        d = np.asarray(g) + 0.01 * ref_w
+        buf = 0.9 * buf + d
+        ref_w = ref_w - lr * (d + 0.9 * buf)
+        updates, state = optimizer.update(g, state, w)
+        w = optax.apply_updates(w, updates)
+    np.testing.assert_allclose(w, ref_w, rtol=1e-6)
+
+
+def test_learning_rate_steps_at_epoch_milestones():
+    schedule = train.Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160), lr_factor=0.2)
+    lr = train.learning_rate(schedule, steps_per_epoch=10)
+    assert [float(lr(s)) for s in (0, 599, 600, 1199, 1200, 1600, 1999)] == pytest.approx(
+        [0.1, 0.1, 0.02, 0.02, 0.004, 0.0008, 0.0008])
+
+
+def test_batch_size_must_divide_over_devices():
+    with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+        parallel.check_batch_size(12, parallel.data_mesh())
+
+
+# ------------------------------------------------------------------------ fit loop
+
+DEMO_VGG11 = models.scaled_widths("vgg11", 1 / 16)
+SCHEDULE = train.Schedule(epochs=3, batch_size=64, lr=0.05, milestones=(2,), lr_factor=0.2, weight_decay=5e-4)
+
+
+def test_fit_loss_falls_on_digits(digits, tmp_path):
+    model = models.get("vgg11", 10, widths=DEMO_VGG11)
+    result = train.fit(model, digits, SCHEDULE, workdir=tmp_path, seed=0, progress=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < 0.7 * losses[0]
+    assert result.test_accuracy > 0.5  # ten classes: chance is 0.1
+    assert result.best_epoch == 1 + int(np.argmax([h["val_accuracy"] for h in result.history]))
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["test_accuracy"] == pytest.approx(result.test_accuracy)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_fit_resumes_after_interruption_with_the_same_result(digits, tmp_path):
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    whole = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "whole", seed=0, progress=False)
+
+    def stop_after_first(epoch, _):
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train.fit(model, digits, SCHEDULE, workdir=tmp_path / "split", seed=0, progress=False,
+                  on_epoch_end=stop_after_first)
+    assert not (tmp_path / "split" / "result.json").exists()
+    epochs_run = []
+    resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "split", seed=0, progress=False,
+                        on_epoch_end=lambda e, _: epochs_run.append(e))
+    assert epochs_run == [2, 3]  # epoch 1 came from the checkpoint
+    jax.tree.map(np.testing.assert_array_equal, resumed.variables, whole.variables)
+    assert resumed.test_accuracy == whole.test_accuracy
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    # A finished run returns its result without training again.
+    again = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "split", seed=0, progress=False,
+                      on_epoch_end=lambda e, _: epochs_run.append(e))
+    assert epochs_run == [2, 3] and again.test_accuracy == whole.test_accuracy
+
+
+def test_nan_loss_stops_with_the_step(digits, tmp_path):
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    bad = train.Schedule(epochs=1, batch_size=64, lr=1e30)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, step \d+"):
+        train.fit(model, digits, bad, workdir=tmp_path, seed=0, progress=False, log_every=1)
