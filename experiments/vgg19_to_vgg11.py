@@ -3,6 +3,8 @@
 Stages, each in its own directory under the run directory and each resumable (run the same
 command again after an interruption):
   teacher/           the VGG19 teacher
+  pruning/round_k/   iterative global magnitude pruning of the teacher with learning-rate
+                     rewinding, one directory per round (round 2 ~ 36%, 4 ~ 59%, 7 ~ 79% sparse)
   student_scratch/   the VGG11 student trained from scratch (no teacher)
 
 Presets:
@@ -12,7 +14,8 @@ Presets:
 
 Overrides: `--set key=value` (repeatable; e.g. `--set train.epochs=3`,
 `--set data=folder:PATH`), `--out DIR` (default runs/vgg19_to_vgg11/<preset>), `--restart`.
-Results: `results.md`, `results.json` and `curves.png` in the run directory.
+Results in the run directory: `results.md`, `results.json`, `curves.png` (validation accuracy
+per epoch), `pruning_density.png` (per-layer density per round), `teacher_vs_sparsity.png`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,15 @@ class Config:
     # Teacher and scratch students (PAPER.md, CIFAR-100 VGG).
     train: Schedule = Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160),
                                lr_factor=0.2, weight_decay=5e-4)
+    # Each pruning round (PAPER.md, CIFAR-100 pruning).
+    prune: Schedule = Schedule(epochs=130, batch_size=128, lr=0.1, milestones=(39, 84),
+                               lr_factor=0.1, weight_decay=2e-4)
+    prune_rounds: int = 7
+    prune_fraction: float = 0.2
+    prune_scope: str = "global"  # or "layerwise"
+    rewind: str = "lr"  # "lr" (the paper), "weight" (to the teacher at rewind_epoch), "finetune"
+    rewind_epoch: int = 0  # teacher epoch whose weights rewind="weight" restores
+    finetune_lr: float = 1e-3
 
 
 def paper() -> Config:
@@ -55,13 +67,17 @@ def cpu() -> Config:
     return Config(data=f"folder:{SHARED_CIFAR10.resolve()}", width_multiplier=1 / 8,
                   # The paper's schedule shape (milestones at 30/60/80% of the epochs), shortened.
                   train=Schedule(epochs=30, batch_size=128, lr=0.1, milestones=(9, 18, 24),
-                                 lr_factor=0.2, weight_decay=5e-4))
+                                 lr_factor=0.2, weight_decay=5e-4),
+                  prune=Schedule(epochs=6, batch_size=128, lr=0.1, milestones=(2, 4),
+                                 lr_factor=0.1, weight_decay=2e-4))
 
 
 def demo() -> Config:
     return Config(data="digits", width_multiplier=1 / 16,
                   train=Schedule(epochs=12, batch_size=64, lr=0.05, milestones=(6, 9),
-                                 lr_factor=0.2, weight_decay=5e-4))
+                                 lr_factor=0.2, weight_decay=5e-4),
+                  prune=Schedule(epochs=3, batch_size=64, lr=0.05, milestones=(1, 2),
+                                 lr_factor=0.1, weight_decay=2e-4))
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
@@ -69,6 +85,9 @@ PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
 COLUMNS = [("stage", "stage", "s"), ("model", "model", "s"), ("params", "params", ","),
            ("best_epoch", "best epoch", "d"), ("val_accuracy", "val acc", ".4f"),
            ("test_accuracy", "test acc", ".4f"), ("train_seconds", "train s", ".1f")]
+PRUNING_COLUMNS = [("round", "round", "d"), ("sparsity", "sparsity", ".3f"),
+                   ("remaining", "remaining weights", ","), ("val_accuracy", "val acc", ".4f"),
+                   ("test_accuracy", "teacher test acc", ".4f"), ("train_seconds", "train s", ".1f")]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -84,25 +103,61 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   augment=config.augment, eval_batch_size=config.eval_batch_size)
 
     rows, curves = [], {}
-    for stage, model_name in (("teacher", config.teacher), ("student_scratch", config.student)):
-        widths = pdjax.models.scaled_widths(model_name, config.width_multiplier)
-        _, result, row = pdjax.runs.train_stage(stage, model_name=model_name, widths=widths, **common)
-        rows.append(row)
-        curves[f"{stage} ({model_name})"] = [h["val_accuracy"] for h in result.history]
 
+    def stage(name: str, model_name: str, **options: Any):
+        widths = pdjax.models.scaled_widths(model_name, config.width_multiplier)
+        model, result, row = pdjax.runs.train_stage(name, model_name=model_name, widths=widths,
+                                                    **common, **options)
+        rows.append(row)
+        curves[f"{name} ({model_name})"] = [h["val_accuracy"] for h in result.history]
+        return model, result
+
+    snapshots = (config.rewind_epoch,) if config.rewind == "weight" else ()
+    teacher, teacher_result = stage("teacher", config.teacher, snapshot_epochs=snapshots)
+    rewind_variables = (pdjax.checkpoints.load_tree(out / "teacher" / f"snapshot_{config.rewind_epoch}",
+                                                    teacher_result.variables)
+                        if snapshots else None)
+    rounds = pdjax.pruning.iterative_pruning(
+        teacher, data, variables=teacher_result.best_variables, schedule=config.prune,
+        rounds=config.prune_rounds, workdir=out / "pruning", fraction=config.prune_fraction,
+        scope=config.prune_scope, rewind=config.rewind, rewind_variables=rewind_variables,
+        finetune_lr=config.finetune_lr, seed=config.seed, mesh=mesh, augment=config.augment,
+        eval_batch_size=config.eval_batch_size)
+    stage("student_scratch", config.student)
+
+    teacher_masks = pdjax.masks.init(teacher_result.best_variables["params"])
+    all_masks = [teacher_masks] + [r.masks for r in rounds]
+    labels = ["teacher"] + [f"round {r.round} ({r.summary()['sparsity']:.0%})" for r in rounds]
+    pruning_rows = [{"round": 0, "sparsity": 0.0, "remaining": pdjax.masks.total(teacher_masks),
+                     **teacher_result.summary()}] + [r.summary() for r in rounds]
     results = {**run_config, "environment": pdjax.runs.environment(),
                "data": {"source": config.data, "train": len(data.train), "val": len(data.val),
                         "test": len(data.test), "classes": data.num_classes},
-               "rows": rows}
+               "rows": rows, "pruning": pruning_rows,
+               "layer_density": {label: [dataclasses.asdict(s) for s in pdjax.sparsity.layer_stats(m)]
+                                 for label, m in zip(labels, all_masks)}}
     table = pdjax.reports.markdown_table(rows, COLUMNS)
+    pruning_table = pdjax.reports.markdown_table(pruning_rows, PRUNING_COLUMNS)
     markdown = (f"# {EXPERIMENT}, preset `{preset}`\n\nData: {config.data} ({len(data.train)} train, "
                 f"{len(data.val)} val, {len(data.test)} test). Test accuracy is that of the epoch "
-                f"with the best validation accuracy.\n\n{table}")
+                f"with the best validation accuracy, except in pruning rounds, which keep their "
+                f"last epoch (round 0 is the unpruned teacher).\n\n## Models\n\n{table}\n"
+                f"## Pruning ({config.prune_scope}, rewind={config.rewind}, "
+                f"{config.prune_fraction:.0%} per round)\n\n{pruning_table}\n"
+                f"## Per-layer density\n\n"
+                f"{pdjax.sparsity.report_table(all_masks, labels)}")
     if pdjax.parallel.is_main_process():
         pdjax.reports.write_results(out, results, markdown)
         pdjax.reports.plot_curves(out / "curves.png", curves, xlabel="epoch",
                                   ylabel="validation accuracy", title=f"{EXPERIMENT} ({preset})")
-        print(f"\n{table}\nresults in {out}")
+        pdjax.sparsity.plot_density(out / "pruning_density.png", all_masks, labels,
+                                    title=f"{config.teacher}: per-layer density by round")
+        pdjax.reports.plot_xy(out / "teacher_vs_sparsity.png",
+                              [r["sparsity"] for r in pruning_rows],
+                              {"teacher": [r["test_accuracy"] for r in pruning_rows]},
+                              xlabel="sparsity", ylabel="test accuracy",
+                              title=f"pruned {config.teacher} ({preset})")
+        print(f"\n{table}\n{pruning_table}\nresults in {out}")
     return results
 
 

@@ -4,6 +4,9 @@
   pdjax.models     models of the paper, buildable at any widths (`get`, `init`)
   pdjax.data       data sources as uint8 arrays, on-device augmentation (`load`)
   pdjax.train      optimizer, jitted train/eval steps over a mesh, the resumable `fit` loop
+  pdjax.masks      pruning masks as pytrees (`init`, `apply`, `prune_global`, `prune_layerwise`)
+  pdjax.sparsity   the mask algebra: per-layer statistics, set operations, reports
+  pdjax.pruning    iterative pruning with rewinding (`iterative_pruning`, `load_round`)
   pdjax.parallel   the device mesh (`data_mesh`), sharding helpers, multi-host start-up
   pdjax.checkpoints  orbax checkpoints (`Checkpointer`)
   pdjax.config     experiment configs with presets and `--set` overrides
@@ -11,7 +14,7 @@
   pdjax.reports    result tables and plots
 """
 
-from pdjax import checkpoints, config, data, models, parallel, reports, runs, train
+from pdjax import checkpoints, config, data, masks, models, parallel, pruning, reports, runs, sparsity, train
 from pdjax.checkpoints import Checkpointer
 from pdjax.data import DataError, ImageData, Split, load
 from pdjax.models import count_params
@@ -21,7 +24,8 @@ from pdjax.train import FitResult, Schedule, TrainState, evaluate, fit, make_eva
 __version__ = "0.1.0"
 
 __all__ = [
-    "checkpoints", "config", "data", "models", "parallel", "reports", "runs", "train",
+    "checkpoints", "config", "data", "masks", "models", "parallel", "pruning", "reports", "runs",
+    "sparsity", "train",
     "Checkpointer", "DataError", "ImageData", "Split", "load", "count_params", "data_mesh",
     "FitResult", "Schedule", "TrainState", "evaluate", "fit", "make_eval_step", "make_train_step",
     "sgd", "__version__",

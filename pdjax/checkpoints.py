@@ -52,3 +52,21 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def save_tree(path: str | Path, tree: PyTree) -> None:
+    """Saves one pytree of arrays (atomically: orbax finalizes a temporary directory)."""
+    path = Path(path).absolute()
+    with ocp.StandardCheckpointer() as checkpointer:
+        checkpointer.save(path, tree, force=True)
+        checkpointer.wait_until_finished()
+
+
+def load_tree(path: str | Path, template: PyTree) -> PyTree:
+    """Loads a pytree saved by `save_tree` into the structure and shapes of `template`."""
+    path = Path(path).absolute()
+    if not path.exists():
+        raise FileNotFoundError(f"no saved tree at {path}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(path, abstract)

@@ -12,6 +12,7 @@ import os
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -51,8 +52,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
-    """Places every array of `tree` on every device of the mesh."""
-    return jax.device_put(tree, replicated(mesh))
+    """Places a copy of every array of `tree` on every device of the mesh.
+
+    The copy never aliases the caller's arrays, so a step that donates its state cannot
+    delete arrays the caller still holds.
+    """
+    # device_put may reuse a buffer already on one of the mesh's devices (even with
+    # may_alias=False, as of JAX 0.10): copy first.
+    fresh = jax.tree.map(lambda a: jnp.array(a, copy=True) if isinstance(a, jax.Array) else a, tree)
+    return jax.device_put(fresh, replicated(mesh))
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:

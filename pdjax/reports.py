@@ -41,6 +41,13 @@ def write_results(out: str | Path, results: dict[str, Any], markdown: str) -> No
 def plot_curves(path: str | Path, curves: dict[str, Sequence[float]], *, xlabel: str, ylabel: str,
                 title: str) -> None:
     """One line per named curve (x = 1, 2, ...), saved as PNG."""
+    longest = max((len(ys) for ys in curves.values()), default=0)
+    plot_xy(path, list(range(1, longest + 1)), curves, xlabel=xlabel, ylabel=ylabel, title=title)
+
+
+def plot_xy(path: str | Path, xs: Sequence[float], curves: dict[str, Sequence[float]], *,
+            xlabel: str, ylabel: str, title: str) -> None:
+    """One line per named curve over shared x values (a shorter curve uses the first xs), as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,13 +55,20 @@ def plot_curves(path: str | Path, curves: dict[str, Sequence[float]], *, xlabel:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for label, ys in curves.items():
-        ax.plot(range(1, len(ys) + 1), ys, label=label, marker="." if len(ys) < 40 else None)
+        ax.plot(xs[:len(ys)], ys, label=label, marker="." if len(ys) < 40 else None)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Saves a matplotlib figure atomically and closes it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     fig.savefig(tmp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pdjax import data as data_lib
 from pdjax import models, parallel
 from pdjax.config import ConfigError, diff
 from pdjax.data import DataError
+from pdjax.masks import MaskError
 from pdjax.train import FitResult, Schedule, fit, write_json_atomic
 
 
@@ -64,15 +66,18 @@ def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False
 def train_stage(stage: str, *, model_name: str, data: data_lib.ImageData, schedule: Schedule,
                 out: str | Path, seed: int, widths: Sequence[int] | None = None,
                 mesh: Any = None, augment: bool = True, eval_batch_size: int = 500,
-                progress: bool = True) -> tuple[Any, FitResult, dict[str, Any]]:
+                progress: bool = True, **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
     """Trains one model as a named stage of an experiment, in `out/<stage>/` (resumable).
+
+    `fit_options` go to `pdjax.train.fit` (e.g. `snapshot_epochs`).
 
     Returns:
       (model, fit result, a results-table row for it).
     """
     model = models.get(model_name, data.num_classes, widths=widths)
     result = fit(model, data, schedule, workdir=Path(out) / stage, seed=seed, mesh=mesh,
-                 augment=augment, eval_batch_size=eval_batch_size, name=stage, progress=progress)
+                 augment=augment, eval_batch_size=eval_batch_size, name=stage, progress=progress,
+                 **fit_options)
     params = result.best_variables["params"]
     row = {"stage": stage, "model": model_name,
            "widths": list(widths) if widths is not None else list(models.default_widths(model_name)),
@@ -82,10 +87,20 @@ def train_stage(stage: str, *, model_name: str, data: data_lib.ImageData, schedu
     return model, result, row
 
 
+def enable_compilation_cache() -> None:
+    """Keeps compiled XLA programs on disk, so that stages and resumed runs that compile the same
+    step (every pruning round does) reuse it. `JAX_COMPILATION_CACHE_DIR` overrides the place."""
+    if jax.config.jax_compilation_cache_dir is None:
+        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pdjax" / "xla"
+        jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> Any:
     """Runs an experiment's `main`, turning input errors into a one-line message and exit 2."""
+    enable_compilation_cache()
     try:
         return main(argv)
-    except (DataError, ConfigError, RunDirError) as err:
+    except (DataError, ConfigError, RunDirError, MaskError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -26,9 +26,10 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from pdjax import data as data_lib
+from pdjax import masks as masks_lib
 from pdjax import models, parallel
-from pdjax.checkpoints import Checkpointer
-from pdjax.types import Array, Metrics, Params, PRNGKey, PyTree, Variables
+from pdjax.checkpoints import Checkpointer, save_tree
+from pdjax.types import Array, Masks, Metrics, Params, PRNGKey, PyTree, Variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,18 +70,27 @@ def sgd(schedule: Schedule, steps_per_epoch: int) -> optax.GradientTransformatio
 
 
 class TrainState(NamedTuple):
-    """Everything a training step updates; a plain pytree."""
+    """Everything a training step updates; a plain pytree.
+
+    With `masks` (a mask tree, see `pdjax.masks`), the forward pass uses weight x mask and the
+    parameters are re-masked after every update, so pruned weights stay exactly zero whatever
+    the optimizer (momentum, weight decay) does. `masks=None` trains densely.
+    """
 
     step: Array
     params: Params
     batch_stats: PyTree
     opt_state: optax.OptState
+    masks: Masks | None = None
 
     @classmethod
-    def create(cls, variables: Variables, optimizer: optax.GradientTransformation) -> "TrainState":
-        params = variables["params"]
+    def create(cls, variables: Variables, optimizer: optax.GradientTransformation,
+               masks: Masks | None = None) -> "TrainState":
+        if masks is not None:
+            masks_lib.check(variables["params"], masks)
+        params = masks_lib.apply(variables["params"], masks)
         return cls(jnp.zeros((), jnp.int32), params, variables.get("batch_stats", {}),
-                   optimizer.init(params))
+                   optimizer.init(params), masks)
 
     @property
     def variables(self) -> Variables:
@@ -132,15 +142,17 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, m
         x = prepare_images(images, augment_key, mean=mean, std=std, augment=augment)
 
         def loss_fn(params: Params):
-            logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
+            masked = masks_lib.apply(params, state.masks)
+            logits, updates = model.apply({"params": masked, "batch_stats": state.batch_stats}, x,
                                           train=True, mutable=["batch_stats"],
                                           rngs={"dropout": dropout_key})
             return cross_entropy(logits, labels).mean(), (logits, updates)
 
         (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         deltas, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, deltas)
-        new_state = TrainState(state.step + 1, params, updates.get("batch_stats", {}), opt_state)
+        params = masks_lib.apply(optax.apply_updates(state.params, deltas), state.masks)
+        new_state = TrainState(state.step + 1, params, updates.get("batch_stats", {}), opt_state,
+                               state.masks)
         metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
         return new_state, metrics
 
@@ -183,6 +195,7 @@ class FitResult:
 
     Attributes:
       variables: the last epoch's variables (pruning rounds keep these).
+      masks: the masks trained under (None for dense training).
       best_variables: the variables of the epoch with the best validation accuracy.
       best_epoch: that epoch (1-based; 0 means the initial variables).
       val_accuracy: its validation accuracy.
@@ -192,6 +205,7 @@ class FitResult:
     """
 
     variables: Variables
+    masks: Masks | None
     best_variables: Variables
     best_epoch: int
     val_accuracy: float
@@ -228,7 +242,8 @@ def _copy(tree: PyTree) -> PyTree:
 
 def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workdir: str | Path,
         seed: int = 0, mesh: Mesh | None = None, variables: Variables | None = None,
-        augment: bool = True, eval_batch_size: int = 500, name: str = "train",
+        masks: Masks | None = None, augment: bool = True, select_best: bool = True,
+        snapshot_epochs: tuple[int, ...] = (), eval_batch_size: int = 500, name: str = "train",
         progress: bool = True, log_every: int = 20,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
     """Trains `model` on `data` with SGD, resuming from `workdir` if it holds checkpoints.
@@ -247,7 +262,12 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
       seed: fixes the initialization (when `variables` is None), data order and augmentation.
       mesh: device mesh; default all devices.
       variables: initial variables; default a fresh initialization from `seed`.
+      masks: pruning masks to train under (pruned weights stay zero); None trains densely.
       augment: random crop and flip on training batches.
+      select_best: report (and return as `best_variables`) the best-validation epoch's model;
+        False keeps the last epoch's, as pruning rounds do.
+      snapshot_epochs: after these epochs, also save the variables to `workdir/snapshot_<epoch>`
+        (the rewind points of weight rewinding).
       eval_batch_size: batch size for validation and test.
       name: label of the progress bar.
       progress: show a progress bar (first process only).
@@ -271,7 +291,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
     lr_at = learning_rate(schedule, steps_per_epoch)
     if variables is None:
         variables = models.init(model, jax.random.key(seed), data.image_shape)
-    state = parallel.replicate(TrainState.create(variables, optimizer), mesh)
+    state = parallel.replicate(TrainState.create(variables, optimizer, masks), mesh)
     best = _copy(state.variables)
     meta: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "val_accuracy": -1.0, "history": [],
                             "train_seconds": 0.0}
@@ -291,6 +311,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
     if main:
         _write_history(workdir / "metrics.jsonl", history)
 
+    if 0 in snapshot_epochs and meta["epoch"] == 0:
+        save_tree(workdir / "snapshot_0", state.variables)
     for epoch in range(meta["epoch"], schedule.epochs):
         start = time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"{name} {epoch + 1}/{schedule.epochs}",
@@ -327,11 +349,13 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                   "seconds": round(seconds, 3),
                   "images_per_second": round(seen * schedule.batch_size / seconds, 1)}
         history.append(record)
-        if val["accuracy"] > meta["val_accuracy"]:
+        if val["accuracy"] > meta["val_accuracy"] or not select_best:
             best = _copy(state.variables)
             meta["best_epoch"], meta["val_accuracy"] = epoch + 1, val["accuracy"]
         meta.update(epoch=epoch + 1, history=history,
                     train_seconds=meta["train_seconds"] + seconds)
+        if epoch + 1 in snapshot_epochs:  # before the checkpoint: a resume never skips it
+            save_tree(workdir / f"snapshot_{epoch + 1}", state.variables)
         ckpt.save(epoch + 1, {"state": state, "best": best}, meta)
         if main:
             _write_history(workdir / "metrics.jsonl", history)
@@ -343,7 +367,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
     ckpt.close()
 
     test = evaluate(eval_step, best, data.test, eval_batch_size, mesh)
-    result = FitResult(variables=jax.device_get(state.variables), best_variables=jax.device_get(best),
+    result = FitResult(variables=jax.device_get(state.variables), masks=jax.device_get(state.masks),
+                       best_variables=jax.device_get(best),
                        best_epoch=meta["best_epoch"], val_accuracy=meta["val_accuracy"],
                        test_accuracy=test["accuracy"], test_loss=test["loss"], history=history,
                        train_seconds=meta["train_seconds"])

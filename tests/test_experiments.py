@@ -31,25 +31,36 @@ def test_presets_follow_the_paper(vgg19_to_vgg11):
     assert paper.data == "tfds:cifar100" and paper.teacher == "vgg19" and paper.student == "vgg11"
     assert paper.train == Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160),
                                    lr_factor=0.2, weight_decay=5e-4, momentum=0.9, nesterov=True)
+    assert paper.prune == Schedule(epochs=130, batch_size=128, lr=0.1, milestones=(39, 84),
+                                   lr_factor=0.1, weight_decay=2e-4, momentum=0.9, nesterov=True)
+    assert (paper.prune_rounds, paper.prune_fraction, paper.prune_scope, paper.rewind) == (7, 0.2, "global", "lr")
     assert vgg19_to_vgg11.cpu().data.endswith("cifar10-jpeg.zip")
     assert vgg19_to_vgg11.demo().data == "digits"
 
 
 def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tmp_path, capsys):
     argv = ["--preset", "demo", "--set", "train.epochs=1", "--set", "train.milestones=",
-            "--set", "max_train=600", "--out", str(tmp_path)]
+            "--set", "prune.epochs=1", "--set", "prune_rounds=2", "--set", "max_train=600",
+            "--out", str(tmp_path)]
     results = vgg19_to_vgg11.main(argv)
     assert [r["stage"] for r in results["rows"]] == ["teacher", "student_scratch"]
     assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["epochs"] == 1 for r in results["rows"])
+    assert [r["round"] for r in results["pruning"]] == [0, 1, 2]
+    assert [round(r["sparsity"], 3) for r in results["pruning"]] == [0.0, 0.2, 0.36]
+    assert list(results["layer_density"]) == ["teacher", "round 1 (20%)", "round 2 (36%)"]
     assert results["rows"][0]["params"] > results["rows"][1]["params"]
     assert results["environment"]["device_count"] == 8 and results["config"]["seed"] == 0
-    for name in ("results.md", "results.json", "curves.png", "config.json",
-                 "teacher/result.json", "student_scratch/metrics.jsonl"):
+    for name in ("results.md", "results.json", "curves.png", "config.json", "pruning_density.png",
+                 "teacher_vs_sparsity.png", "teacher/result.json", "student_scratch/metrics.jsonl",
+                 "pruning/rounds.json", "pruning/round_02/teacher"):
         assert (tmp_path / name).exists(), name
-    assert "| teacher | vgg19 |" in (tmp_path / "results.md").read_text()
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| teacher | vgg19 |" in markdown and "| 2 | 0.360 |" in markdown
+    assert "| Conv_0/kernel | 3x3x3x4 |" in markdown
     # Running the same command again trains nothing and reports the same numbers.
     again = vgg19_to_vgg11.main(argv)
     assert [r["test_accuracy"] for r in again["rows"]] == [r["test_accuracy"] for r in results["rows"]]
+    assert again["pruning"] == results["pruning"]
     assert [r["train_seconds"] for r in again["rows"]] == [r["train_seconds"] for r in results["rows"]]
     # A different config in the same directory is refused, naming the field.
     with pytest.raises(runs.RunDirError, match=r"differs in: config.train.lr"):

@@ -150,3 +150,12 @@ def test_nan_loss_stops_with_the_step(digits, tmp_path):
     bad = train.Schedule(epochs=1, batch_size=64, lr=1e30)
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, step \d+"):
         train.fit(model, digits, bad, workdir=tmp_path, seed=0, progress=False, log_every=1)
+
+
+def test_replicated_state_never_aliases_the_callers_arrays():
+    mesh = parallel.data_mesh()
+    x = jnp.ones((3,))
+    donating = jax.jit(lambda a: a + 1, donate_argnums=0, out_shardings=parallel.replicated(mesh))
+    donating(parallel.replicate(x, mesh))
+    assert not x.is_deleted()
+    np.testing.assert_array_equal(x, [1.0, 1.0, 1.0])

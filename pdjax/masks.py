@@ -1,0 +1,162 @@
+"""Pruning masks as pytrees with the structure of the parameters they mask.
+
+The rule: a mask tree holds a boolean array (True = kept) for every prunable kernel (every
+convolution and linear kernel, 1x1 and depthwise included) and `None` for every other leaf
+(biases, BatchNorm, shortcut scales), so that
+
+    jax.tree.structure(masks, is_leaf=masks_lib.is_none) == jax.tree.structure(params)
+
+Usage:
+    masks = pdjax.masks.init(params)
+    masks = pdjax.masks.prune_global(params, masks, 0.2)   # one round: 20% of what is left
+    pdjax.masks.density(masks)                              # 0.8
+    logits = model.apply({"params": pdjax.masks.apply(params, masks), ...}, x)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pdjax.models import is_prunable
+from pdjax.types import Masks, Params
+
+
+class MaskError(ValueError):
+    """Masks that do not fit the parameters, or two mask trees that do not fit each other."""
+
+
+def is_none(x: Any) -> bool:
+    return x is None
+
+
+def path_str(path: tuple) -> str:
+    """'Conv_0/kernel' for a pytree key path."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def _names(path: tuple) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def init(params: Params, prunable: Callable[[tuple[str, ...], Any], bool] = is_prunable) -> Masks:
+    """All-True masks for the prunable leaves of `params`, None elsewhere."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: jnp.ones(p.shape, jnp.bool_) if prunable(_names(path), p) else None, params)
+
+
+def check(params: Params, masks: Masks) -> None:
+    """Raises MaskError naming the first path where `masks` does not fit `params`."""
+    p_leaves = dict((path_str(k), v) for k, v in jax.tree_util.tree_flatten_with_path(params)[0])
+    m_leaves = jax.tree_util.tree_flatten_with_path(masks, is_leaf=is_none)[0]
+    m_paths = [path_str(k) for k, _ in m_leaves]
+    for (key, m), path in zip(m_leaves, m_paths):
+        if path not in p_leaves:
+            raise MaskError(f"mask at {path} has no parameter")
+        if m is not None and tuple(m.shape) != tuple(p_leaves[path].shape):
+            raise MaskError(f"mask at {path} has shape {tuple(m.shape)}, the parameter "
+                            f"{tuple(p_leaves[path].shape)}")
+    missing = [p for p in p_leaves if p not in set(m_paths)]
+    if missing:
+        raise MaskError(f"parameter {missing[0]} has no mask entry (use None for unpruned leaves)")
+
+
+def check_same_structure(a: Masks, b: Masks) -> None:
+    """Raises MaskError naming the first path where two mask trees differ in structure or shape."""
+    a_leaves = jax.tree_util.tree_flatten_with_path(a, is_leaf=is_none)[0]
+    b_leaves = dict((path_str(k), v) for k, v in jax.tree_util.tree_flatten_with_path(b, is_leaf=is_none)[0])
+    a_paths = set()
+    for key, x in a_leaves:
+        path = path_str(key)
+        a_paths.add(path)
+        if path not in b_leaves:
+            raise MaskError(f"mask trees differ: {path} is only in the first")
+        y = b_leaves[path]
+        if (x is None) != (y is None) or (x is not None and x.shape != y.shape):
+            shape = lambda m: "None" if m is None else tuple(m.shape)  # noqa: E731
+            raise MaskError(f"mask trees differ at {path}: {shape(x)} vs {shape(y)}")
+    extra = [p for p in b_leaves if p not in a_paths]
+    if extra:
+        raise MaskError(f"mask trees differ: {extra[0]} is only in the second")
+
+
+def apply(params: Params, masks: Masks | None) -> Params:
+    """Parameters with pruned weights zeroed (weight x mask); jit-friendly."""
+    if masks is None:
+        return params
+    return jax.tree.map(lambda m, p: p if m is None else p * m.astype(p.dtype), masks, params,
+                        is_leaf=is_none)
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 <= fraction < 1.0:
+        raise MaskError(f"pruning fraction must be in [0, 1), got {fraction}")
+
+
+def _flat_prunable(params: Params, masks: Masks) -> tuple[list, list[np.ndarray], list[np.ndarray]]:
+    check(params, masks)
+    m_leaves, treedef = jax.tree.flatten(masks, is_leaf=is_none)
+    p_leaves = treedef.flatten_up_to(params)
+    index = [i for i, m in enumerate(m_leaves) if m is not None]
+    weights = [np.abs(np.asarray(jax.device_get(p_leaves[i]), np.float32)).ravel() for i in index]
+    kept = [np.asarray(jax.device_get(m_leaves[i]), bool).ravel() for i in index]
+    return [m_leaves, treedef, index], weights, kept
+
+
+def _rebuild(meta: list, kept: list[np.ndarray]) -> Masks:
+    m_leaves, treedef, index = meta
+    leaves = list(m_leaves)
+    for i, k in zip(index, kept):
+        leaves[i] = jnp.asarray(k.reshape(m_leaves[i].shape))
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def _drop_smallest(weights: np.ndarray, kept: np.ndarray, count: int) -> np.ndarray:
+    """Clears the `count` smallest still-kept entries; ties go to the lower index."""
+    alive = np.flatnonzero(kept)
+    order = np.argsort(weights[alive], kind="stable")
+    out = kept.copy()
+    out[alive[order[:count]]] = False
+    return out
+
+
+def prune_global(params: Params, masks: Masks, fraction: float) -> Masks:
+    """One round of global magnitude pruning.
+
+    Ranks the raw |w| of all still-unpruned prunable weights of the whole network together and
+    removes exactly `round(fraction * still_unpruned)` of them (Python's `round`); ties are
+    broken by position (earlier leaf, then earlier index, goes first). Masks only shrink.
+    Runs on the host (the count is exact and deterministic on every host).
+    """
+    _check_fraction(fraction)
+    meta, weights, kept = _flat_prunable(params, masks)
+    sizes = [len(w) for w in weights]
+    all_kept = _drop_smallest(np.concatenate(weights), np.concatenate(kept),
+                              round(fraction * int(sum(k.sum() for k in kept))))
+    return _rebuild(meta, np.split(all_kept, np.cumsum(sizes)[:-1]))
+
+
+def prune_layerwise(params: Params, masks: Masks, fraction: float) -> Masks:
+    """One round of layer-wise magnitude pruning: each layer loses round(fraction x its kept)."""
+    _check_fraction(fraction)
+    meta, weights, kept = _flat_prunable(params, masks)
+    return _rebuild(meta, [_drop_smallest(w, k, round(fraction * int(k.sum())))
+                           for w, k in zip(weights, kept)])
+
+
+def remaining(masks: Masks) -> int:
+    """Number of kept (unpruned) prunable weights."""
+    return int(sum(int(jnp.sum(m)) for m in jax.tree.leaves(masks)))
+
+
+def total(masks: Masks) -> int:
+    """Number of prunable weights."""
+    return int(sum(m.size for m in jax.tree.leaves(masks)))
+
+
+def density(masks: Masks) -> float:
+    """Kept share of the prunable weights (1 - sparsity)."""
+    return remaining(masks) / total(masks)

@@ -1,0 +1,161 @@
+"""Iterative magnitude pruning with rewinding (PAPER.md, "Pruning").
+
+Each round prunes `fraction` of the still-unpruned prunable weights (globally by default), then
+retrains under the new masks in `workdir/round_<k>/`:
+  - `rewind="lr"` (the paper's learning-rate rewinding): keep the trained weights, reset the
+    optimizer, run the full per-round schedule again from its start;
+  - `rewind="weight"`: reset the surviving weights to `rewind_variables` (the dense network's
+    weights at an early epoch, as in lottery-ticket work), then run the schedule;
+  - `rewind="finetune"`: keep the weights and train at a small constant learning rate.
+Every round's fit checkpoints each epoch (masks included) and keeps its last epoch, so a run
+killed mid-round resumes in that round, and any round's teacher can be loaded afterwards.
+
+Usage:
+    rounds = pdjax.pruning.iterative_pruning(model, data, variables=teacher, schedule=per_round,
+                                             rounds=7, workdir="runs/x/pruning")
+    rounds[1].masks, rounds[1].variables     # the 36%-sparse teacher (round 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from flax import linen as nn
+from jax.sharding import Mesh
+
+from pdjax import data as data_lib
+from pdjax import masks as masks_lib
+from pdjax import parallel, sparsity
+from pdjax.checkpoints import load_tree, save_tree
+from pdjax.train import FitResult, Schedule, fit, write_json_atomic
+from pdjax.types import Masks, Variables
+
+REWIND_MODES = ("lr", "weight", "finetune")
+SCOPES = ("global", "layerwise")
+
+
+@dataclasses.dataclass
+class PruningRound:
+    """One finished round: its masks, last-epoch variables and test accuracy."""
+
+    round: int
+    masks: Masks
+    variables: Variables
+    result: FitResult
+
+    def summary(self) -> dict[str, Any]:
+        s = sparsity.summary(self.masks)
+        return {"round": self.round, "density": s["density"], "sparsity": s["sparsity"],
+                "remaining": s["remaining"], **self.result.summary()}
+
+
+def rounds_for_sparsity(target: float, fraction: float = 0.2) -> int:
+    """Rounds of pruning `fraction` that reach `target` sparsity: 0.36 -> 2, 0.59 -> 4, 0.79 -> 7."""
+    if not 0.0 <= target < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {target}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"pruning fraction must be in (0, 1), got {fraction}")
+    return round(math.log(1.0 - target) / math.log(1.0 - fraction))
+
+
+def round_dir(workdir: str | Path, k: int) -> Path:
+    return Path(workdir) / f"round_{k:02d}"
+
+
+def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: Variables,
+                      schedule: Schedule, rounds: int, workdir: str | Path, fraction: float = 0.2,
+                      scope: str = "global", rewind: str = "lr",
+                      rewind_variables: Variables | None = None, finetune_lr: float = 1e-3,
+                      masks: Masks | None = None, seed: int = 0, mesh: Mesh | None = None,
+                      augment: bool = True, eval_batch_size: int = 500, progress: bool = True,
+                      on_round_end: Callable[[PruningRound], None] | None = None,
+                      on_epoch_end: Callable[[int, int, dict], None] | None = None) -> list[PruningRound]:
+    """Runs (or resumes) `rounds` rounds of prune-then-retrain.
+
+    Args:
+      model: the teacher's module.
+      data: the data set.
+      variables: the trained dense (or already pruned) teacher's variables.
+      schedule: the per-round training schedule (PAPER.md: 130 epochs, milestones 39, 84).
+      rounds: number of rounds; round k leaves density (1 - fraction)^k.
+      workdir: directory for `round_<k>/` and `rounds.json`.
+      fraction: share of the still-unpruned weights removed each round, in [0, 1).
+      scope: `global` (one ranking over the whole network) or `layerwise`.
+      rewind: `lr`, `weight` or `finetune` (see the module docstring).
+      rewind_variables: the weights to rewind to (required for `rewind="weight"`).
+      finetune_lr: the constant learning rate of `rewind="finetune"`.
+      masks: starting masks (default: nothing pruned).
+      seed: base seed; round k trains with seed + k.
+      mesh, augment, eval_batch_size, progress: as in `pdjax.train.fit`.
+      on_round_end: called with each finished round.
+      on_epoch_end: called with (round, epoch, metrics) after each epoch's checkpoint.
+
+    Returns:
+      One `PruningRound` per round, in order.
+    """
+    if rewind not in REWIND_MODES:
+        raise ValueError(f"unknown rewind mode {rewind!r}; known: {', '.join(REWIND_MODES)}")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown pruning scope {scope!r}; known: {', '.join(SCOPES)}")
+    if rewind == "weight" and rewind_variables is None:
+        raise ValueError("rewind='weight' needs rewind_variables (the weights to rewind to)")
+    if not 0.0 <= fraction < 1.0:
+        raise masks_lib.MaskError(f"pruning fraction must be in [0, 1), got {fraction}")
+    prune = masks_lib.prune_global if scope == "global" else masks_lib.prune_layerwise
+    if rewind == "finetune":
+        schedule = dataclasses.replace(schedule, lr=finetune_lr, milestones=())
+    current_masks = masks if masks is not None else masks_lib.init(variables["params"])
+    masks_lib.check(variables["params"], current_masks)
+    current = variables
+    out: list[PruningRound] = []
+    for k in range(1, rounds + 1):
+        # Deterministic from the previous round's last epoch, so a resumed run recomputes
+        # exactly the masks its checkpoint holds.
+        new_masks = prune(current["params"], current_masks, fraction)
+        start = rewind_variables if rewind == "weight" else current
+        result = fit(model, data, schedule, workdir=round_dir(workdir, k), seed=seed + k, mesh=mesh,
+                     variables=start, masks=new_masks, augment=augment, select_best=False,
+                     eval_batch_size=eval_batch_size, name=f"prune round {k}/{rounds}",
+                     progress=progress,
+                     on_epoch_end=(None if on_epoch_end is None
+                                   else lambda epoch, record, k=k: on_epoch_end(k, epoch, record)))
+        current, current_masks = result.variables, result.masks
+        teacher_path = round_dir(workdir, k) / "teacher"
+        if not teacher_path.exists():
+            save_tree(teacher_path, {"variables": current, "masks": current_masks})
+        finished = PruningRound(k, current_masks, current, result)
+        out.append(finished)
+        if parallel.is_main_process():
+            write_json_atomic(Path(workdir) / "rounds.json", [r.summary() for r in out])
+        if on_round_end is not None:
+            on_round_end(finished)
+    return out
+
+
+def load_round(workdir: str | Path, template: Variables, *, round: int | None = None,
+               sparsity: float | None = None, fraction: float = 0.2) -> tuple[Variables, Masks]:
+    """Loads a finished round's pruned teacher: (last-epoch variables, masks).
+
+    Args:
+      workdir: the `iterative_pruning` directory.
+      template: variables of the same model (e.g. `pdjax.models.init(...)`), for shapes.
+      round: the round number; or
+      sparsity: a target sparsity (0.36, 0.59, 0.79), turned into a round by `fraction`.
+    """
+    if (round is None) == (sparsity is None):
+        raise ValueError("give exactly one of round= or sparsity=")
+    k = round if round is not None else rounds_for_sparsity(sparsity, fraction)
+    path = round_dir(workdir, k) / "teacher"
+    if not path.exists():
+        raise FileNotFoundError(f"round {k} has not finished in {workdir} (no {path})")
+    tree = load_tree(path, {"variables": template, "masks": masks_lib.init(template["params"])})
+    return tree["variables"], tree["masks"]
+
+
+def load_rounds_summary(workdir: str | Path) -> list[dict[str, Any]]:
+    """The per-round summaries written so far (`rounds.json`)."""
+    return json.loads((Path(workdir) / "rounds.json").read_text())

@@ -1,0 +1,147 @@
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pdjax import data as data_lib
+from pdjax import masks, models, parallel, pruning, train
+
+TINY_VGG11 = (2, 4, 4, 4, 8, 8, 8, 8)
+SCHEDULE = train.Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.1, weight_decay=2e-4)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data_lib.load("digits", max_train=700)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return models.get("vgg11", 10, widths=TINY_VGG11)
+
+
+@pytest.fixture(scope="module")
+def teacher(model):
+    return jax.device_get(models.init(model, jax.random.key(0), (32, 32, 3)))
+
+
+def test_masked_training_keeps_pruned_weights_exactly_zero(digits, model, teacher):
+    mesh = parallel.data_mesh()
+    m = masks.prune_global(teacher["params"], masks.init(teacher["params"]), 0.6)
+    optimizer = train.sgd(dataclasses.replace(SCHEDULE, lr=0.1, weight_decay=5e-3), steps_per_epoch=5)
+    state = train.TrainState.create(teacher, optimizer, m)
+    # A stale momentum buffer (as if carried over from dense training) must not revive weights.
+    state = state._replace(opt_state=jax.tree.map(jnp.ones_like, state.opt_state))
+    state = parallel.replicate(state, mesh)
+    step = train.make_train_step(model, optimizer, mesh, mean=digits.mean, std=digits.std)
+    key = parallel.replicate(jax.random.key(0), mesh)
+    for epoch in range(2):
+        for batch in data_lib.train_batches(digits.train, 64, seed=0, epoch=epoch):
+            state, _ = step(state, *parallel.put_global_batch(batch, mesh), key)
+    params = jax.device_get(state.params)
+    pruned_total = kept_moved = 0
+    for path_params, path_mask, start in zip(jax.tree.leaves(params), jax.tree.leaves(m, is_leaf=masks.is_none),
+                                             jax.tree.leaves(teacher["params"])):
+        if path_mask is None:
+            continue
+        mk = np.asarray(path_mask)
+        assert np.all(np.asarray(path_params)[~mk] == 0.0)
+        pruned_total += int((~mk).sum())
+        kept_moved += int(np.sum(np.asarray(path_params)[mk] != np.asarray(start)[mk]))
+    assert pruned_total == masks.total(m) - masks.remaining(m) > 0
+    assert kept_moved > 0.9 * masks.remaining(m)
+
+
+def run_rounds(model, digits, teacher, workdir, rounds=2, **kw):
+    return pruning.iterative_pruning(model, digits, variables=teacher, schedule=SCHEDULE, rounds=rounds,
+                                     workdir=workdir, seed=0, progress=False, **kw)
+
+
+def test_rounds_prune_twenty_percent_of_what_is_left_and_resume_mid_round(digits, model, teacher, tmp_path):
+    whole = run_rounds(model, digits, teacher, tmp_path / "whole")
+    total = masks.total(whole[0].masks)
+    left1 = total - round(0.2 * total)
+    assert [masks.remaining(r.masks) for r in whole] == [left1, left1 - round(0.2 * left1)]
+    summary = json.loads((tmp_path / "whole" / "rounds.json").read_text())
+    assert [s["round"] for s in summary] == [1, 2]
+    assert summary[1]["sparsity"] == pytest.approx(1 - (left1 - round(0.2 * left1)) / total)
+    # Masks only shrink from round to round.
+    for a, b in zip(jax.tree.leaves(whole[0].masks), jax.tree.leaves(whole[1].masks)):
+        assert not np.any(np.asarray(b) & ~np.asarray(a))
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_round_2(k, epoch, _):
+        if (k, epoch) == (2, 1):
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_rounds(model, digits, teacher, tmp_path / "split", on_epoch_end=kill_in_round_2)
+    seen = []
+    resumed = run_rounds(model, digits, teacher, tmp_path / "split",
+                         on_epoch_end=lambda k, e, _: seen.append((k, e)))
+    assert seen == [(2, 2)]  # round 1 and round 2's first epoch came from checkpoints
+    for r, w in zip(resumed, whole):
+        jax.tree.map(np.testing.assert_array_equal, (r.variables, r.masks), (w.variables, w.masks))
+        assert r.result.test_accuracy == w.result.test_accuracy
+
+    # Any finished round's teacher loads by its number or its target sparsity.
+    variables, loaded_masks = pruning.load_round(tmp_path / "whole", teacher, round=2)
+    jax.tree.map(np.testing.assert_array_equal, (variables, loaded_masks), (whole[1].variables, whole[1].masks))
+    variables, _ = pruning.load_round(tmp_path / "whole", teacher, sparsity=0.36)
+    jax.tree.map(np.testing.assert_array_equal, variables, whole[1].variables)
+    with pytest.raises(FileNotFoundError, match="round 4 has not finished"):
+        pruning.load_round(tmp_path / "whole", teacher, sparsity=0.59)
+
+
+def test_rewind_modes_choose_the_starting_weights(digits, model, teacher, tmp_path):
+    no_training = dataclasses.replace(SCHEDULE, epochs=0)
+    trained = jax.tree.map(lambda x: x + 1.0, teacher)  # stands for the trained teacher
+
+    def first_round(rewind, **kw):
+        return pruning.iterative_pruning(model, digits, variables=trained, schedule=no_training, rounds=1,
+                                         workdir=tmp_path / rewind, rewind=rewind, progress=False, **kw)[0]
+
+    lr = first_round("lr")
+    jax.tree.map(np.testing.assert_array_equal, lr.variables["params"],
+                 masks.apply(trained["params"], lr.masks))
+    weight = first_round("weight", rewind_variables=teacher)
+    jax.tree.map(np.testing.assert_array_equal, weight.variables["params"],
+                 masks.apply(teacher["params"], weight.masks))
+    # The masks come from the trained weights in both modes.
+    jax.tree.map(np.testing.assert_array_equal, weight.masks, lr.masks)
+    one_epoch = dataclasses.replace(SCHEDULE, epochs=1)
+    finetune = pruning.iterative_pruning(model, digits, variables=trained, schedule=one_epoch, rounds=1,
+                                         workdir=tmp_path / "finetune", rewind="finetune",
+                                         finetune_lr=0.003, progress=False)[0]
+    assert finetune.result.history[0]["lr"] == pytest.approx(0.003)
+
+
+def test_layerwise_scope_prunes_every_layer_alike(digits, model, teacher, tmp_path):
+    r = pruning.iterative_pruning(model, digits, variables=teacher, schedule=dataclasses.replace(SCHEDULE, epochs=0),
+                                  rounds=1, workdir=tmp_path, scope="layerwise", progress=False)[0]
+    for m in jax.tree.leaves(r.masks):
+        m = np.asarray(m)
+        assert m.sum() == m.size - round(0.2 * m.size)
+
+
+def test_bad_arguments(digits, model, teacher, tmp_path):
+    kw = dict(variables=teacher, schedule=SCHEDULE, rounds=1, workdir=tmp_path)
+    with pytest.raises(ValueError, match="unknown rewind mode 'weights'"):
+        pruning.iterative_pruning(model, digits, rewind="weights", **kw)
+    with pytest.raises(ValueError, match="needs rewind_variables"):
+        pruning.iterative_pruning(model, digits, rewind="weight", **kw)
+    with pytest.raises(ValueError, match="unknown pruning scope"):
+        pruning.iterative_pruning(model, digits, scope="local", **kw)
+    with pytest.raises(masks.MaskError, match=r"fraction must be in \[0, 1\), got 1.5"):
+        pruning.iterative_pruning(model, digits, fraction=1.5, **kw)
+    other = models.init(models.get("vgg11", 10, widths=(2,) * 8), jax.random.key(0), (32, 32, 3))
+    with pytest.raises(masks.MaskError, match=r"mask at Conv_1/kernel has shape \(3, 3, 2, 2\)"):
+        pruning.iterative_pruning(model, digits, masks=masks.init(other["params"]), **kw)
+    assert [pruning.rounds_for_sparsity(s) for s in (0.36, 0.59, 0.79)] == [2, 4, 7]
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
+        pruning.rounds_for_sparsity(1.0)
