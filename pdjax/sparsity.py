@@ -12,6 +12,7 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,8 +49,14 @@ class LayerStats:
     dead_in: int
 
 
+def natural_key(path: str) -> tuple:
+    """Sort key that puts Conv_2 before Conv_10 (pytrees sort dict keys as strings)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path))
+
+
 def layer_stats(masks: Masks) -> list[LayerStats]:
-    """Per-layer statistics of every prunable kernel, in parameter-tree order."""
+    """Per-layer statistics of every prunable kernel, in natural path order (Conv_2 before
+    Conv_10, so a VGG's layers come in network order)."""
     out = []
     for key, m in jax.tree_util.tree_flatten_with_path(masks)[0]:
         m = np.asarray(jax.device_get(m), bool)
@@ -60,7 +67,7 @@ def layer_stats(masks: Masks) -> list[LayerStats]:
         kept = int(m.sum())
         out.append(LayerStats(masks_lib.path_str(key), tuple(m.shape), int(m.size), kept,
                               kept / m.size, int((~per_out).sum()), int((~per_in).sum())))
-    return out
+    return sorted(out, key=lambda s: natural_key(s.path))
 
 
 def summary(masks: Masks, params: Params | None = None) -> dict[str, Any]:

@@ -144,3 +144,10 @@ def test_report_table_and_plot(tmp_path):
     assert "| **all** | | 12 | **1.000** | **0.417** | |" in table
     sparsity.plot_density(tmp_path / "d.png", [a, b], ["dense", "round 1"])
     assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_layers_come_in_network_order():
+    m = {f"Conv_{i}": {"kernel": jnp.ones((1, 1, 1, 1), bool)} for i in (0, 1, 2, 10, 11)}
+    m["Dense_0"] = {"kernel": jnp.ones((1, 1), bool)}
+    assert [s.path for s in sparsity.layer_stats(m)] == [
+        "Conv_0/kernel", "Conv_1/kernel", "Conv_2/kernel", "Conv_10/kernel", "Conv_11/kernel", "Dense_0/kernel"]
