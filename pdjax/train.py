@@ -26,6 +26,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from pdjax import data as data_lib
+from pdjax import distill
 from pdjax import masks as masks_lib
 from pdjax import models, parallel
 from pdjax.checkpoints import Checkpointer, save_tree
@@ -128,36 +129,57 @@ def prepare_images(images: Array, key: PRNGKey | None, *, mean: Any, std: Any,
 
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh, *,
-                    mean: Any, std: Any, augment: bool = True) -> CompiledStep:
-    """Builds `step(state, images, labels, key) -> (state, metrics)`, jitted over `mesh`.
+                    mean: Any, std: Any, augment: bool = True, teacher: nn.Module | None = None,
+                    temperature: float = distill.TEMPERATURE, alpha: float = distill.ALPHA) -> CompiledStep:
+    """Builds the train step, jitted over `mesh`.
+
+    Without a teacher: `step(state, images, labels, key) -> (state, metrics)`, cross-entropy.
+    With `teacher` (a module): `step(state, images, labels, key, teacher_variables)`, the KD
+    loss of `pdjax.distill.kd_loss`; the teacher sees the same augmented batch as the student,
+    in evaluation mode, under `stop_gradient`. Its variables are an argument (pass them with
+    masks applied), so one compiled step serves every teacher of the same shapes.
 
     `images` (uint8) and `labels` are sharded on the batch axis; the state is replicated and
     donated. The step's randomness (augmentation, dropout) is `fold_in(key, state.step)`, so a
-    resumed run draws exactly what an uninterrupted one would.
+    resumed run draws exactly what an uninterrupted one would. Metrics: `loss`, `accuracy`,
+    and with a teacher `kd_loss`, `ce_loss`, `teacher_accuracy`.
     """
 
-    def step(state: TrainState, images: Array, labels: Array, key: PRNGKey):
+    def step(state: TrainState, images: Array, labels: Array, key: PRNGKey,
+             teacher_variables: Variables | None = None):
         step_key = jax.random.fold_in(key, state.step)
         augment_key, dropout_key = jax.random.split(step_key)
         x = prepare_images(images, augment_key, mean=mean, std=std, augment=augment)
+        teacher_logits = None
+        if teacher is not None:
+            teacher_logits = jax.lax.stop_gradient(teacher.apply(teacher_variables, x, train=False))
 
         def loss_fn(params: Params):
             masked = masks_lib.apply(params, state.masks)
             logits, updates = model.apply({"params": masked, "batch_stats": state.batch_stats}, x,
                                           train=True, mutable=["batch_stats"],
                                           rngs={"dropout": dropout_key})
-            return cross_entropy(logits, labels).mean(), (logits, updates)
+            if teacher_logits is None:
+                return cross_entropy(logits, labels).mean(), (logits, updates, {})
+            parts = distill.kd_loss(logits, teacher_logits, labels, temperature, alpha)
+            return parts.total, (logits, updates, {"kd_loss": parts.kd, "ce_loss": parts.ce})
 
-        (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (logits, updates, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         deltas, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = masks_lib.apply(optax.apply_updates(state.params, deltas), state.masks)
         new_state = TrainState(state.step + 1, params, updates.get("batch_stats", {}), opt_state,
                                state.masks)
-        metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+        metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels), **parts}
+        if teacher_logits is not None:
+            metrics["teacher_accuracy"] = jnp.mean(jnp.argmax(teacher_logits, -1) == labels)
         return new_state, metrics
 
     rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    return CompiledStep(step, in_shardings=(rep, batch, batch, rep), out_shardings=(rep, rep),
+    if teacher is None:
+        return CompiledStep(lambda state, images, labels, key: step(state, images, labels, key),
+                            in_shardings=(rep, batch, batch, rep), out_shardings=(rep, rep),
+                            donate_argnums=(0,))
+    return CompiledStep(step, in_shardings=(rep, batch, batch, rep, rep), out_shardings=(rep, rep),
                         donate_argnums=(0,))
 
 
@@ -242,7 +264,9 @@ def _copy(tree: PyTree) -> PyTree:
 
 def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workdir: str | Path,
         seed: int = 0, mesh: Mesh | None = None, variables: Variables | None = None,
-        masks: Masks | None = None, augment: bool = True, select_best: bool = True,
+        masks: Masks | None = None, teacher: distill.Teacher | None = None,
+        kd_temperature: float = distill.TEMPERATURE, kd_alpha: float = distill.ALPHA,
+        augment: bool = True, select_best: bool = True,
         snapshot_epochs: tuple[int, ...] = (), eval_batch_size: int = 500, name: str = "train",
         progress: bool = True, log_every: int = 20,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
@@ -263,6 +287,9 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
       mesh: device mesh; default all devices.
       variables: initial variables; default a fresh initialization from `seed`.
       masks: pruning masks to train under (pruned weights stay zero); None trains densely.
+      teacher: distill from this teacher (`pdjax.distill.Teacher`, its masks applied) with the
+        KD loss instead of training on the labels alone.
+      kd_temperature, kd_alpha: the KD loss's T and alpha.
       augment: random crop and flip on training batches.
       select_best: report (and return as `best_variables`) the best-validation epoch's model;
         False keeps the last epoch's, as pruning rounds do.
@@ -304,7 +331,13 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                              f"{schedule.epochs}")
 
     train_step = make_train_step(model, optimizer, mesh, mean=data.mean, std=data.std,
-                                 augment=augment)
+                                 augment=augment, teacher=teacher.model if teacher else None,
+                                 temperature=kd_temperature, alpha=kd_alpha)
+    teacher_args = ()
+    if teacher is not None:
+        teacher_args = (parallel.replicate(
+            {"params": masks_lib.apply(teacher.variables["params"], teacher.masks),
+             "batch_stats": teacher.variables.get("batch_stats", {})}, mesh),)
     eval_step = make_eval_step(model, mesh, mean=data.mean, std=data.std)
     key = parallel.replicate(jax.random.key(seed), mesh)
     history = list(meta["history"])
@@ -318,10 +351,11 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
         bar = tqdm(total=steps_per_epoch, desc=f"{name} {epoch + 1}/{schedule.epochs}",
                    disable=not (progress and main), leave=False, dynamic_ncols=True)
         pending: list[Metrics] = []
-        sums = {"loss": 0.0, "accuracy": 0.0}
+        sums: dict[str, float] = {}
         seen = 0
         for i, batch in enumerate(data_lib.train_batches(data.train, schedule.batch_size, seed, epoch)):
-            state, metrics = train_step(state, *parallel.put_global_batch(batch, mesh), key)
+            state, metrics = train_step(state, *parallel.put_global_batch(batch, mesh), key,
+                                        *teacher_args)
             pending.append(metrics)
             if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
                 fetched = jax.device_get(pending)
@@ -331,8 +365,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                             f"{name}: loss is {m['loss']} at epoch {epoch + 1}, step "
                             f"{epoch * steps_per_epoch + i - len(fetched) + 2}; the last good "
                             f"checkpoint is epoch {meta['epoch']} in {ckpt.directory}")
-                    for k in sums:
-                        sums[k] += float(m[k])
+                    for k, v in m.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
                 seen += len(fetched)
                 bar.update(len(fetched))
                 elapsed = time.perf_counter() - start
@@ -344,7 +378,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
             else {"accuracy": sums["accuracy"] / seen, "loss": sums["loss"] / seen}
         seconds = time.perf_counter() - start
         record = {"epoch": epoch + 1, "lr": float(lr_at(epoch * steps_per_epoch)),
-                  "train_loss": sums["loss"] / seen, "train_accuracy": sums["accuracy"] / seen,
+                  **{f"train_{k}" if k in ("loss", "accuracy") else k: v / seen for k, v in sums.items()},
                   "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                   "seconds": round(seconds, 3),
                   "images_per_second": round(seen * schedule.batch_size / seconds, 1)}
