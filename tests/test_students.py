@@ -1,0 +1,79 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pdjax import masks, models, students
+
+
+def vgg_masks(model_name, remaining, widths=None, num_classes=10):
+    """Masks of a `model_name` network whose conv i keeps exactly remaining[i] weights."""
+    model = models.get(model_name, num_classes, widths=widths)
+    params = jax.eval_shape(lambda: models.init(model, jax.random.key(0), (32, 32, 3)))["params"]
+    out = masks.init(params)
+    for i, r in enumerate(remaining):
+        k = out[f"Conv_{i}"]["kernel"]
+        out[f"Conv_{i}"]["kernel"] = (jnp.arange(k.size) < r).reshape(k.shape)
+    return out
+
+
+def test_vgg_chain_rule_by_hand():
+    # vgg11 at widths (8, 16, 16, 16, 32, 32, 32, 32); remaining weights chosen per layer.
+    remaining = [108, 600, 1000, 900, 2000, 4000, 100, 0]
+    m = vgg_masks("vgg11", remaining, widths=(8, 16, 16, 16, 32, 32, 32, 32))
+    # c1 = round(108 / (9*3)) = 4; c2 = round(600 / 36) = round(16.67) = 17; c3 = round(1000/153) = 7;
+    # c4 = round(900/63) = 14; c5 = round(2000/126) = 16; c6 = round(4000/144) = 28;
+    # c7 = round(100/252) = 0 -> 1 (never below 1); c8 = round(0/9) = 0 -> 1.
+    assert students.student_widths("vgg11", m, "chain") == (4, 17, 7, 14, 16, 28, 1, 1)
+
+
+def test_vgg_chain_oscillates_and_balanced_does_not_while_matching_the_count():
+    # A uniformly 75%-sparse vgg19: the exact chain alternates wide and narrow layers.
+    teacher = models.default_widths("vgg19")
+    fan_in = (3,) + teacher[:-1]
+    m = vgg_masks("vgg19", [round(0.25 * 9 * a * b) for a, b in zip(fan_in, teacher)], num_classes=100)
+    chain = students.student_widths("vgg19", m, "chain")
+    balanced = students.student_widths("vgg19", m, "balanced")
+    assert chain[:4] == (16, 64, 32, 128)  # 0.25 * 64 * 3 * 9 / 27 = 16, then 64*64*0.25*9/(9*16) = 64, ...
+    chain_ratios = np.array(chain) / np.array(teacher)
+    ratios = np.array(balanced) / np.array(teacher)
+    assert chain_ratios.max() / chain_ratios.min() > 3
+    # About half the teacher's width everywhere; the first layer's input (3 channels) is fixed,
+    # so its density can only be met by its own width, which the smoothness term pulls up.
+    assert ratios.max() / ratios.min() < 1.35 and np.all(np.abs(ratios[1:] - 0.5) < 0.01)
+    rows = {r["rule"]: r for r in students.compare_rules("vgg19", m, 100)}
+    for rule in ("chain", "balanced"):
+        # conv weights match; the dense classifier adds its own.
+        assert rows[rule]["student_weights"] == pytest.approx(
+            masks.remaining(m) - 512 * 100 + rows[rule]["widths"][-1] * 100, rel=0.01)
+
+
+@pytest.mark.parametrize("model_name", ["resnet18", "mobilenetv2"])
+def test_resnet_and_mobilenet_students_match_the_pruned_teacher_within_2_percent(model_name):
+    params = models.init(models.get(model_name, 200), jax.random.key(0), (32, 32, 3))["params"]
+    dense = masks.init(params)
+    previous = None
+    for rounds in (2, 4, 7):  # 36%, 59%, 79% sparsity
+        m = masks.prune_global(params, dense, 1 - 0.8**rounds)
+        (row,) = students.compare_rules(model_name, m, 200)
+        assert abs(row["ratio"] - 1) < 0.02, (rounds, row)
+        assert all(w >= 1 for w in row["widths"])
+        if previous is not None:  # sparser teacher, narrower student
+            assert row["student_weights"] < previous
+        previous = row["student_weights"]
+    if model_name == "resnet18":
+        assert len(row["widths"]) == 4
+    else:
+        assert len(row["widths"]) == 9
+
+
+def test_masks_of_another_model_are_refused():
+    m = vgg_masks("vgg11", [10] * 8)
+    with pytest.raises(masks.MaskError, match="masks do not belong to vgg19: expected Conv_0 ... Conv_15"):
+        students.student_widths("vgg19", m)
+    with pytest.raises(masks.MaskError, match="masks do not belong to resnet18: missing BasicBlock_0"):
+        students.student_widths("resnet18", m)
+    with pytest.raises(ValueError, match="unknown width rule"):
+        students.student_widths("vgg11", m, "greedy")
+    with pytest.raises(ValueError, match="defined for VGG models"):
+        students.student_widths("resnet18", m, "balanced")
