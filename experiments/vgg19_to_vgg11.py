@@ -6,6 +6,9 @@ command again after an interruption):
   pruning/round_k/   iterative global magnitude pruning of the teacher with learning-rate
                      rewinding, one directory per round (round 2 ~ 36%, 4 ~ 59%, 7 ~ 79% sparse)
   student_scratch/   the VGG11 student trained from scratch (no teacher)
+  student_kd_unpruned/     VGG11 distilled from the unpruned teacher
+  student_kd_round_<k>/    VGG11 distilled from the pruned teacher of round k (kd_rounds)
+The teacher and its pruning rounds are trained once and shared by every student.
 
 Presets:
   python experiments/vgg19_to_vgg11.py --preset demo    # digits, tiny widths: minutes on a CPU
@@ -15,7 +18,8 @@ Presets:
 Overrides: `--set key=value` (repeatable; e.g. `--set train.epochs=3`,
 `--set data=folder:PATH`), `--out DIR` (default runs/vgg19_to_vgg11/<preset>), `--restart`.
 Results in the run directory: `results.md`, `results.json`, `curves.png` (validation accuracy
-per epoch), `pruning_density.png` (per-layer density per round), `teacher_vs_sparsity.png`.
+per epoch), `pruning_density.png` (per-layer density per round), `teacher_vs_sparsity.png`,
+`student_vs_teacher_sparsity.png`.
 """
 
 from __future__ import annotations
@@ -57,6 +61,12 @@ class Config:
     rewind: str = "lr"  # "lr" (the paper), "weight" (to the teacher at rewind_epoch), "finetune"
     rewind_epoch: int = 0  # teacher epoch whose weights rewind="weight" restores
     finetune_lr: float = 1e-3
+    # Distillation (PAPER.md, CIFAR-100 KD): students of the unpruned and of these rounds' teachers.
+    kd: Schedule = Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160),
+                            lr_factor=0.2, weight_decay=5e-4)
+    kd_rounds: tuple[int, ...] = (2, 4, 7)  # ~36%, 59%, 79% sparsity at 20% per round
+    kd_temperature: float = 10.0
+    kd_alpha: float = 0.95
 
 
 def paper() -> Config:
@@ -64,20 +74,22 @@ def paper() -> Config:
 
 
 def cpu() -> Config:
-    return Config(data=f"folder:{SHARED_CIFAR10.resolve()}", width_multiplier=1 / 8,
-                  # The paper's schedule shape (milestones at 30/60/80% of the epochs), shortened.
-                  train=Schedule(epochs=30, batch_size=128, lr=0.1, milestones=(9, 18, 24),
-                                 lr_factor=0.2, weight_decay=5e-4),
+    # The paper's schedule shapes (milestones at 30/60/80% and 30/65% of the epochs), shortened.
+    train = Schedule(epochs=30, batch_size=128, lr=0.1, milestones=(9, 18, 24), lr_factor=0.2,
+                     weight_decay=5e-4)
+    return Config(data=f"folder:{SHARED_CIFAR10.resolve()}", width_multiplier=1 / 8, train=train,
                   prune=Schedule(epochs=6, batch_size=128, lr=0.1, milestones=(2, 4),
-                                 lr_factor=0.1, weight_decay=2e-4))
+                                 lr_factor=0.1, weight_decay=2e-4),
+                  kd=train)
 
 
 def demo() -> Config:
-    return Config(data="digits", width_multiplier=1 / 16,
-                  train=Schedule(epochs=12, batch_size=64, lr=0.05, milestones=(6, 9),
-                                 lr_factor=0.2, weight_decay=5e-4),
+    train = Schedule(epochs=12, batch_size=64, lr=0.05, milestones=(6, 9), lr_factor=0.2,
+                     weight_decay=5e-4)
+    return Config(data="digits", width_multiplier=1 / 16, train=train,
                   prune=Schedule(epochs=3, batch_size=64, lr=0.05, milestones=(1, 2),
-                                 lr_factor=0.1, weight_decay=2e-4))
+                                 lr_factor=0.1, weight_decay=2e-4),
+                  kd=train)
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
@@ -85,6 +97,11 @@ PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
 COLUMNS = [("stage", "stage", "s"), ("model", "model", "s"), ("params", "params", ","),
            ("best_epoch", "best epoch", "d"), ("val_accuracy", "val acc", ".4f"),
            ("test_accuracy", "test acc", ".4f"), ("train_seconds", "train s", ".1f")]
+STUDENT_COLUMNS = [("student", "student", "s"), ("teacher", "teacher", "s"),
+                   ("teacher_sparsity", "teacher sparsity", ".3f"),
+                   ("teacher_test_accuracy", "teacher test acc", ".4f"),
+                   ("student_params", "student params", ","),
+                   ("test_accuracy", "student test acc", ".4f")]
 PRUNING_COLUMNS = [("round", "round", "d"), ("sparsity", "sparsity", ".3f"),
                    ("remaining", "remaining weights", ","), ("val_accuracy", "val acc", ".4f"),
                    ("test_accuracy", "teacher test acc", ".4f"), ("train_seconds", "train s", ".1f")]
@@ -92,6 +109,9 @@ PRUNING_COLUMNS = [("round", "round", "d"), ("sparsity", "sparsity", ".3f"),
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, restart = pdjax.config.parse_args(EXPERIMENT, PRESETS, argv, __doc__)
+    if any(not 1 <= k <= config.prune_rounds for k in config.kd_rounds):
+        raise pdjax.config.ConfigError(f"kd_rounds {config.kd_rounds} must lie in 1..prune_rounds "
+                                       f"({config.prune_rounds})")
     pdjax.parallel.initialize_distributed()
     run_config = {"experiment": EXPERIMENT, "preset": preset, "config": pdjax.config.to_dict(config)}
     out = pdjax.runs.prepare(out, run_config, restart=restart)
@@ -99,21 +119,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                            max_train=config.max_train, max_test=config.max_test,
                            data_dir=config.data_dir)
     mesh = pdjax.parallel.data_mesh()
-    common = dict(data=data, schedule=config.train, out=out, seed=config.seed, mesh=mesh,
-                  augment=config.augment, eval_batch_size=config.eval_batch_size)
+    common = dict(data=data, out=out, seed=config.seed, mesh=mesh, augment=config.augment,
+                  eval_batch_size=config.eval_batch_size)
 
     rows, curves = [], {}
 
-    def stage(name: str, model_name: str, **options: Any):
+    def stage(name: str, model_name: str, schedule: Schedule, **options: Any):
         widths = pdjax.models.scaled_widths(model_name, config.width_multiplier)
         model, result, row = pdjax.runs.train_stage(name, model_name=model_name, widths=widths,
-                                                    **common, **options)
+                                                    schedule=schedule, **common, **options)
         rows.append(row)
         curves[f"{name} ({model_name})"] = [h["val_accuracy"] for h in result.history]
         return model, result
 
     snapshots = (config.rewind_epoch,) if config.rewind == "weight" else ()
-    teacher, teacher_result = stage("teacher", config.teacher, snapshot_epochs=snapshots)
+    teacher, teacher_result = stage("teacher", config.teacher, config.train, snapshot_epochs=snapshots)
     rewind_variables = (pdjax.checkpoints.load_tree(out / "teacher" / f"snapshot_{config.rewind_epoch}",
                                                     teacher_result.variables)
                         if snapshots else None)
@@ -123,7 +143,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         scope=config.prune_scope, rewind=config.rewind, rewind_variables=rewind_variables,
         finetune_lr=config.finetune_lr, seed=config.seed, mesh=mesh, augment=config.augment,
         eval_batch_size=config.eval_batch_size)
-    stage("student_scratch", config.student)
+
+    # Students: from scratch, then distilled from the unpruned and from each pruned teacher.
+    _, scratch = stage("student_scratch", config.student, config.train)
+    student_rows = [{"student": config.student, "teacher": "none (scratch)",
+                     "student_params": rows[-1]["params"], "test_accuracy": scratch.test_accuracy}]
+    teachers = [("unpruned", 0.0, teacher_result.best_variables, None, teacher_result.test_accuracy)]
+    for k in config.kd_rounds:
+        r = rounds[k - 1]
+        teachers.append((f"round_{k:02d}", r.summary()["sparsity"], r.variables, r.masks,
+                         r.result.test_accuracy))
+    for label, sparsity, variables, masks, accuracy in teachers:
+        _, result = stage(f"student_kd_{label}", config.student, config.kd,
+                          teacher=pdjax.distill.Teacher(teacher, variables, masks),
+                          kd_temperature=config.kd_temperature, kd_alpha=config.kd_alpha)
+        student_rows.append({"student": config.student,
+                             "teacher": f"{config.teacher} {'unpruned' if masks is None else 'pruned'}",
+                             "teacher_sparsity": sparsity, "teacher_test_accuracy": accuracy,
+                             "student_params": rows[-1]["params"], "test_accuracy": result.test_accuracy})
 
     teacher_masks = pdjax.masks.init(teacher_result.best_variables["params"])
     all_masks = [teacher_masks] + [r.masks for r in rounds]
@@ -133,15 +170,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results = {**run_config, "environment": pdjax.runs.environment(),
                "data": {"source": config.data, "train": len(data.train), "val": len(data.val),
                         "test": len(data.test), "classes": data.num_classes},
-               "rows": rows, "pruning": pruning_rows,
+               "rows": rows, "students": student_rows, "pruning": pruning_rows,
                "layer_density": {label: [dataclasses.asdict(s) for s in pdjax.sparsity.layer_stats(m)]
                                  for label, m in zip(labels, all_masks)}}
     table = pdjax.reports.markdown_table(rows, COLUMNS)
+    student_table = pdjax.reports.markdown_table(student_rows, STUDENT_COLUMNS)
     pruning_table = pdjax.reports.markdown_table(pruning_rows, PRUNING_COLUMNS)
     markdown = (f"# {EXPERIMENT}, preset `{preset}`\n\nData: {config.data} ({len(data.train)} train, "
                 f"{len(data.val)} val, {len(data.test)} test). Test accuracy is that of the epoch "
                 f"with the best validation accuracy, except in pruning rounds, which keep their "
-                f"last epoch (round 0 is the unpruned teacher).\n\n## Models\n\n{table}\n"
+                f"last epoch (round 0 is the unpruned teacher). KD: T = {config.kd_temperature}, "
+                f"alpha = {config.kd_alpha}.\n\n## Students\n\n{student_table}\n"
+                f"## Every trained model\n\n{table}\n"
                 f"## Pruning ({config.prune_scope}, rewind={config.rewind}, "
                 f"{config.prune_fraction:.0%} per round)\n\n{pruning_table}\n"
                 f"## Per-layer density\n\n"
@@ -157,7 +197,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                               {"teacher": [r["test_accuracy"] for r in pruning_rows]},
                               xlabel="sparsity", ylabel="test accuracy",
                               title=f"pruned {config.teacher} ({preset})")
-        print(f"\n{table}\n{pruning_table}\nresults in {out}")
+        kd_rows = student_rows[1:]
+        pdjax.reports.plot_xy(out / "student_vs_teacher_sparsity.png",
+                              [r["teacher_sparsity"] for r in kd_rows],
+                              {f"{config.student} by KD": [r["test_accuracy"] for r in kd_rows],
+                               f"{config.student} from scratch": [scratch.test_accuracy] * len(kd_rows)},
+                              xlabel="teacher sparsity", ylabel="student test accuracy",
+                              title=f"{config.teacher} -> {config.student} ({preset})")
+        print(f"\n{student_table}\n{pruning_table}\nresults in {out}")
     return results
 
 
