@@ -67,6 +67,7 @@ class Config:
     kd_rounds: tuple[int, ...] = (2, 4, 7)  # ~36%, 59%, 79% sparsity at 20% per round
     kd_temperature: float = 10.0
     kd_alpha: float = 0.95
+    seeds: tuple[int, ...] = (0,)  # students are trained once per seed (mean and std reported)
 
 
 def paper() -> Config:
@@ -94,18 +95,6 @@ def demo() -> Config:
 
 PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
 
-COLUMNS = [("stage", "stage", "s"), ("model", "model", "s"), ("params", "params", ","),
-           ("best_epoch", "best epoch", "d"), ("val_accuracy", "val acc", ".4f"),
-           ("test_accuracy", "test acc", ".4f"), ("train_seconds", "train s", ".1f")]
-STUDENT_COLUMNS = [("student", "student", "s"), ("teacher", "teacher", "s"),
-                   ("teacher_sparsity", "teacher sparsity", ".3f"),
-                   ("teacher_test_accuracy", "teacher test acc", ".4f"),
-                   ("student_params", "student params", ","),
-                   ("test_accuracy", "student test acc", ".4f")]
-PRUNING_COLUMNS = [("round", "round", "d"), ("sparsity", "sparsity", ".3f"),
-                   ("remaining", "remaining weights", ","), ("val_accuracy", "val acc", ".4f"),
-                   ("test_accuracy", "teacher test acc", ".4f"), ("train_seconds", "train s", ".1f")]
-
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, restart = pdjax.config.parse_args(EXPERIMENT, PRESETS, argv, __doc__)
@@ -118,94 +107,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data = pdjax.data.load(config.data, val_fraction=config.val_fraction, split_seed=config.seed,
                            max_train=config.max_train, max_test=config.max_test,
                            data_dir=config.data_dir)
-    mesh = pdjax.parallel.data_mesh()
-    common = dict(data=data, out=out, seed=config.seed, mesh=mesh, augment=config.augment,
-                  eval_batch_size=config.eval_batch_size)
-
-    rows, curves = [], {}
-
-    def stage(name: str, model_name: str, schedule: Schedule, **options: Any):
-        widths = pdjax.models.scaled_widths(model_name, config.width_multiplier)
-        model, result, row = pdjax.runs.train_stage(name, model_name=model_name, widths=widths,
-                                                    schedule=schedule, **common, **options)
-        rows.append(row)
-        curves[f"{name} ({model_name})"] = [h["val_accuracy"] for h in result.history]
-        return model, result
-
-    snapshots = (config.rewind_epoch,) if config.rewind == "weight" else ()
-    teacher, teacher_result = stage("teacher", config.teacher, config.train, snapshot_epochs=snapshots)
-    rewind_variables = (pdjax.checkpoints.load_tree(out / "teacher" / f"snapshot_{config.rewind_epoch}",
-                                                    teacher_result.variables)
-                        if snapshots else None)
-    rounds = pdjax.pruning.iterative_pruning(
-        teacher, data, variables=teacher_result.best_variables, schedule=config.prune,
-        rounds=config.prune_rounds, workdir=out / "pruning", fraction=config.prune_fraction,
-        scope=config.prune_scope, rewind=config.rewind, rewind_variables=rewind_variables,
-        finetune_lr=config.finetune_lr, seed=config.seed, mesh=mesh, augment=config.augment,
-        eval_batch_size=config.eval_batch_size)
-
-    # Students: from scratch, then distilled from the unpruned and from each pruned teacher.
-    _, scratch = stage("student_scratch", config.student, config.train)
-    student_rows = [{"student": config.student, "teacher": "none (scratch)",
-                     "student_params": rows[-1]["params"], "test_accuracy": scratch.test_accuracy}]
-    teachers = [("unpruned", 0.0, teacher_result.best_variables, None, teacher_result.test_accuracy)]
-    for k in config.kd_rounds:
-        r = rounds[k - 1]
-        teachers.append((f"round_{k:02d}", r.summary()["sparsity"], r.variables, r.masks,
-                         r.result.test_accuracy))
-    for label, sparsity, variables, masks, accuracy in teachers:
-        _, result = stage(f"student_kd_{label}", config.student, config.kd,
-                          teacher=pdjax.distill.Teacher(teacher, variables, masks),
-                          kd_temperature=config.kd_temperature, kd_alpha=config.kd_alpha)
-        student_rows.append({"student": config.student,
-                             "teacher": f"{config.teacher} {'unpruned' if masks is None else 'pruned'}",
-                             "teacher_sparsity": sparsity, "teacher_test_accuracy": accuracy,
-                             "student_params": rows[-1]["params"], "test_accuracy": result.test_accuracy})
-
-    teacher_masks = pdjax.masks.init(teacher_result.best_variables["params"])
-    all_masks = [teacher_masks] + [r.masks for r in rounds]
-    labels = ["teacher"] + [f"round {r.round} ({r.summary()['sparsity']:.0%})" for r in rounds]
-    pruning_rows = [{"round": 0, "sparsity": 0.0, "remaining": pdjax.masks.total(teacher_masks),
-                     **teacher_result.summary()}] + [r.summary() for r in rounds]
-    results = {**run_config, "environment": pdjax.runs.environment(),
-               "data": {"source": config.data, "train": len(data.train), "val": len(data.val),
-                        "test": len(data.test), "classes": data.num_classes},
-               "rows": rows, "students": student_rows, "pruning": pruning_rows,
-               "layer_density": {label: [dataclasses.asdict(s) for s in pdjax.sparsity.layer_stats(m)]
-                                 for label, m in zip(labels, all_masks)}}
-    table = pdjax.reports.markdown_table(rows, COLUMNS)
-    student_table = pdjax.reports.markdown_table(student_rows, STUDENT_COLUMNS)
-    pruning_table = pdjax.reports.markdown_table(pruning_rows, PRUNING_COLUMNS)
-    markdown = (f"# {EXPERIMENT}, preset `{preset}`\n\nData: {config.data} ({len(data.train)} train, "
-                f"{len(data.val)} val, {len(data.test)} test). Test accuracy is that of the epoch "
-                f"with the best validation accuracy, except in pruning rounds, which keep their "
-                f"last epoch (round 0 is the unpruned teacher). KD: T = {config.kd_temperature}, "
-                f"alpha = {config.kd_alpha}.\n\n## Students\n\n{student_table}\n"
-                f"## Every trained model\n\n{table}\n"
-                f"## Pruning ({config.prune_scope}, rewind={config.rewind}, "
-                f"{config.prune_fraction:.0%} per round)\n\n{pruning_table}\n"
-                f"## Per-layer density\n\n"
-                f"{pdjax.sparsity.report_table(all_masks, labels)}")
-    if pdjax.parallel.is_main_process():
-        pdjax.reports.write_results(out, results, markdown)
-        pdjax.reports.plot_curves(out / "curves.png", curves, xlabel="epoch",
-                                  ylabel="validation accuracy", title=f"{EXPERIMENT} ({preset})")
-        pdjax.sparsity.plot_density(out / "pruning_density.png", all_masks, labels,
-                                    title=f"{config.teacher}: per-layer density by round")
-        pdjax.reports.plot_xy(out / "teacher_vs_sparsity.png",
-                              [r["sparsity"] for r in pruning_rows],
-                              {"teacher": [r["test_accuracy"] for r in pruning_rows]},
-                              xlabel="sparsity", ylabel="test accuracy",
-                              title=f"pruned {config.teacher} ({preset})")
-        kd_rows = student_rows[1:]
-        pdjax.reports.plot_xy(out / "student_vs_teacher_sparsity.png",
-                              [r["teacher_sparsity"] for r in kd_rows],
-                              {f"{config.student} by KD": [r["test_accuracy"] for r in kd_rows],
-                               f"{config.student} from scratch": [scratch.test_accuracy] * len(kd_rows)},
-                              xlabel="teacher sparsity", ylabel="student test accuracy",
-                              title=f"{config.teacher} -> {config.student} ({preset})")
-        print(f"\n{student_table}\n{pruning_table}\nresults in {out}")
-    return results
+    prune = pdjax.pipeline.PruneSpec(
+        schedule=config.prune, rounds=config.prune_rounds, fraction=config.prune_fraction,
+        scope=config.prune_scope, rewind=config.rewind, rewind_epoch=config.rewind_epoch,
+        finetune_lr=config.finetune_lr)
+    student = pdjax.pipeline.StudentSpec("student", config.student, scratch=config.train, kd=config.kd,
+                                         width_multiplier=config.width_multiplier)
+    result = pdjax.pipeline.prune_then_distill(
+        out=out, data=data, teacher=config.teacher, teacher_schedule=config.train, prune=prune,
+        students=[student], kd_rounds=config.kd_rounds, teacher_width_multiplier=config.width_multiplier,
+        kd_temperature=config.kd_temperature, kd_alpha=config.kd_alpha, seeds=config.seeds,
+        augment=config.augment, eval_batch_size=config.eval_batch_size)
+    notes = f"KD: T = {config.kd_temperature}, alpha = {config.kd_alpha}.\n\n"
+    return pdjax.runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@
   pdjax.masks      pruning masks as pytrees (`init`, `apply`, `prune_global`, `prune_layerwise`)
   pdjax.sparsity   the mask algebra: per-layer statistics, set operations, reports
   pdjax.pruning    iterative pruning with rewinding (`iterative_pruning`, `load_round`)
+  pdjax.students   student widths from a pruned teacher's masks (`student_widths`)
+  pdjax.distill    the KD loss (`kd_loss`) and `Teacher`; KD steps via `fit(..., teacher=...)`
+  pdjax.pipeline   the whole method for one teacher and its students (`prune_then_distill`)
   pdjax.parallel   the device mesh (`data_mesh`), sharding helpers, multi-host start-up
   pdjax.checkpoints  orbax checkpoints (`Checkpointer`)
   pdjax.config     experiment configs with presets and `--set` overrides
@@ -14,7 +17,8 @@
   pdjax.reports    result tables and plots
 """
 
-from pdjax import checkpoints, config, data, masks, models, parallel, pruning, reports, runs, sparsity, train
+from pdjax import (checkpoints, config, data, distill, masks, models, parallel, pipeline, pruning,
+                   reports, runs, sparsity, students, train)
 from pdjax.checkpoints import Checkpointer
 from pdjax.data import DataError, ImageData, Split, load
 from pdjax.models import count_params
@@ -24,8 +28,8 @@ from pdjax.train import FitResult, Schedule, TrainState, evaluate, fit, make_eva
 __version__ = "0.1.0"
 
 __all__ = [
-    "checkpoints", "config", "data", "masks", "models", "parallel", "pruning", "reports", "runs",
-    "sparsity", "train",
+    "checkpoints", "config", "data", "distill", "masks", "models", "parallel", "pipeline", "pruning",
+    "reports", "runs", "sparsity", "students", "train",
     "Checkpointer", "DataError", "ImageData", "Split", "load", "count_params", "data_mesh",
     "FitResult", "Schedule", "TrainState", "evaluate", "fit", "make_eval_step", "make_train_step",
     "sgd", "__version__",

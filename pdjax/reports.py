@@ -48,19 +48,26 @@ def plot_curves(path: str | Path, curves: dict[str, Sequence[float]], *, xlabel:
 def plot_xy(path: str | Path, xs: Sequence[float], curves: dict[str, Sequence[float]], *,
             xlabel: str, ylabel: str, title: str) -> None:
     """One line per named curve over shared x values (a shorter curve uses the first xs), as PNG."""
+    plot_series(path, {label: (xs[:len(ys)], ys) for label, ys in curves.items()},
+                xlabel=xlabel, ylabel=ylabel, title=title)
+
+
+def plot_series(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], *,
+                xlabel: str, ylabel: str, title: str) -> None:
+    """One line per named (xs, ys) pair, saved as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for label, ys in curves.items():
-        ax.plot(xs[:len(ys)], ys, label=label, marker="." if len(ys) < 40 else None)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, label=label, marker="." if len(ys) < 40 else None)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
 

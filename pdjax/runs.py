@@ -104,3 +104,25 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     except (DataError, ConfigError, RunDirError, MaskError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def write_report(out: str | Path, result: Any, experiment: str, preset: str,
+                 run_config: Mapping[str, Any], data: data_lib.ImageData, notes: str = "") -> dict[str, Any]:
+    """Writes results.json, results.md and the plots of a `pdjax.pipeline` result; returns the JSON."""
+    from pdjax import pipeline, reports
+
+    out = Path(out)
+    results = {**run_config, "environment": environment(),
+               "data": {"source": run_config.get("config", {}).get("data"), "train": len(data.train),
+                        "val": len(data.val), "test": len(data.test), "classes": data.num_classes},
+               **result.to_json()}
+    title = f"{experiment}, preset `{preset}`"
+    data_note = (f"Data: {results['data']['source']} ({len(data.train)} train, {len(data.val)} val, "
+                 f"{len(data.test)} test, {data.num_classes} classes).\n\n")
+    markdown = pipeline.report(result, title, data_note + notes)
+    if parallel.is_main_process():
+        reports.write_results(out, results, markdown)
+        pipeline.plot(out, result, f"{experiment} ({preset})")
+        print(f"\n{reports.markdown_table(result.students, pipeline.student_columns(result))}\n"
+              f"results in {out}")
+    return results

@@ -40,10 +40,14 @@ def test_presets_follow_the_paper(vgg19_to_vgg11):
 
 def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tmp_path, capsys):
     argv = ["--preset", "demo", "--set", "train.epochs=1", "--set", "train.milestones=",
-            "--set", "prune.epochs=1", "--set", "prune_rounds=2", "--set", "max_train=600",
+            "--set", "prune.epochs=1", "--set", "prune_rounds=2", "--set", "kd_rounds=2",
+            "--set", "kd.epochs=1", "--set", "kd.milestones=", "--set", "max_train=600",
             "--out", str(tmp_path)]
     results = vgg19_to_vgg11.main(argv)
-    assert [r["stage"] for r in results["rows"]] == ["teacher", "student_scratch"]
+    assert [r["stage"] for r in results["rows"]] == [
+        "teacher", "student_scratch", "student_kd_unpruned", "student_kd_round_02"]
+    assert [r["teacher"] for r in results["students"]] == ["none (scratch)", "vgg19 unpruned", "vgg19 pruned"]
+    assert results["students"][2]["teacher_sparsity"] == pytest.approx(0.36, abs=1e-4)
     assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["epochs"] == 1 for r in results["rows"])
     assert [r["round"] for r in results["pruning"]] == [0, 1, 2]
     assert [round(r["sparsity"], 3) for r in results["pruning"]] == [0.0, 0.2, 0.36]
@@ -52,7 +56,8 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
     assert results["environment"]["device_count"] == 8 and results["config"]["seed"] == 0
     for name in ("results.md", "results.json", "curves.png", "config.json", "pruning_density.png",
                  "teacher_vs_sparsity.png", "teacher/result.json", "student_scratch/metrics.jsonl",
-                 "pruning/rounds.json", "pruning/round_02/teacher"):
+                 "pruning/rounds.json", "pruning/round_02/teacher", "student_vs_teacher_sparsity.png",
+                 "student_kd_round_02/result.json"):
         assert (tmp_path / name).exists(), name
     markdown = (tmp_path / "results.md").read_text()
     assert "| teacher | vgg19 |" in markdown and "| 2 | 0.360 |" in markdown
@@ -89,6 +94,7 @@ def test_config_diff_names_nested_keys():
     (["--set", "train.epochs=x"], "train.epochs takes int"),
     (["--preset", "demo", "--set", "data=nowhere"], "error: unknown data source 'nowhere'"),
     (["--preset", "demo", "--set", "data=folder:/no/such.zip"], "error: data path /no/such.zip does not exist"),
+    (["--preset", "demo", "--set", "kd_rounds=2,9"], "error: kd_rounds (2, 9) must lie in 1..prune_rounds (7)"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "vgg19_to_vgg11.py"), *args,
