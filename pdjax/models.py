@@ -7,8 +7,9 @@ Usage:
 
 `widths` overrides a model's channel widths, because students derived from a pruned teacher
 keep the teacher's depth with fewer channels:
-  - CIFAR VGGs (`vgg11`, `vgg13`, `vgg16`, `vgg19`, `vgg19_dbl`) and `vgg16_tiny`: one width per
-    convolution, in order (pools stay where the plan has them).
+  - CIFAR VGGs (`vgg11`, `vgg13`, `vgg16`, `vgg19`, `vgg19_dbl`): one width per convolution, in
+    order (pools stay where the plan has them).
+  - `vgg16_tiny`: its 13 convolution widths, then the 2 hidden widths of its MLP head.
   - `resnet18`, `resnet50`: one width per stage (4 numbers); the stem stays 64 wide.
   - `mobilenetv2`: the stem, the 7 inverted-residual groups and the last 1x1 layer (9 numbers);
     blocks of a group share a width because residual additions demand it.
@@ -38,6 +39,7 @@ VGG_PLANS: dict[str, tuple[int | str, ...]] = {
 }
 # Tiny-ImageNet VGG16: plan D with a fifth pool, and an MLP head.
 VGG16_TINY_PLAN = VGG_PLANS["vgg16"] + (M,)
+VGG16_TINY_HEAD = (1024, 1024)
 RESNET_STAGE_WIDTHS = (64, 128, 256, 512)
 # (expansion t, output channels c, repeats n, first stride s) of MobileNetV2's groups.
 MOBILENETV2_GROUPS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -209,10 +211,13 @@ def _vgg(plan: tuple[int | str, ...]) -> Callable[..., nn.Module]:
     return build
 
 
-def _vgg16_tiny(num_classes: int, widths: Widths | None = None, *, head: Sequence[int] = (1024, 1024),
-                **options: Any) -> nn.Module:
-    plan = with_widths(VGG16_TINY_PLAN, widths) if widths is not None else VGG16_TINY_PLAN
-    return VGG(plan, num_classes, head=tuple(head), **options)
+def _vgg16_tiny(num_classes: int, widths: Widths | None = None, **options: Any) -> nn.Module:
+    widths = tuple(widths) if widths is not None else default_widths("vgg16_tiny")
+    n = len(conv_widths(VGG16_TINY_PLAN))
+    if len(widths) != n + len(VGG16_TINY_HEAD):
+        raise ValueError(f"vgg16_tiny takes {n} convolution widths and {len(VGG16_TINY_HEAD)} head "
+                         f"widths, got {len(widths)} widths")
+    return VGG(with_widths(VGG16_TINY_PLAN, widths[:n]), num_classes, head=widths[n:], **options)
 
 
 def _resnet(block: Callable[..., nn.Module], sizes: tuple[int, ...]) -> Callable[..., nn.Module]:
@@ -247,7 +252,7 @@ def default_widths(name: str) -> tuple[int, ...]:
     if name in VGG_PLANS:
         return conv_widths(VGG_PLANS[name])
     if name == "vgg16_tiny":
-        return conv_widths(VGG16_TINY_PLAN)
+        return conv_widths(VGG16_TINY_PLAN) + VGG16_TINY_HEAD
     if name in ("resnet18", "resnet50"):
         return RESNET_STAGE_WIDTHS
     if name == "mobilenetv2":
@@ -267,7 +272,7 @@ def get(name: str, num_classes: int, widths: Widths | None = None, **options: An
       name: one of `pdjax.models.NAMES`.
       num_classes: size of the classifier output.
       widths: channel widths (see the module docstring); None for the paper's widths.
-      **options: passed to the module (e.g. `head=(512, 512)` for `vgg16_tiny`).
+      **options: passed to the module (e.g. `stem_width=32` for a ResNet).
 
     Returns:
       A Flax module; call it with `model.apply(variables, x, train=...)`.

@@ -126,3 +126,18 @@ def write_report(out: str | Path, result: Any, experiment: str, preset: str,
         print(f"\n{reports.markdown_table(result.students, pipeline.student_columns(result))}\n"
               f"results in {out}")
     return results
+
+
+def write_index(out: str | Path, experiment: str, preset: str, arms: Mapping[str, dict[str, Any]]) -> None:
+    """A top-level results.md/results.json for an experiment with several arms (sub-directories)."""
+    from pdjax import reports
+
+    lines = [f"# {experiment}, preset `{preset}`\n"]
+    for arm, results in arms.items():
+        lines.append(f"- [{arm}]({arm}/results.md): " + ", ".join(
+            f"{r['model']} / {r['teacher']}"
+            + (f" {r['teacher_sparsity']:.0%}" if r.get("teacher_sparsity") else "")
+            + f": {r['test_accuracy']:.4f}" for r in results["students"]))
+    if parallel.is_main_process():
+        reports.write_results(out, {"experiment": experiment, "preset": preset, "arms": dict(arms)},
+                              "\n".join(lines) + "\n")

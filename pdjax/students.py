@@ -7,6 +7,8 @@ VGG (`vgg11` ... `vgg19_dbl`, `vgg16_tiny`):
   - `rule="chain"`: the paper's rule. With r_i the remaining weights of teacher conv i and
     c_0 = 3 input channels, c_i = round(r_i / (k_i * c_(i-1))), k_i = 9 for 3x3 kernels, c_(i-1)
     the student's own previous width. The classifier is dense; its sparsity is ignored.
+    vgg16_tiny's two hidden head layers continue the chain (h_j = round(r_j / h_(j-1)), h_0 the
+    student's flattened feature size), under either rule.
   - `rule="balanced"`: the chain rule matches each layer's count exactly in turn, so a narrow
     layer makes the next one wide and widths can oscillate. The balanced rule solves for all
     widths jointly: least squares on log widths, s_i = log(c_i / t_i) (t_i the teacher's width),
@@ -80,7 +82,10 @@ def student_widths(model_name: str, masks: Masks, rule: str = "chain", *,
     kernels = _kernels(masks)
     if _is_vgg(model_name):
         convs = _vgg_convs(model_name, kernels)
-        return _vgg_chain(convs) if rule == "chain" else _vgg_balanced(convs, smoothness)
+        widths = _vgg_chain(convs) if rule == "chain" else _vgg_balanced(convs, smoothness)
+        if model_name == "vgg16_tiny":
+            widths += _vgg_head(kernels, convs, widths[-1])
+        return widths
     if rule != "chain":
         raise ValueError(f"rule {rule!r} is defined for VGG models; {model_name} takes rule='chain'")
     if model_name in ("resnet18", "resnet50"):
@@ -94,7 +99,8 @@ def student_widths(model_name: str, masks: Masks, rule: str = "chain", *,
 
 
 def _vgg_convs(model_name: str, kernels: dict) -> list[tuple[tuple[int, ...], int]]:
-    expected = len(models.default_widths(model_name))
+    plan = models.VGG16_TINY_PLAN if model_name == "vgg16_tiny" else models.VGG_PLANS[model_name]
+    expected = len(models.conv_widths(plan))
     convs = sorted((p for p in kernels if re.fullmatch(r"Conv_\d+/kernel", p)), key=natural_key)
     if len(convs) != expected or [_index(_top_level(p)) for p in convs] != list(range(expected)):
         raise MaskError(f"masks do not belong to {model_name}: expected Conv_0 ... Conv_{expected - 1}, "
@@ -115,6 +121,21 @@ def _vgg_chain(convs: list) -> tuple[int, ...]:
         previous = max(1, round(remaining / (k * previous)))
         widths.append(previous)
     return tuple(widths)
+
+
+def _vgg_head(kernels: dict, convs: list, last_width: int) -> tuple[int, ...]:
+    """The MLP head of vgg16_tiny, chained like the convolutions: h_j = round(r_j / h_(j-1)),
+    where h_0 is the student's flattened feature size; the classifier stays dense."""
+    dense = sorted((p for p in kernels if re.fullmatch(r"Dense_\d+/kernel", p)), key=natural_key)
+    if len(dense) != 3:
+        raise MaskError(f"masks do not belong to vgg16_tiny: expected Dense_0 ... Dense_2, found {len(dense)}")
+    positions = kernels[dense[0]][0][0] // convs[-1][0][3]  # flattened pixels after the last pool
+    previous = positions * last_width
+    out = []
+    for path in dense[:-1]:
+        previous = max(1, round(kernels[path][1] / previous))
+        out.append(previous)
+    return tuple(out)
 
 
 def _vgg_balanced(convs: list, smoothness: float) -> tuple[int, ...]:

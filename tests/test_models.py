@@ -26,14 +26,13 @@ def test_vgg19_dbl_plan_and_counts():
 @pytest.mark.parametrize("name, shape, widths", [
     ("vgg11", (32, 32, 3), (4, 8, 8, 8, 16, 16, 16, 16)),
     ("vgg13", (32, 32, 3), None),
-    ("vgg16_tiny", (64, 64, 3), (4,) * 13),
+    ("vgg16_tiny", (64, 64, 3), (4,) * 13 + (16, 16)),
     ("resnet18", (32, 32, 3), (4, 8, 8, 16)),
     ("resnet50", (32, 32, 3), (2, 4, 4, 8)),
     ("mobilenetv2", (32, 32, 3), (4, 4, 4, 4, 8, 8, 8, 8, 16)),
 ])
 def test_output_shape_and_modes(name, shape, widths):
-    options = {"head": (16, 16)} if name == "vgg16_tiny" else {}
-    model = models.get(name, 7, widths=widths, **options)
+    model = models.get(name, 7, widths=widths)
     variables = models.init(model, jax.random.key(0), shape)
     x = jax.random.normal(jax.random.key(1), (4, *shape))
     apply = jax.jit(model.apply, static_argnames=("train", "mutable"))
@@ -64,6 +63,10 @@ def test_widths_override_and_errors():
         models.get("vgg11", 10, widths=(4, 4))
     with pytest.raises(ValueError, match=">= 1"):
         models.get("vgg11", 10, widths=(0,) * 8)
+    tiny = abstract_params("vgg16_tiny", 200, shape=(64, 64, 3))
+    assert [tiny[f"Dense_{i}"]["kernel"].shape for i in range(3)] == [(2048, 1024), (1024, 1024), (1024, 200)]
+    with pytest.raises(ValueError, match="13 convolution widths and 2 head widths"):
+        models.get("vgg16_tiny", 10, widths=(4,) * 13)
     with pytest.raises(ValueError, match="4 stage widths"):
         models.get("resnet18", 10, widths=(1, 2))
 

@@ -77,3 +77,20 @@ def test_masks_of_another_model_are_refused():
         students.student_widths("vgg11", m, "greedy")
     with pytest.raises(ValueError, match="defined for VGG models"):
         students.student_widths("resnet18", m, "balanced")
+
+
+def test_vgg16_tiny_head_continues_the_chain():
+    model = models.get("vgg16_tiny", 200, widths=(8,) * 13 + (64, 64))
+    params = jax.eval_shape(lambda: models.init(model, jax.random.key(0), (64, 64, 3)))["params"]
+    m = masks.init(params)
+    for i in range(13):  # every conv keeps half: chain widths 8*... computed below
+        k = m[f"Conv_{i}"]["kernel"]
+        m[f"Conv_{i}"]["kernel"] = (jnp.arange(k.size) < k.size // 2).reshape(k.shape)
+    # Dense_0: 32 inputs (2x2 pixels x 8 channels) x 64 outputs, keeps 640 -> h1 = 640 / (4 * c_13).
+    m["Dense_0"]["kernel"] = (jnp.arange(32 * 64) < 640).reshape(32, 64)
+    m["Dense_1"]["kernel"] = (jnp.arange(64 * 64) < 300).reshape(64, 64)
+    widths = students.student_widths("vgg16_tiny", m)
+    convs = widths[:13]
+    assert convs[0] == round(3 * 3 * 3 * 8 / 2 / 27)  # 108 kept / 27 = 4
+    assert widths[13] == round(640 / (4 * convs[-1])) and widths[14] == round(300 / widths[13])
+    models.get("vgg16_tiny", 200, widths=widths)  # buildable

@@ -1,0 +1,127 @@
+"""Tiny-ImageNet (PAPER.md): a ResNet18 teacher distilled into ResNet18 (self-distillation), VGG16
+and MobileNetV2 students, each trained from scratch, distilled from the unpruned teacher and
+distilled from the pruned teacher at each sparsity of `kd_rounds`.
+
+Stages (each resumable) in the run directory: teacher/, pruning/round_<k>/, and per student
+`<student>_scratch/`, `<student>_kd_unpruned/`, `<student>_kd_round_<k>/`.
+
+Presets:
+  python experiments/resnet18_to_vgg16_mobilenetv2.py --preset demo    # digits, tiny widths, minutes on a CPU
+  python experiments/resnet18_to_vgg16_mobilenetv2.py --preset cpu     # shared CIFAR-10 JPEGs, 1/8 widths
+  python experiments/resnet18_to_vgg16_mobilenetv2.py --preset paper \\
+      --set data=folder:/data/tiny-imagenet-200.zip                    # the paper's settings
+
+Tiny-ImageNet-200 is read through `folder:` (a directory or .zip in its original layout:
+train/<wnid>/images/*, val/val_annotations.txt); tensorflow-datasets does not carry it.
+Overrides: `--set key=value` (e.g. `--set students=vgg16_tiny`), `--out DIR`, `--restart`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import pdjax
+from pdjax.train import Schedule
+
+EXPERIMENT = "resnet18_to_vgg16_mobilenetv2"
+SHARED_CIFAR10 = (Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10-jpeg.zip").resolve()
+STUDENTS = ("resnet18", "vgg16_tiny", "mobilenetv2")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data: str = "folder:data/tiny-imagenet-200.zip"
+    students: tuple[str, ...] = STUDENTS
+    width_multiplier: float = 1.0
+    seed: int = 0
+    seeds: tuple[int, ...] = (0,)
+    val_fraction: float = 0.1
+    max_train: int | None = None
+    max_test: int | None = None
+    augment: bool = True
+    eval_batch_size: int = 500
+    prune_rounds: int = 7
+    prune_fraction: float = 0.2
+    kd_rounds: tuple[int, ...] = (2, 4, 7)
+    kd_temperature: float = 10.0
+    kd_alpha: float = 0.95
+    # PAPER.md's Tiny-ImageNet schedules.
+    teacher_train: Schedule = Schedule(epochs=100, batch_size=128, lr=0.01, milestones=(30, 60, 80),
+                                       lr_factor=0.1, weight_decay=1e-4)
+    prune: Schedule = Schedule(epochs=50, batch_size=512, lr=0.04, milestones=(10, 30), lr_factor=0.1,
+                               weight_decay=1e-4)
+    resnet_scratch: Schedule = Schedule(epochs=100, batch_size=128, lr=0.01, milestones=(30, 60, 80),
+                                        lr_factor=0.1, weight_decay=1e-4)
+    vgg_scratch: Schedule = Schedule(epochs=100, batch_size=128, lr=0.01, milestones=(30, 60, 80),
+                                     lr_factor=0.1, weight_decay=1e-4)
+    mobilenet_scratch: Schedule = Schedule(epochs=120, batch_size=256, lr=0.05, milestones=(60, 80, 100),
+                                           lr_factor=0.1, weight_decay=5e-4)
+    resnet_kd: Schedule = Schedule(epochs=100, batch_size=256, lr=0.01, milestones=(30, 60, 80),
+                                   lr_factor=0.2, weight_decay=5e-4)
+    vgg_kd: Schedule = Schedule(epochs=100, batch_size=256, lr=0.01, milestones=(30, 60, 80),
+                                lr_factor=0.2, weight_decay=5e-4)
+    mobilenet_kd: Schedule = Schedule(epochs=100, batch_size=256, lr=0.05, milestones=(60, 80),
+                                      lr_factor=0.1, weight_decay=5e-4)
+
+
+def paper() -> Config:
+    return Config()
+
+
+def cpu() -> Config:
+    train = Schedule(epochs=15, batch_size=128, lr=0.05, milestones=(5, 10, 13), lr_factor=0.2,
+                     weight_decay=5e-4)
+    return Config(data=f"folder:{SHARED_CIFAR10}", width_multiplier=1 / 8, teacher_train=train,
+                  prune=Schedule(epochs=4, batch_size=128, lr=0.05, milestones=(2, 3), lr_factor=0.1,
+                                 weight_decay=1e-4),
+                  resnet_scratch=train, vgg_scratch=train, mobilenet_scratch=train,
+                  resnet_kd=train, vgg_kd=train, mobilenet_kd=train)
+
+
+def demo() -> Config:
+    train = Schedule(epochs=5, batch_size=64, lr=0.05, milestones=(3,), lr_factor=0.2, weight_decay=5e-4)
+    return Config(data="digits", width_multiplier=1 / 16, prune_rounds=2, kd_rounds=(2,),
+                  teacher_train=train,
+                  prune=Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.1,
+                                 weight_decay=1e-4),
+                  resnet_scratch=train, vgg_scratch=train, mobilenet_scratch=train,
+                  resnet_kd=train, vgg_kd=train, mobilenet_kd=train)
+
+
+PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    preset, config, out, restart = pdjax.config.parse_args(EXPERIMENT, PRESETS, argv, __doc__)
+    unknown = [s for s in config.students if s not in STUDENTS]
+    if unknown or not config.students:
+        raise pdjax.config.ConfigError(f"students must be some of {', '.join(STUDENTS)}, got {config.students}")
+    if any(not 1 <= k <= config.prune_rounds for k in config.kd_rounds):
+        raise pdjax.config.ConfigError(f"kd_rounds {config.kd_rounds} must lie in 1..prune_rounds "
+                                       f"({config.prune_rounds})")
+    pdjax.parallel.initialize_distributed()
+    run_config = {"experiment": EXPERIMENT, "preset": preset, "config": pdjax.config.to_dict(config)}
+    out = pdjax.runs.prepare(out, run_config, restart=restart)
+    data = pdjax.data.load(config.data, val_fraction=config.val_fraction, split_seed=config.seed,
+                           max_train=config.max_train, max_test=config.max_test)
+    schedules = {"resnet18": (config.resnet_scratch, config.resnet_kd),
+                 "vgg16_tiny": (config.vgg_scratch, config.vgg_kd),
+                 "mobilenetv2": (config.mobilenet_scratch, config.mobilenet_kd)}
+    students = [pdjax.pipeline.StudentSpec(name, name, scratch=schedules[name][0], kd=schedules[name][1],
+                                           width_multiplier=config.width_multiplier)
+                for name in config.students]
+    result = pdjax.pipeline.prune_then_distill(
+        out=out, data=data, teacher="resnet18", teacher_schedule=config.teacher_train,
+        prune=pdjax.pipeline.PruneSpec(schedule=config.prune, rounds=config.prune_rounds,
+                                       fraction=config.prune_fraction),
+        students=students, kd_rounds=config.kd_rounds, teacher_width_multiplier=config.width_multiplier,
+        kd_temperature=config.kd_temperature, kd_alpha=config.kd_alpha, seeds=config.seeds,
+        augment=config.augment, eval_batch_size=config.eval_batch_size)
+    return pdjax.runs.write_report(out, result, EXPERIMENT, preset, run_config, data)
+
+
+if __name__ == "__main__":
+    pdjax.runs.run_cli(main, sys.argv[1:])
