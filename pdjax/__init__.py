@@ -15,9 +15,10 @@
   pdjax.config     experiment configs with presets and `--set` overrides
   pdjax.runs       run directories, stages, the experiment CLI
   pdjax.reports    result tables and plots
+  pdjax.costs      parameters, FLOPs and measured inference images/s of a model
 """
 
-from pdjax import (checkpoints, config, data, distill, masks, models, parallel, pipeline, pruning,
+from pdjax import (checkpoints, config, costs, data, distill, masks, models, parallel, pipeline, pruning,
                    reports, runs, sparsity, students, train)
 from pdjax.checkpoints import Checkpointer
 from pdjax.data import DataError, ImageData, Split, load
@@ -28,7 +29,7 @@ from pdjax.train import FitResult, Schedule, TrainState, evaluate, fit, make_eva
 __version__ = "0.1.0"
 
 __all__ = [
-    "checkpoints", "config", "data", "distill", "masks", "models", "parallel", "pipeline", "pruning",
+    "checkpoints", "config", "costs", "data", "distill", "masks", "models", "parallel", "pipeline", "pruning",
     "reports", "runs", "sparsity", "students", "train",
     "Checkpointer", "DataError", "ImageData", "Split", "load", "count_params", "data_mesh",
     "FitResult", "Schedule", "TrainState", "evaluate", "fit", "make_eval_step", "make_train_step",

@@ -107,15 +107,17 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
 
 
 def write_report(out: str | Path, result: Any, experiment: str, preset: str,
-                 run_config: Mapping[str, Any], data: data_lib.ImageData, notes: str = "") -> dict[str, Any]:
-    """Writes results.json, results.md and the plots of a `pdjax.pipeline` result; returns the JSON."""
+                 run_config: Mapping[str, Any], data: data_lib.ImageData, notes: str = "",
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Writes results.json (with `extra` merged in), results.md (with `notes` before the tables)
+    and the plots of a `pdjax.pipeline` result; returns the JSON."""
     from pdjax import pipeline, reports
 
     out = Path(out)
     results = {**run_config, "environment": environment(),
                "data": {"source": run_config.get("config", {}).get("data"), "train": len(data.train),
                         "val": len(data.val), "test": len(data.test), "classes": data.num_classes},
-               **result.to_json()}
+               **result.to_json(), **(extra or {})}
     title = f"{experiment}, preset `{preset}`"
     data_note = (f"Data: {results['data']['source']} ({len(data.train)} train, {len(data.val)} val, "
                  f"{len(data.test)} test, {data.num_classes} classes).\n\n")

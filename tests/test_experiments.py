@@ -102,3 +102,49 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+SMOKE = ["--preset", "demo", "--set", "max_train=400", "--set", "max_test=100", "--set", "prune_rounds=2",
+         "--set", "kd_rounds=2"]
+
+
+def one_epoch(*keys):
+    return [a for k in keys for a in ("--set", f"{k}.epochs=1", "--set", f"{k}.milestones=")]
+
+
+def test_self_distillation_smoke(tmp_path):
+    module = load_experiment("self_distillation")
+    # The vgg19 arm runs the same pipeline as vgg19_to_vgg11 (tested above); the resnet18 arm here.
+    results = module.main(SMOKE + one_epoch("resnet_train", "resnet_prune", "resnet_kd")
+                          + ["--set", "arms=resnet18", "--out", str(tmp_path)])
+    assert set(results) == {"resnet18"}
+    for arm, r in results.items():
+        assert [s["teacher"] for s in r["students"]] == ["none (scratch)", f"{arm} unpruned", f"{arm} pruned"]
+        assert all(s["model"] == arm for s in r["students"])
+        assert (tmp_path / arm / "results.md").exists() and (tmp_path / arm / "student_vs_teacher_sparsity.png").exists()
+    assert "[resnet18](resnet18/results.md)" in (tmp_path / "results.md").read_text()
+
+
+def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
+    module = load_experiment("resnet18_to_vgg16_mobilenetv2")
+    results = module.main(SMOKE + one_epoch("teacher_train", "prune", "resnet_scratch", "vgg_scratch",
+                                            "mobilenet_scratch", "resnet_kd", "vgg_kd", "mobilenet_kd")
+                          + ["--out", str(tmp_path)])
+    assert [s["model"] for s in results["students"]] == ["resnet18"] * 3 + ["vgg16_tiny"] * 3 + ["mobilenetv2"] * 3
+    stages = [r["stage"] for r in results["rows"]]
+    assert stages[:2] == ["teacher", "resnet18_scratch"] and "mobilenetv2_kd_round_02" in stages
+    assert results["config"]["teacher_train"]["epochs"] == 1
+
+
+def test_compression_smoke(tmp_path):
+    module = load_experiment("compression")
+    results = module.main(SMOKE + one_epoch("vgg_train", "vgg_prune", "vgg_kd") + ["--set", "arms=vgg19",
+                          "--set", "cost_batch_size=16", "--out", str(tmp_path)])
+    r = results["vgg19"]
+    assert [s["teacher"] for s in r["students"]] == ["none (scratch)", "vgg19 unpruned", "vgg19 pruned"]
+    assert all(s["derived_from_sparsity"] == pytest.approx(0.36, abs=1e-3) for s in r["students"])
+    dense, masked, student = r["costs"]
+    # A masked teacher computes as much as the dense one; the derived student less.
+    assert masked["flops"] == dense["flops"] and masked["nonzero_params"] < dense["params"]
+    assert student["flops"] < 0.8 * dense["flops"] and student["params"] < 0.8 * dense["params"]
+    assert "inference images/s" in (tmp_path / "vgg19" / "results.md").read_text()
