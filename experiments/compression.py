@@ -123,7 +123,7 @@ def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, out: Path, data: 
                      "widths": str(teacher_row["widths"]), **pruned,
                      "test_accuracy": by_round[k]["test_accuracy"]})
     for r in result.students:
-        if r["teacher"].endswith("pruned") and r["derived_from_sparsity"] is not None:
+        if r["teacher"] == f"{arm} pruned" and r["derived_from_sparsity"] is not None:
             student = pdjax.models.get(arm, data.num_classes, widths=r["widths"])
             variables = pdjax.models.init(student, jax.random.key(0), data.image_shape)
             costs = pdjax.costs.inference_costs(student, variables, data.image_shape,
