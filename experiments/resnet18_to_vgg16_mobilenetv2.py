@@ -49,22 +49,14 @@ class Config:
     kd_temperature: float = 10.0
     kd_alpha: float = 0.95
     # PAPER.md's Tiny-ImageNet schedules.
-    teacher_train: Schedule = Schedule(epochs=100, batch_size=128, lr=0.01, milestones=(30, 60, 80),
-                                       lr_factor=0.1, weight_decay=1e-4)
-    prune: Schedule = Schedule(epochs=50, batch_size=512, lr=0.04, milestones=(10, 30), lr_factor=0.1,
-                               weight_decay=1e-4)
-    resnet_scratch: Schedule = Schedule(epochs=100, batch_size=128, lr=0.01, milestones=(30, 60, 80),
-                                        lr_factor=0.1, weight_decay=1e-4)
-    vgg_scratch: Schedule = Schedule(epochs=100, batch_size=128, lr=0.01, milestones=(30, 60, 80),
-                                     lr_factor=0.1, weight_decay=1e-4)
-    mobilenet_scratch: Schedule = Schedule(epochs=120, batch_size=256, lr=0.05, milestones=(60, 80, 100),
-                                           lr_factor=0.1, weight_decay=5e-4)
-    resnet_kd: Schedule = Schedule(epochs=100, batch_size=256, lr=0.01, milestones=(30, 60, 80),
-                                   lr_factor=0.2, weight_decay=5e-4)
-    vgg_kd: Schedule = Schedule(epochs=100, batch_size=256, lr=0.01, milestones=(30, 60, 80),
-                                lr_factor=0.2, weight_decay=5e-4)
-    mobilenet_kd: Schedule = Schedule(epochs=100, batch_size=256, lr=0.05, milestones=(60, 80),
-                                      lr_factor=0.1, weight_decay=5e-4)
+    teacher_train: Schedule = pdjax.presets.TINY_TRAIN
+    prune: Schedule = pdjax.presets.TINY_PRUNE
+    resnet_scratch: Schedule = pdjax.presets.TINY_TRAIN
+    vgg_scratch: Schedule = pdjax.presets.TINY_TRAIN
+    mobilenet_scratch: Schedule = pdjax.presets.TINY_MOBILENET_TRAIN
+    resnet_kd: Schedule = pdjax.presets.TINY_KD
+    vgg_kd: Schedule = pdjax.presets.TINY_KD
+    mobilenet_kd: Schedule = pdjax.presets.TINY_MOBILENET_KD
 
 
 def paper() -> Config:
@@ -95,18 +87,11 @@ PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    preset, config, out, restart = pdjax.config.parse_args(EXPERIMENT, PRESETS, argv, __doc__)
+    preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__)
     unknown = [s for s in config.students if s not in STUDENTS]
     if unknown or not config.students:
         raise pdjax.config.ConfigError(f"students must be some of {', '.join(STUDENTS)}, got {config.students}")
-    if any(not 1 <= k <= config.prune_rounds for k in config.kd_rounds):
-        raise pdjax.config.ConfigError(f"kd_rounds {config.kd_rounds} must lie in 1..prune_rounds "
-                                       f"({config.prune_rounds})")
-    pdjax.parallel.initialize_distributed()
-    run_config = {"experiment": EXPERIMENT, "preset": preset, "config": pdjax.config.to_dict(config)}
-    out = pdjax.runs.prepare(out, run_config, restart=restart)
-    data = pdjax.data.load(config.data, val_fraction=config.val_fraction, split_seed=config.seed,
-                           max_train=config.max_train, max_test=config.max_test)
+    data = pdjax.runs.load_data(config, config.data)
     schedules = {"resnet18": (config.resnet_scratch, config.resnet_kd),
                  "vgg16_tiny": (config.vgg_scratch, config.vgg_kd),
                  "mobilenetv2": (config.mobilenet_scratch, config.mobilenet_kd)}

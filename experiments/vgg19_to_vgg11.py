@@ -50,11 +50,9 @@ class Config:
     augment: bool = True
     eval_batch_size: int = 500
     # Teacher and scratch students (PAPER.md, CIFAR-100 VGG).
-    train: Schedule = Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160),
-                               lr_factor=0.2, weight_decay=5e-4)
+    train: Schedule = pdjax.presets.CIFAR_TRAIN
     # Each pruning round (PAPER.md, CIFAR-100 pruning).
-    prune: Schedule = Schedule(epochs=130, batch_size=128, lr=0.1, milestones=(39, 84),
-                               lr_factor=0.1, weight_decay=2e-4)
+    prune: Schedule = pdjax.presets.CIFAR_PRUNE
     prune_rounds: int = 7
     prune_fraction: float = 0.2
     prune_scope: str = "global"  # or "layerwise"
@@ -62,8 +60,7 @@ class Config:
     rewind_epoch: int = 0  # teacher epoch whose weights rewind="weight" restores
     finetune_lr: float = 1e-3
     # Distillation (PAPER.md, CIFAR-100 KD): students of the unpruned and of these rounds' teachers.
-    kd: Schedule = Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160),
-                            lr_factor=0.2, weight_decay=5e-4)
+    kd: Schedule = pdjax.presets.CIFAR_KD
     kd_rounds: tuple[int, ...] = (2, 4, 7)  # ~36%, 59%, 79% sparsity at 20% per round
     kd_temperature: float = 10.0
     kd_alpha: float = 0.95
@@ -97,16 +94,8 @@ PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    preset, config, out, restart = pdjax.config.parse_args(EXPERIMENT, PRESETS, argv, __doc__)
-    if any(not 1 <= k <= config.prune_rounds for k in config.kd_rounds):
-        raise pdjax.config.ConfigError(f"kd_rounds {config.kd_rounds} must lie in 1..prune_rounds "
-                                       f"({config.prune_rounds})")
-    pdjax.parallel.initialize_distributed()
-    run_config = {"experiment": EXPERIMENT, "preset": preset, "config": pdjax.config.to_dict(config)}
-    out = pdjax.runs.prepare(out, run_config, restart=restart)
-    data = pdjax.data.load(config.data, val_fraction=config.val_fraction, split_seed=config.seed,
-                           max_train=config.max_train, max_test=config.max_test,
-                           data_dir=config.data_dir)
+    preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__)
+    data = pdjax.runs.load_data(config, config.data)
     prune = pdjax.pipeline.PruneSpec(
         schedule=config.prune, rounds=config.prune_rounds, fraction=config.prune_fraction,
         scope=config.prune_scope, rewind=config.rewind, rewind_epoch=config.rewind_epoch,

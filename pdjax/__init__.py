@@ -12,14 +12,15 @@
   pdjax.pipeline   the whole method for one teacher and its students (`prune_then_distill`)
   pdjax.parallel   the device mesh (`data_mesh`), sharding helpers, multi-host start-up
   pdjax.checkpoints  orbax checkpoints (`Checkpointer`)
+  pdjax.presets    PAPER.md's schedules; the two-arm experiments' config
   pdjax.config     experiment configs with presets and `--set` overrides
   pdjax.runs       run directories, stages, the experiment CLI
   pdjax.reports    result tables and plots
   pdjax.costs      parameters, FLOPs and measured inference images/s of a model
 """
 
-from pdjax import (checkpoints, config, costs, data, distill, masks, models, parallel, pipeline, pruning,
-                   reports, runs, sparsity, students, train)
+from pdjax import (checkpoints, config, costs, data, distill, masks, models, parallel, pipeline, presets,
+                   pruning, reports, runs, sparsity, students, train)
 from pdjax.checkpoints import Checkpointer
 from pdjax.data import DataError, ImageData, Split, load
 from pdjax.models import count_params
@@ -29,7 +30,7 @@ from pdjax.train import FitResult, Schedule, TrainState, evaluate, fit, make_eva
 __version__ = "0.1.0"
 
 __all__ = [
-    "checkpoints", "config", "costs", "data", "distill", "masks", "models", "parallel", "pipeline", "pruning",
+    "checkpoints", "config", "costs", "data", "distill", "masks", "models", "parallel", "pipeline", "presets", "pruning",
     "reports", "runs", "sparsity", "students", "train",
     "Checkpointer", "DataError", "ImageData", "Split", "load", "count_params", "data_mesh",
     "FitResult", "Schedule", "TrainState", "evaluate", "fit", "make_eval_step", "make_train_step",

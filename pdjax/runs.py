@@ -14,7 +14,7 @@ import jax
 
 from pdjax import data as data_lib
 from pdjax import models, parallel
-from pdjax.config import ConfigError, diff
+from pdjax.config import ConfigError, diff, parse_args, to_dict
 from pdjax.data import DataError
 from pdjax.masks import MaskError
 from pdjax.train import FitResult, Schedule, fit, write_json_atomic
@@ -143,3 +143,63 @@ def write_index(out: str | Path, experiment: str, preset: str, arms: Mapping[str
     if parallel.is_main_process():
         reports.write_results(out, {"experiment": experiment, "preset": preset, "arms": dict(arms)},
                               "\n".join(lines) + "\n")
+
+
+def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Sequence[str] | None,
+          doc: str | None, arms: Sequence[str] = ()) -> tuple[str, Any, Path, dict[str, Any]]:
+    """The common start of an experiment script: parse the command line, check the config,
+    start the distributed runtime, prepare the run directory.
+
+    Returns:
+      (preset, config, run directory, run config as saved in config.json).
+    """
+    preset, config, out, restart = parse_args(experiment, presets, argv, doc)
+    kd_rounds, prune_rounds = getattr(config, "kd_rounds", ()), getattr(config, "prune_rounds", 0)
+    if any(not 1 <= k <= prune_rounds for k in kd_rounds):
+        raise ConfigError(f"kd_rounds {kd_rounds} must lie in 1..prune_rounds ({prune_rounds})")
+    if arms:
+        chosen = getattr(config, "arms", ())
+        if not chosen or any(a not in arms for a in chosen):
+            raise ConfigError(f"arms must be some of {', '.join(arms)}, got {chosen}")
+    parallel.initialize_distributed()
+    run_config = {"experiment": experiment, "preset": preset, "config": to_dict(config)}
+    return preset, config, prepare(out, run_config, restart=restart), run_config
+
+
+def load_data(config: Any, source: str) -> data_lib.ImageData:
+    """Loads `source` with a config's data fields (val_fraction, seed, max_train, ...)."""
+    return data_lib.load(source, val_fraction=config.val_fraction, split_seed=config.seed,
+                         max_train=config.max_train, max_test=config.max_test,
+                         data_dir=getattr(config, "data_dir", None))
+
+
+def run_arms(config: Any, out: Path, experiment: str, preset: str, run_config: Mapping[str, Any],
+             students: Callable[[str], Sequence[Any]],
+             after: Callable[[str, Any, data_lib.ImageData], tuple[str, dict[str, Any]]] | None = None
+             ) -> dict[str, dict[str, Any]]:
+    """Runs `pdjax.pipeline.prune_then_distill` for each arm of a `pdjax.presets.TwoArmConfig`
+    in `out/<arm>/`, writes each arm's report and a top-level index.
+
+    Args:
+      students: arm -> its `StudentSpec`s.
+      after: (arm, pipeline result, data) -> (markdown notes, extra JSON) for the arm's report.
+    """
+    from pdjax import pipeline
+
+    results = {}
+    for arm in config.arms:
+        source, train, prune, kd = config.arm(arm)
+        data = load_data(config, source)
+        result = pipeline.prune_then_distill(
+            out=out / arm, data=data, teacher=arm, teacher_schedule=train,
+            prune=pipeline.PruneSpec(schedule=prune, rounds=config.prune_rounds, fraction=config.prune_fraction),
+            students=students(arm), kd_rounds=config.kd_rounds,
+            teacher_width_multiplier=config.width_multiplier, kd_temperature=config.kd_temperature,
+            kd_alpha=config.kd_alpha, seeds=config.seeds, augment=config.augment,
+            eval_batch_size=config.eval_batch_size)
+        notes, extra = after(arm, result, data) if after is not None else ("", {})
+        arm_config = {**run_config, "arm": arm, "config": {**run_config["config"], "data": source}}
+        results[arm] = write_report(out / arm, result, f"{experiment}: {arm}", preset, arm_config, data,
+                                    notes, extra)
+    write_index(out, experiment, preset, results)
+    return results

@@ -137,7 +137,7 @@ def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
 
 
 def test_compression_smoke(tmp_path):
-    module = load_experiment("compression")
+    module = load_experiment("compression_scheme")
     results = module.main(SMOKE + one_epoch("vgg_train", "vgg_prune", "vgg_kd") + ["--set", "arms=vgg19",
                           "--set", "cost_batch_size=16", "--out", str(tmp_path)])
     r = results["vgg19"]

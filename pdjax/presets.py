@@ -1,0 +1,88 @@
+"""PAPER.md's training schedules, and the config shared by the two-arm experiments
+(a VGG19 arm on CIFAR-100 and a ResNet18 arm on Tiny-ImageNet)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TypeVar
+
+from pdjax.train import Schedule
+
+# CIFAR-100, VGG: teacher, scratch students and KD; each pruning round.
+CIFAR_TRAIN = Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160), lr_factor=0.2,
+                       weight_decay=5e-4)
+CIFAR_KD = CIFAR_TRAIN
+CIFAR_PRUNE = Schedule(epochs=130, batch_size=128, lr=0.1, milestones=(39, 84), lr_factor=0.1,
+                       weight_decay=2e-4)
+# Tiny-ImageNet: ResNet18 / VGG16 teachers and scratch students; MobileNetV2 from scratch;
+# each ResNet18 pruning round; KD into ResNet18 / VGG16 and into MobileNetV2.
+TINY_TRAIN = Schedule(epochs=100, batch_size=128, lr=0.01, milestones=(30, 60, 80), lr_factor=0.1,
+                      weight_decay=1e-4)
+TINY_MOBILENET_TRAIN = Schedule(epochs=120, batch_size=256, lr=0.05, milestones=(60, 80, 100),
+                                lr_factor=0.1, weight_decay=5e-4)
+TINY_PRUNE = Schedule(epochs=50, batch_size=512, lr=0.04, milestones=(10, 30), lr_factor=0.1,
+                      weight_decay=1e-4)
+TINY_KD = Schedule(epochs=100, batch_size=256, lr=0.01, milestones=(30, 60, 80), lr_factor=0.2,
+                   weight_decay=5e-4)
+TINY_MOBILENET_KD = Schedule(epochs=100, batch_size=256, lr=0.05, milestones=(60, 80), lr_factor=0.1,
+                             weight_decay=5e-4)
+
+ARMS = ("vgg19", "resnet18")
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoArmConfig:
+    """A VGG19 arm (CIFAR-100 schedules) and a ResNet18 arm (Tiny-ImageNet schedules)."""
+
+    arms: tuple[str, ...] = ARMS
+    vgg_data: str = "tfds:cifar100"
+    resnet_data: str = "folder:data/tiny-imagenet-200.zip"  # not in the tfds catalogue
+    width_multiplier: float = 1.0  # of the teachers (and of fixed-width students)
+    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # students are trained once per seed
+    val_fraction: float = 0.1
+    max_train: int | None = None
+    max_test: int | None = None
+    data_dir: str | None = None
+    augment: bool = True
+    eval_batch_size: int = 500
+    prune_rounds: int = 7
+    prune_fraction: float = 0.2
+    kd_rounds: tuple[int, ...] = (2, 4, 7)
+    kd_temperature: float = 10.0
+    kd_alpha: float = 0.95
+    vgg_train: Schedule = CIFAR_TRAIN  # teacher and scratch students
+    vgg_prune: Schedule = CIFAR_PRUNE
+    vgg_kd: Schedule = CIFAR_KD
+    resnet_train: Schedule = TINY_TRAIN
+    resnet_prune: Schedule = TINY_PRUNE
+    resnet_kd: Schedule = TINY_KD
+
+    def arm(self, name: str) -> tuple[str, Schedule, Schedule, Schedule]:
+        """(data source, train, prune, kd schedules) of an arm."""
+        if name == "vgg19":
+            return self.vgg_data, self.vgg_train, self.vgg_prune, self.vgg_kd
+        return self.resnet_data, self.resnet_train, self.resnet_prune, self.resnet_kd
+
+
+C = TypeVar("C", bound=TwoArmConfig)
+
+
+def two_arm_cpu(cls: type[C], cifar10_zip: str) -> C:
+    """Both arms on the shared CIFAR-10 JPEGs at 1/8 widths, with short schedules."""
+    train = Schedule(epochs=20, batch_size=128, lr=0.1, milestones=(6, 12, 16), lr_factor=0.2,
+                     weight_decay=5e-4)
+    prune = Schedule(epochs=4, batch_size=128, lr=0.1, milestones=(2, 3), lr_factor=0.1, weight_decay=2e-4)
+    return cls(vgg_data=f"folder:{cifar10_zip}", resnet_data=f"folder:{cifar10_zip}", width_multiplier=1 / 8,
+               vgg_train=train, vgg_prune=prune, vgg_kd=train,
+               resnet_train=dataclasses.replace(train, lr=0.05), resnet_prune=prune,
+               resnet_kd=dataclasses.replace(train, lr=0.05))
+
+
+def two_arm_demo(cls: type[C]) -> C:
+    """Both arms on the embedded digits at 1/16 widths: minutes on a CPU."""
+    train = Schedule(epochs=5, batch_size=64, lr=0.05, milestones=(3,), lr_factor=0.2, weight_decay=5e-4)
+    prune = Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.1, weight_decay=2e-4)
+    return cls(vgg_data="digits", resnet_data="digits", width_multiplier=1 / 16, prune_rounds=4,
+               kd_rounds=(2, 4), vgg_train=train, vgg_prune=prune, vgg_kd=train,
+               resnet_train=train, resnet_prune=prune, resnet_kd=train)
