@@ -405,10 +405,12 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
-def train_batches(split: Split, batch_size: int, seed: int, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Shuffled full batches of one epoch (the last incomplete batch is dropped)."""
+def train_batches(split: Split, batch_size: int, seed: int, epoch: int,
+                  start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled full batches of one epoch (the last incomplete batch is dropped), from batch
+    `start_batch` on (a resumed epoch skips what it already did)."""
     order = epoch_order(len(split), seed, epoch)
-    for start in range(0, len(order) - batch_size + 1, batch_size):
+    for start in range(start_batch * batch_size, len(order) - batch_size + 1, batch_size):
         idx = np.sort(order[start : start + batch_size])
         yield split.images[idx], split.labels[idx]
 

@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ from pdjax import models, parallel
 from pdjax.config import ConfigError, diff, parse_args, to_dict
 from pdjax.data import DataError
 from pdjax.masks import MaskError
-from pdjax.train import FitResult, Schedule, fit, write_json_atomic
+from pdjax.train import FitResult, Preempted, Schedule, fit, write_json_atomic
 
 
 class RunDirError(ValueError):
@@ -104,6 +105,9 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     except (DataError, ConfigError, RunDirError, MaskError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Preempted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 def write_report(out: str | Path, result: Any, experiment: str, preset: str,

@@ -13,6 +13,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -243,6 +245,31 @@ class FitResult:
                 "epochs": len(self.history), "train_seconds": round(self.train_seconds, 2)}
 
 
+class Preempted(RuntimeError):
+    """Training stopped on SIGTERM after saving a checkpoint; the same call resumes it."""
+
+
+class StopRequest:
+    """While active (a `with` block in the main thread), SIGTERM sets `requested` instead of
+    killing the process, so the loop can save a checkpoint first. Elsewhere it does nothing."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Writes JSON to a temporary file and renames it over `path` (never a half-written file)."""
     path = Path(path)
@@ -273,7 +300,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
     """Trains `model` on `data` with SGD, resuming from `workdir` if it holds checkpoints.
 
     Each epoch: one pass over the shuffled training split, validation on clean images, an
-    orbax checkpoint (state + best model) and a line in `workdir/metrics.jsonl`. At the end the
+    orbax checkpoint (state + best model) and a line in `workdir/metrics.jsonl`. SIGTERM saves
+    a checkpoint of the current step before stopping. At the end the
     best-validation model is evaluated on the test split and `workdir/result.json` is written.
     Running again with the same arguments continues after the last finished epoch, and a
     finished run returns its result after one test evaluation.
@@ -303,6 +331,11 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
 
     Returns:
       A `FitResult`.
+
+    Raises:
+      Preempted: on SIGTERM (a preemption notice), after saving a checkpoint of the last step;
+        the same call then resumes from that step, with the same result.
+      FloatingPointError: the loss became NaN or Inf (the last good checkpoint is kept).
     """
     mesh = mesh if mesh is not None else parallel.data_mesh()
     parallel.check_batch_size(schedule.batch_size, mesh)
@@ -323,7 +356,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
     meta: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "val_accuracy": -1.0, "history": [],
                             "train_seconds": 0.0}
     ckpt = Checkpointer(workdir / "checkpoints")
-    if ckpt.latest_epoch() is not None:
+    if ckpt.latest_step() is not None:
         (tree, meta) = ckpt.restore({"state": state, "best": best})
         state, best = tree["state"], tree["best"]
         if meta["epoch"] > schedule.epochs:
@@ -346,59 +379,78 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
 
     if 0 in snapshot_epochs and meta["epoch"] == 0:
         save_tree(workdir / "snapshot_0", state.variables)
-    for epoch in range(meta["epoch"], schedule.epochs):
-        start = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"{name} {epoch + 1}/{schedule.epochs}",
-                   disable=not (progress and main), leave=False, dynamic_ncols=True)
-        pending: list[Metrics] = []
-        sums: dict[str, float] = {}
-        seen = 0
-        for i, batch in enumerate(data_lib.train_batches(data.train, schedule.batch_size, seed, epoch)):
-            state, metrics = train_step(state, *parallel.put_global_batch(batch, mesh), key,
-                                        *teacher_args)
-            pending.append(metrics)
-            if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
+    with ckpt, StopRequest() as stop:
+        for epoch in range(meta["epoch"], schedule.epochs):
+            # A run stopped mid-epoch (SIGTERM) resumes at the batch after the last one it did.
+            partial = meta.pop("partial", None) or {"batch": 0, "sums": {}, "seen": 0, "seconds": 0.0}
+            start = time.perf_counter() - partial["seconds"]
+            bar = tqdm(total=steps_per_epoch, initial=partial["batch"],
+                       desc=f"{name} {epoch + 1}/{schedule.epochs}",
+                       disable=not (progress and main), leave=False, dynamic_ncols=True)
+            pending: list[Metrics] = []
+            sums: dict[str, float] = dict(partial["sums"])
+            seen = partial["seen"]
+
+            def collect(upto: int) -> None:
+                nonlocal pending, seen
                 fetched = jax.device_get(pending)
                 for j, m in enumerate(fetched):
                     if not np.isfinite(m["loss"]):
                         raise FloatingPointError(
                             f"{name}: loss is {m['loss']} at epoch {epoch + 1}, step "
-                            f"{epoch * steps_per_epoch + i - len(fetched) + 2}; the last good "
+                            f"{epoch * steps_per_epoch + upto - len(fetched) + j + 1}; the last good "
                             f"checkpoint is epoch {meta['epoch']} in {ckpt.directory}")
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                 seen += len(fetched)
-                bar.update(len(fetched))
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{sums['accuracy'] / seen:.3f}",
-                                img_s=f"{seen * schedule.batch_size / elapsed:.0f}")
                 pending = []
-        bar.close()
-        val = evaluate(eval_step, state.variables, data.val, eval_batch_size, mesh) if len(data.val) \
-            else {"accuracy": sums["accuracy"] / seen, "loss": sums["loss"] / seen}
-        seconds = time.perf_counter() - start
-        record = {"epoch": epoch + 1, "lr": float(lr_at(epoch * steps_per_epoch)),
-                  **{f"train_{k}" if k in ("loss", "accuracy") else k: v / seen for k, v in sums.items()},
-                  "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                  "seconds": round(seconds, 3),
-                  "images_per_second": round(seen * schedule.batch_size / seconds, 1)}
-        history.append(record)
-        if val["accuracy"] > meta["val_accuracy"] or not select_best:
-            best = _copy(state.variables)
-            meta["best_epoch"], meta["val_accuracy"] = epoch + 1, val["accuracy"]
-        meta.update(epoch=epoch + 1, history=history,
-                    train_seconds=meta["train_seconds"] + seconds)
-        if epoch + 1 in snapshot_epochs:  # before the checkpoint: a resume never skips it
-            save_tree(workdir / f"snapshot_{epoch + 1}", state.variables)
-        ckpt.save(epoch + 1, {"state": state, "best": best}, meta)
-        if main:
-            _write_history(workdir / "metrics.jsonl", history)
-            tqdm.write(f"{name} epoch {epoch + 1}/{schedule.epochs}: loss {record['train_loss']:.4f} "
-                       f"train acc {record['train_accuracy']:.4f} val acc {val['accuracy']:.4f} "
-                       f"({seconds:.1f}s, {record['images_per_second']:.0f} img/s)")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, record)
-    ckpt.close()
+                bar.update(len(fetched))
+
+            batches = data_lib.train_batches(data.train, schedule.batch_size, seed, epoch,
+                                             start_batch=partial["batch"])
+            for i, batch in enumerate(batches, start=partial["batch"]):
+                state, metrics = train_step(state, *parallel.put_global_batch(batch, mesh), key,
+                                            *teacher_args)
+                pending.append(metrics)
+                if stop.requested:
+                    collect(i + 1)
+                    bar.close()
+                    meta["partial"] = {"batch": i + 1, "sums": sums, "seen": seen,
+                                       "seconds": time.perf_counter() - start}
+                    ckpt.save(epoch * steps_per_epoch + i + 1, {"state": state, "best": best}, meta)
+                    raise Preempted(f"{name}: stopped by SIGTERM at epoch {epoch + 1}, batch "
+                                    f"{i + 1}/{steps_per_epoch}; checkpoint saved in {ckpt.directory}; "
+                                    "run the same command again to resume")
+                if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
+                    collect(i + 1)
+                    elapsed = time.perf_counter() - start
+                    bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{sums['accuracy'] / seen:.3f}",
+                                    img_s=f"{seen * schedule.batch_size / elapsed:.0f}")
+            bar.close()
+            val = evaluate(eval_step, state.variables, data.val, eval_batch_size, mesh) if len(data.val) \
+                else {"accuracy": sums["accuracy"] / seen, "loss": sums["loss"] / seen}
+            seconds = time.perf_counter() - start
+            record = {"epoch": epoch + 1, "lr": float(lr_at(epoch * steps_per_epoch)),
+                      **{f"train_{k}" if k in ("loss", "accuracy") else k: v / seen for k, v in sums.items()},
+                      "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                      "seconds": round(seconds, 3),
+                      "images_per_second": round(seen * schedule.batch_size / seconds, 1)}
+            history.append(record)
+            if val["accuracy"] > meta["val_accuracy"] or not select_best:
+                best = _copy(state.variables)
+                meta["best_epoch"], meta["val_accuracy"] = epoch + 1, val["accuracy"]
+            meta.update(epoch=epoch + 1, history=history,
+                        train_seconds=meta["train_seconds"] + seconds)
+            if epoch + 1 in snapshot_epochs:  # before the checkpoint: a resume never skips it
+                save_tree(workdir / f"snapshot_{epoch + 1}", state.variables)
+            ckpt.save((epoch + 1) * steps_per_epoch, {"state": state, "best": best}, meta)
+            if main:
+                _write_history(workdir / "metrics.jsonl", history)
+                tqdm.write(f"{name} epoch {epoch + 1}/{schedule.epochs}: loss {record['train_loss']:.4f} "
+                           f"train acc {record['train_accuracy']:.4f} val acc {val['accuracy']:.4f} "
+                           f"({seconds:.1f}s, {record['images_per_second']:.0f} img/s)")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, record)
 
     test = evaluate(eval_step, best, data.test, eval_batch_size, mesh)
     result = FitResult(variables=jax.device_get(state.variables), masks=jax.device_get(state.masks),

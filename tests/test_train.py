@@ -159,3 +159,24 @@ def test_replicated_state_never_aliases_the_callers_arrays():
     donating(parallel.replicate(x, mesh))
     assert not x.is_deleted()
     np.testing.assert_array_equal(x, [1.0, 1.0, 1.0])
+
+
+def test_sigterm_saves_mid_epoch_and_the_resumed_run_ends_the_same(digits, tmp_path):
+    import os
+    import signal
+
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    whole = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "whole", seed=0, progress=False)
+
+    def preempt_after_first(epoch, _):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler only flags it; the next step saves
+
+    with pytest.raises(train.Preempted, match=r"stopped by SIGTERM at epoch 2, batch 1/20"):
+        train.fit(model, digits, SCHEDULE, workdir=tmp_path / "split", seed=0, progress=False,
+                  on_epoch_end=preempt_after_first)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+    resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "split", seed=0, progress=False)
+    jax.tree.map(np.testing.assert_array_equal, resumed.variables, whole.variables)
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in whole.history])
+    assert resumed.test_accuracy == whole.test_accuracy
