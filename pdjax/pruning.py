@@ -31,7 +31,8 @@ from pdjax import data as data_lib
 from pdjax import masks as masks_lib
 from pdjax import parallel, sparsity
 from pdjax.checkpoints import load_tree, save_tree
-from pdjax.train import FitResult, Schedule, fit, write_json_atomic
+from pdjax.files import write_json_atomic
+from pdjax.train import FitResult, Schedule, fit
 from pdjax.types import Masks, Variables
 
 REWIND_MODES = ("lr", "weight", "finetune")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from pdjax.train import write_json_atomic
+from pdjax.files import write_atomic, write_json_atomic, write_text_atomic
 
 Column = tuple[str, str, str]  # (key, header, format spec)
 
@@ -22,13 +21,6 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) ->
             cells.append("" if value is None else format(value, fmt))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_results(out: str | Path, results: dict[str, Any], markdown: str) -> None:
@@ -76,8 +68,5 @@ def save_figure(fig: Any, path: str | Path) -> None:
     """Saves a matplotlib figure atomically and closes it."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp)
+    write_atomic(path, fig.savefig)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -18,7 +18,8 @@ from pdjax import models, parallel
 from pdjax.config import ConfigError, diff, parse_args, to_dict
 from pdjax.data import DataError
 from pdjax.masks import MaskError
-from pdjax.train import FitResult, Preempted, Schedule, fit, write_json_atomic
+from pdjax.files import write_json_atomic
+from pdjax.train import FitResult, Preempted, Schedule, fit
 
 
 class RunDirError(ValueError):

@@ -10,9 +10,7 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import signal
 import threading
 import time
@@ -32,6 +30,7 @@ from pdjax import distill
 from pdjax import masks as masks_lib
 from pdjax import models, parallel
 from pdjax.checkpoints import Checkpointer, save_tree
+from pdjax.files import write_json_atomic, write_jsonl_atomic
 from pdjax.types import Array, Masks, Metrics, Params, PRNGKey, PyTree, Variables
 
 
@@ -270,20 +269,6 @@ class StopRequest:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Writes JSON to a temporary file and renames it over `path` (never a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-    os.replace(tmp, path)
-
-
 def _copy(tree: PyTree) -> PyTree:
     # The state is donated to the next step: the best model must own its buffers.
     return jax.tree.map(jnp.copy, tree)
@@ -375,7 +360,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
     key = parallel.replicate(jax.random.key(seed), mesh)
     history = list(meta["history"])
     if main:
-        _write_history(workdir / "metrics.jsonl", history)
+        write_jsonl_atomic(workdir / "metrics.jsonl", history)
 
     if 0 in snapshot_epochs and meta["epoch"] == 0:
         save_tree(workdir / "snapshot_0", state.variables)
@@ -445,7 +430,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                 save_tree(workdir / f"snapshot_{epoch + 1}", state.variables)
             ckpt.save((epoch + 1) * steps_per_epoch, {"state": state, "best": best}, meta)
             if main:
-                _write_history(workdir / "metrics.jsonl", history)
+                write_jsonl_atomic(workdir / "metrics.jsonl", history)
                 tqdm.write(f"{name} epoch {epoch + 1}/{schedule.epochs}: loss {record['train_loss']:.4f} "
                            f"train acc {record['train_accuracy']:.4f} val acc {val['accuracy']:.4f} "
                            f"({seconds:.1f}s, {record['images_per_second']:.0f} img/s)")

@@ -1,4 +1,3 @@
-import io
 import time
 import zipfile
 from pathlib import Path
