@@ -270,6 +270,8 @@ def plot(out: str | Path, result: PipelineResult, title: str) -> None:
         if r["teacher_sparsity"] is None and r["derived_from_sparsity"] is None:
             xs = sorted({x for cx, _ in curves.values() for x in cx}) or [0.0]
             curves[f"{r['model']} scratch"] = (xs, [r["test_accuracy"]] * len(xs))
+    derived = any(r["derived_from_sparsity"] is not None for r in result.students)
     reports.plot_series(out / "student_vs_teacher_sparsity.png", curves,
-                        xlabel="teacher sparsity (derived students: the sparsity their widths come from)",
+                        xlabel=("sparsity of the teacher the widths come from" if derived
+                                else "teacher sparsity"),
                         ylabel="student test accuracy", title=title)
