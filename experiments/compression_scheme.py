@@ -87,6 +87,27 @@ def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, out: Path, data: 
     return rows
 
 
+RULE_COLUMNS = [("sparsity", "teacher sparsity", ".3f"), ("rule", "rule", "s"), ("widths", "student widths", "s"),
+                ("student_weights", "student weights", ","), ("teacher_remaining", "teacher remaining", ","),
+                ("ratio", "ratio", ".4f")]
+
+
+def rule_rows(arm: str, result: pdjax.pipeline.PipelineResult, out: Path, data: pdjax.ImageData,
+              config: Config) -> list[dict[str, Any]]:
+    """Every applicable width rule beside the other, for each pruned teacher: the widths and the
+    student's conv + linear weights against the teacher's remaining weights."""
+    teacher_row = next(r for r in result.rows if r["stage"] == "teacher")
+    teacher = pdjax.models.get(arm, data.num_classes, widths=teacher_row["widths"])
+    template = pdjax.models.init(teacher, jax.random.key(0), data.image_shape)
+    by_round = {r["round"]: r for r in result.pruning}
+    rows = []
+    for k in config.kd_rounds:
+        _, masks = pdjax.pruning.load_round(out / "pruning", template, round=k)
+        for row in pdjax.students.compare_rules(arm, masks, data.num_classes, data.image_shape):
+            rows.append({"sparsity": by_round[k]["sparsity"], **row, "widths": str(row["widths"])})
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__,
                                                        arms=pdjax.presets.ARMS)
@@ -102,10 +123,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     def costs(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.ImageData):
         rows = cost_rows(arm, result, out / arm, data, config)
+        rules = rule_rows(arm, result, out / arm, data, config)
         notes = (f"Students derived with the `{config.width_rule}` rule. Costs measured on "
                  f"{jax.devices()[0].device_kind} ({jax.default_backend()}), batch {config.cost_batch_size}:\n\n"
-                 f"{pdjax.reports.markdown_table(rows, COST_COLUMNS)}\n")
-        return notes, {"costs": rows}
+                 f"{pdjax.reports.markdown_table(rows, COST_COLUMNS)}\n"
+                 f"Width rules side by side (conv + linear weights of the student; the classifier is "
+                 f"dense):\n\n{pdjax.reports.markdown_table(rules, RULE_COLUMNS)}\n")
+        return notes, {"costs": rows, "width_rules": rules}
 
     return pdjax.runs.run_arms(config, out, EXPERIMENT, preset, run_config, students, costs)
 

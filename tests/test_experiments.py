@@ -148,3 +148,5 @@ def test_compression_smoke(tmp_path):
     assert masked["flops"] == dense["flops"] and masked["nonzero_params"] < dense["params"]
     assert student["flops"] < 0.8 * dense["flops"] and student["params"] < 0.8 * dense["params"]
     assert "inference images/s" in (tmp_path / "vgg19" / "results.md").read_text()
+    assert [w["rule"] for w in r["width_rules"]] == ["chain", "balanced"]
+    assert all(abs(w["ratio"] - 1) < 0.1 for w in r["width_rules"])
