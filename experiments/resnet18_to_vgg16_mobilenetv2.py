@@ -32,22 +32,9 @@ STUDENTS = ("resnet18", "vgg16_tiny", "mobilenetv2")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pdjax.presets.ExperimentConfig):
     data: str = "folder:data/tiny-imagenet-200.zip"
     students: tuple[str, ...] = STUDENTS
-    width_multiplier: float = 1.0
-    seed: int = 0
-    seeds: tuple[int, ...] = (0,)
-    val_fraction: float = 0.1
-    max_train: int | None = None
-    max_test: int | None = None
-    augment: bool = True
-    eval_batch_size: int = 500
-    prune_rounds: int = 7
-    prune_fraction: float = 0.2
-    kd_rounds: tuple[int, ...] = (2, 4, 7)
-    kd_temperature: float = 10.0
-    kd_alpha: float = 0.95
     # PAPER.md's Tiny-ImageNet schedules.
     teacher_train: Schedule = pdjax.presets.TINY_TRAIN
     prune: Schedule = pdjax.presets.TINY_PRUNE

@@ -37,34 +37,20 @@ SHARED_CIFAR10 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datase
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(pdjax.presets.ExperimentConfig):
     data: str = "tfds:cifar100"
     teacher: str = "vgg19"
     student: str = "vgg11"
-    width_multiplier: float = 1.0  # scales every width of teacher and student
-    seed: int = 0
-    val_fraction: float = 0.1
-    max_train: int | None = None  # training images kept (before the validation hold-out)
-    max_test: int | None = None
-    data_dir: str | None = None  # tensorflow-datasets data directory
-    augment: bool = True
-    eval_batch_size: int = 500
     # Teacher and scratch students (PAPER.md, CIFAR-100 VGG).
     train: Schedule = pdjax.presets.CIFAR_TRAIN
     # Each pruning round (PAPER.md, CIFAR-100 pruning).
     prune: Schedule = pdjax.presets.CIFAR_PRUNE
-    prune_rounds: int = 7
-    prune_fraction: float = 0.2
     prune_scope: str = "global"  # or "layerwise"
     rewind: str = "lr"  # "lr" (the paper), "weight" (to the teacher at rewind_epoch), "finetune"
     rewind_epoch: int = 0  # teacher epoch whose weights rewind="weight" restores
     finetune_lr: float = 1e-3
     # Distillation (PAPER.md, CIFAR-100 KD): students of the unpruned and of these rounds' teachers.
     kd: Schedule = pdjax.presets.CIFAR_KD
-    kd_rounds: tuple[int, ...] = (2, 4, 7)  # ~36%, 59%, 79% sparsity at 20% per round
-    kd_temperature: float = 10.0
-    kd_alpha: float = 0.95
-    seeds: tuple[int, ...] = (0,)  # students are trained once per seed (mean and std reported)
 
 
 def paper() -> Config:
