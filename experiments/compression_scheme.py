@@ -56,10 +56,11 @@ COST_COLUMNS = [("model", "model", "s"), ("widths", "widths", "s"), ("params", "
                 ("images_per_second", "inference images/s", ",.0f"), ("test_accuracy", "test acc", ".4f")]
 
 
-def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, out: Path, data: pdjax.ImageData,
+def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.ImageData,
               config: Config) -> list[dict[str, Any]]:
     """Parameters, FLOPs and measured inference speed of the teacher, its pruned rounds and the
-    derived students, all on this machine in this run."""
+    derived students, all on this machine in this run. Costs do not depend on the weights' values,
+    so freshly initialised variables (with each round's masks applied) stand in for trained ones."""
     teacher_row = next(r for r in result.rows if r["stage"] == "teacher")
     teacher = pdjax.models.get(arm, data.num_classes, widths=teacher_row["widths"])
     template = pdjax.models.init(teacher, jax.random.key(0), data.image_shape)
@@ -67,15 +68,14 @@ def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, out: Path, data: 
     dense = pdjax.costs.inference_costs(teacher, template, data.image_shape, batch_size=config.cost_batch_size)
     rows.append({"model": f"{arm} teacher (dense)", "widths": str(teacher_row["widths"]), **dense,
                  "test_accuracy": teacher_row["test_accuracy"]})
-    by_round = {r["round"]: r for r in result.pruning}
     for k in config.kd_rounds:
-        variables, masks = pdjax.pruning.load_round(out / "pruning", template, round=k)
+        masks, summary = result.masks[k], result.pruning[k]  # index 0 is the unpruned teacher
+        masked = {**template, "params": pdjax.masks.apply(template["params"], masks)}
         pruned = pdjax.costs.inference_costs(
-            teacher, variables, data.image_shape, batch_size=config.cost_batch_size,
+            teacher, masked, data.image_shape, batch_size=config.cost_batch_size,
             nonzero_params=dense["params"] - pdjax.masks.total(masks) + pdjax.masks.remaining(masks))
-        rows.append({"model": f"{arm} teacher pruned {by_round[k]['sparsity']:.0%} (masked)",
-                     "widths": str(teacher_row["widths"]), **pruned,
-                     "test_accuracy": by_round[k]["test_accuracy"]})
+        rows.append({"model": f"{arm} teacher pruned {summary['sparsity']:.0%} (masked)",
+                     "widths": str(teacher_row["widths"]), **pruned, "test_accuracy": summary["test_accuracy"]})
     for r in result.students:
         if r["teacher"] == f"{arm} pruned" and r["derived_from_sparsity"] is not None:
             student = pdjax.models.get(arm, data.num_classes, widths=r["widths"])
@@ -92,19 +92,14 @@ RULE_COLUMNS = [("sparsity", "teacher sparsity", ".3f"), ("rule", "rule", "s"), 
                 ("ratio", "ratio", ".4f")]
 
 
-def rule_rows(arm: str, result: pdjax.pipeline.PipelineResult, out: Path, data: pdjax.ImageData,
+def rule_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.ImageData,
               config: Config) -> list[dict[str, Any]]:
     """Every applicable width rule beside the other, for each pruned teacher: the widths and the
     student's conv + linear weights against the teacher's remaining weights."""
-    teacher_row = next(r for r in result.rows if r["stage"] == "teacher")
-    teacher = pdjax.models.get(arm, data.num_classes, widths=teacher_row["widths"])
-    template = pdjax.models.init(teacher, jax.random.key(0), data.image_shape)
-    by_round = {r["round"]: r for r in result.pruning}
     rows = []
     for k in config.kd_rounds:
-        _, masks = pdjax.pruning.load_round(out / "pruning", template, round=k)
-        for row in pdjax.students.compare_rules(arm, masks, data.num_classes, data.image_shape):
-            rows.append({"sparsity": by_round[k]["sparsity"], **row, "widths": str(row["widths"])})
+        for row in pdjax.students.compare_rules(arm, result.masks[k], data.num_classes, data.image_shape):
+            rows.append({"sparsity": result.pruning[k]["sparsity"], **row, "widths": str(row["widths"])})
     return rows
 
 
@@ -122,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return [pdjax.pipeline.StudentSpec("student", arm, scratch=train, kd=kd, width_rule=config.width_rule)]
 
     def costs(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.ImageData):
-        rows = cost_rows(arm, result, out / arm, data, config)
-        rules = rule_rows(arm, result, out / arm, data, config)
+        rows = cost_rows(arm, result, data, config)
+        rules = rule_rows(arm, result, data, config)
         notes = (f"Students derived with the `{config.width_rule}` rule. Costs measured on "
                  f"{jax.devices()[0].device_kind} ({jax.default_backend()}), batch {config.cost_batch_size}:\n\n"
                  f"{pdjax.reports.markdown_table(rows, COST_COLUMNS)}\n"

@@ -137,11 +137,16 @@ def load(
     return ImageData(name, train, val, test, tuple(classes), mean, std)
 
 
+def _subset_indices(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarray | None:
+    """Sorted indices of a seeded random subset of `limit` out of `n`; None keeps all."""
+    if limit is None or limit >= n:
+        return None
+    return np.sort(rng.permutation(n)[:limit])
+
+
 def _subset(split: Split, limit: int | None, rng: np.random.Generator) -> Split:
-    if limit is None or limit >= len(split):
-        return split
-    keep = np.sort(rng.permutation(len(split))[:limit])
-    return Split(split.images[keep], split.labels[keep])
+    keep = _subset_indices(len(split), limit, rng)
+    return split if keep is None else Split(split.images[keep], split.labels[keep])
 
 
 def _check_split(split: Split, which: str, num_classes: int) -> None:
@@ -301,9 +306,8 @@ def _load_folder(path: str, *, max_train: int | None, max_test: int | None,
 
 def _subset_items(items: list[tuple[str, int]], limit: int | None,
                   rng: np.random.Generator) -> list[tuple[str, int]]:
-    if limit is None or limit >= len(items):
-        return items
-    return [items[i] for i in np.sort(rng.permutation(len(items))[:limit])]
+    keep = _subset_indices(len(items), limit, rng)
+    return items if keep is None else [items[i] for i in keep]
 
 
 def _class_folder_items(files: _Files, root: str, split: str,

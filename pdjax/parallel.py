@@ -9,7 +9,7 @@ Each host feeds its own share of the global batch (`jax.make_array_from_process_
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -93,8 +93,3 @@ def put_global_batch(arrays: Sequence[np.ndarray], mesh: Mesh) -> tuple[jax.Arra
 def is_main_process() -> bool:
     """Only the first process writes results, logs and progress bars."""
     return jax.process_index() == 0
-
-
-def to_host(tree: Any) -> Any:
-    """Fetches a (replicated) tree to numpy on this host."""
-    return jax.device_get(tree)

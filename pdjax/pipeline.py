@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from jax.sharding import Mesh
 
@@ -89,6 +89,14 @@ class PipelineResult:
                 "pruning": self.pruning,
                 "layer_density": {label: [dataclasses.asdict(s) for s in sparsity.layer_stats(m)]
                                   for label, m in zip(self.mask_labels, self.masks)}}
+
+
+class KDSource(NamedTuple):
+    """A teacher a student can be distilled from, with what the reports say about it."""
+
+    sparsity: float
+    teacher: distill.Teacher
+    test_accuracy: float
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -154,29 +162,30 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
         rewind=prune.rewind, rewind_variables=rewind_variables, finetune_lr=prune.finetune_lr,
         seed=seeds[0], mesh=mesh, augment=augment, eval_batch_size=eval_batch_size, progress=progress)
     dense_masks = masks_lib.init(teacher_result.best_variables["params"])
+    round_summaries = [r.summary() for r in rounds]
     pruning_rows = [{"round": 0, "sparsity": 0.0, "remaining": masks_lib.total(dense_masks),
-                     **teacher_result.summary()}] + [r.summary() for r in rounds]
+                     **teacher_result.summary()}] + round_summaries
 
-    unpruned = ("unpruned", 0.0, distill.Teacher(teacher_model, teacher_result.best_variables),
-                teacher_result.test_accuracy)
+    unpruned = KDSource(0.0, distill.Teacher(teacher_model, teacher_result.best_variables),
+                        teacher_result.test_accuracy)
 
-    def pruned(k: int):
+    def pruned(k: int) -> KDSource:
         r = rounds[k - 1]
-        return (f"round_{k:02d}", r.summary()["sparsity"], distill.Teacher(teacher_model, r.variables, r.masks),
-                r.result.test_accuracy)
+        return KDSource(round_summaries[k - 1]["sparsity"], distill.Teacher(teacher_model, r.variables, r.masks),
+                        r.result.test_accuracy)
 
     # 3-4. Students.
     student_rows: list[dict[str, Any]] = []
 
     def train_student(name: str, spec: StudentSpec, widths: Sequence[int], kind: str,
-                      kd_teacher: tuple | None, derived_from: float | None) -> None:
+                      source: KDSource | None, derived_from: float | None) -> None:
         accuracies, params = [], None
         for seed in seeds:
             stage_name = name if len(seeds) == 1 else f"{name}_seed{seed}"
-            if kd_teacher is None:
+            if source is None:
                 _, result, row = stage(stage_name, spec.model, widths, spec.scratch, seed)
             else:
-                _, result, row = stage(stage_name, spec.model, widths, spec.kd, seed, teacher=kd_teacher[2],
+                _, result, row = stage(stage_name, spec.model, widths, spec.kd, seed, teacher=source.teacher,
                                        kd_temperature=kd_temperature, kd_alpha=kd_alpha)
             accuracies.append(result.test_accuracy)
             params = row["params"]
@@ -184,8 +193,8 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
         student_rows.append({
             "student": spec.label, "model": spec.model, "widths": list(widths),
             "derived_from_sparsity": derived_from, "teacher": kind,
-            "teacher_sparsity": None if kd_teacher is None else kd_teacher[1],
-            "teacher_test_accuracy": None if kd_teacher is None else kd_teacher[3],
+            "teacher_sparsity": None if source is None else source.sparsity,
+            "teacher_test_accuracy": None if source is None else source.test_accuracy,
             "student_params": params, "test_accuracy": mean, "test_accuracy_std": std,
             "test_accuracies": accuracies, "seeds": list(seeds)})
 
@@ -199,13 +208,14 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
         else:
             for k in kd_rounds:
                 source = pruned(k)
-                widths = students_lib.student_widths(spec.model, source[2].masks, spec.width_rule)
+                widths = students_lib.student_widths(spec.model, source.teacher.masks, spec.width_rule)
                 prefix = f"{spec.label}_round_{k:02d}"
-                train_student(f"{prefix}_scratch", spec, widths, "none (scratch)", None, source[1])
-                train_student(f"{prefix}_kd_unpruned", spec, widths, f"{teacher} unpruned", unpruned, source[1])
-                train_student(f"{prefix}_kd_pruned", spec, widths, f"{teacher} pruned", source, source[1])
+                train_student(f"{prefix}_scratch", spec, widths, "none (scratch)", None, source.sparsity)
+                train_student(f"{prefix}_kd_unpruned", spec, widths, f"{teacher} unpruned", unpruned,
+                              source.sparsity)
+                train_student(f"{prefix}_kd_pruned", spec, widths, f"{teacher} pruned", source, source.sparsity)
 
-    labels = ["teacher"] + [f"round {r.round} ({r.summary()['sparsity']:.0%})" for r in rounds]
+    labels = ["teacher"] + [f"round {s['round']} ({s['sparsity']:.0%})" for s in round_summaries]
     return PipelineResult(teacher, rows, student_rows, pruning_rows, [dense_masks] + [r.masks for r in rounds],
                           labels, curves)
 

@@ -19,7 +19,6 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -155,8 +154,3 @@ def load_round(workdir: str | Path, template: Variables, *, round: int | None = 
         raise FileNotFoundError(f"round {k} has not finished in {workdir} (no {path})")
     tree = load_tree(path, {"variables": template, "masks": masks_lib.init(template["params"])})
     return tree["variables"], tree["masks"]
-
-
-def load_rounds_summary(workdir: str | Path) -> list[dict[str, Any]]:
-    """The per-round summaries written so far (`rounds.json`)."""
-    return json.loads((Path(workdir) / "rounds.json").read_text())

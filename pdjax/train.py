@@ -109,7 +109,6 @@ class CompiledStep:
 
     def __init__(self, fn: Callable[..., Any], **jit_kwargs: Any):
         self.traces = 0
-        self._fn = fn
 
         def traced(*args: Any) -> Any:
             self.traces += 1
