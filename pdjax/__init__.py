@@ -19,6 +19,10 @@
   pdjax.costs      parameters, FLOPs and measured inference images/s of a model
 """
 
+from pdjax import xla_flags as _xla_flags
+
+_xla_flags.apply()  # before JAX's first computation; see pdjax/xla_flags.py
+
 from pdjax import (checkpoints, config, costs, data, distill, masks, models, parallel, pipeline, presets,
                    pruning, reports, runs, sparsity, students, train)
 from pdjax.checkpoints import Checkpointer

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from pdjax.layers import Conv, Dense, batch_norm
+from pdjax.layers import Conv, Dense, batch_norm, max_pool_2x2
 from pdjax.types import PRNGKey, Variables, Widths
 
 M = "M"  # a 2x2 max-pool in a VGG plan
@@ -73,23 +73,24 @@ class VGG(nn.Module):
     num_classes: int
     head: tuple[int, ...] = ()
     dropout: float = 0.5
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         for v in self.plan:
             if v == M:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
             else:
-                x = Conv(int(v), (3, 3))(x)
-                x = nn.relu(batch_norm(train)(x))
+                x = Conv(int(v), (3, 3), dtype=self.dtype)(x)
+                x = nn.relu(batch_norm(train, dtype=self.dtype)(x))
         if not self.head:
             # The map is 2x2 here on 32x32 inputs: average it to one vector.
             x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         for width in self.head:
-            x = nn.relu(Dense(width)(x))
+            x = nn.relu(Dense(width, dtype=self.dtype)(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return Dense(self.num_classes)(x)
+        return Dense(self.num_classes, dtype=self.dtype)(x)
 
 
 class ShortcutScale(nn.Module):
@@ -97,22 +98,23 @@ class ShortcutScale(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x * self.param("scale", nn.initializers.ones_init(), (x.shape[-1],))
+        return x * self.param("scale", nn.initializers.ones_init(), (x.shape[-1],)).astype(x.dtype)
 
 
 class BasicBlock(nn.Module):
     features: int
     strides: int = 1
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        y = Conv(self.features, (3, 3), self.strides, use_bias=False)(x)
-        y = nn.relu(batch_norm(train)(y))
-        y = Conv(self.features, (3, 3), use_bias=False)(y)
-        y = batch_norm(train)(y)
+        y = Conv(self.features, (3, 3), self.strides, use_bias=False, dtype=self.dtype)(x)
+        y = nn.relu(batch_norm(train, dtype=self.dtype)(y))
+        y = Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype)(y)
+        y = batch_norm(train, dtype=self.dtype)(y)
         if self.strides != 1 or x.shape[-1] != self.features:
-            x = Conv(self.features, (1, 1), self.strides, use_bias=False, name="shortcut_conv")(x)
-            x = batch_norm(train, name="shortcut_bn")(x)
+            x = Conv(self.features, (1, 1), self.strides, use_bias=False, name="shortcut_conv", dtype=self.dtype)(x)
+            x = batch_norm(train, name="shortcut_bn", dtype=self.dtype)(x)
         else:
             x = ShortcutScale(name="shortcut_scale")(x)
         return nn.relu(x + y)
@@ -122,17 +124,18 @@ class Bottleneck(nn.Module):
     features: int
     strides: int = 1
     expansion: int = 4
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         out = self.features * self.expansion
-        y = nn.relu(batch_norm(train)(Conv(self.features, (1, 1), use_bias=False)(x)))
-        y = Conv(self.features, (3, 3), self.strides, use_bias=False)(y)
-        y = nn.relu(batch_norm(train)(y))
-        y = batch_norm(train)(Conv(out, (1, 1), use_bias=False)(y))
+        y = nn.relu(batch_norm(train, dtype=self.dtype)(Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype)(x)))
+        y = Conv(self.features, (3, 3), self.strides, use_bias=False, dtype=self.dtype)(y)
+        y = nn.relu(batch_norm(train, dtype=self.dtype)(y))
+        y = batch_norm(train, dtype=self.dtype)(Conv(out, (1, 1), use_bias=False, dtype=self.dtype)(y))
         if self.strides != 1 or x.shape[-1] != out:
-            x = Conv(out, (1, 1), self.strides, use_bias=False, name="shortcut_conv")(x)
-            x = batch_norm(train, name="shortcut_bn")(x)
+            x = Conv(out, (1, 1), self.strides, use_bias=False, name="shortcut_conv", dtype=self.dtype)(x)
+            x = batch_norm(train, name="shortcut_bn", dtype=self.dtype)(x)
         else:
             x = ShortcutScale(name="shortcut_scale")(x)
         return nn.relu(x + y)
@@ -146,22 +149,24 @@ class ResNet(nn.Module):
     stage_widths: tuple[int, ...]
     num_classes: int
     stem_width: int = 64
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = Conv(self.stem_width, (3, 3), use_bias=False)(x)
-        x = nn.relu(batch_norm(train)(x))
+        x = Conv(self.stem_width, (3, 3), use_bias=False, dtype=self.dtype)(x)
+        x = nn.relu(batch_norm(train, dtype=self.dtype)(x))
         for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
             for j in range(blocks):
-                x = self.block(width, strides=2 if i > 0 and j == 0 else 1)(x, train)
+                x = self.block(width, strides=2 if i > 0 and j == 0 else 1, dtype=self.dtype)(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        return Dense(self.num_classes)(x)
+        return Dense(self.num_classes, dtype=self.dtype)(x)
 
 
 class InvertedResidual(nn.Module):
     features: int
     expansion: int
     strides: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -169,10 +174,10 @@ class InvertedResidual(nn.Module):
         hidden = cin * self.expansion
         y = x
         if self.expansion != 1:
-            y = nn.relu6(batch_norm(train)(Conv(hidden, (1, 1), use_bias=False)(y)))
-        y = Conv(hidden, (3, 3), self.strides, use_bias=False, groups=hidden)(y)
-        y = nn.relu6(batch_norm(train)(y))
-        y = batch_norm(train)(Conv(self.features, (1, 1), use_bias=False)(y))
+            y = nn.relu6(batch_norm(train, dtype=self.dtype)(Conv(hidden, (1, 1), use_bias=False, dtype=self.dtype)(y)))
+        y = Conv(hidden, (3, 3), self.strides, use_bias=False, groups=hidden, dtype=self.dtype)(y)
+        y = nn.relu6(batch_norm(train, dtype=self.dtype)(y))
+        y = batch_norm(train, dtype=self.dtype)(Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype)(y))
         if self.strides == 1 and cin == self.features:
             y = x + y
         return y
@@ -189,19 +194,20 @@ class MobileNetV2(nn.Module):
     num_classes: int
     stem_strides: int = 1
     dropout: float = 0.2
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         stem, *groups, last = self.widths
-        x = Conv(stem, (3, 3), self.stem_strides, use_bias=False)(x)
-        x = nn.relu6(batch_norm(train)(x))
+        x = Conv(stem, (3, 3), self.stem_strides, use_bias=False, dtype=self.dtype)(x)
+        x = nn.relu6(batch_norm(train, dtype=self.dtype)(x))
         for (t, _, n, s), width in zip(MOBILENETV2_GROUPS, groups):
             for j in range(n):
-                x = InvertedResidual(width, t, s if j == 0 else 1)(x, train)
-        x = nn.relu6(batch_norm(train)(Conv(last, (1, 1), use_bias=False)(x)))
+                x = InvertedResidual(width, t, s if j == 0 else 1, dtype=self.dtype)(x, train)
+        x = nn.relu6(batch_norm(train, dtype=self.dtype)(Conv(last, (1, 1), use_bias=False, dtype=self.dtype)(x)))
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return Dense(self.num_classes)(x)
+        return Dense(self.num_classes, dtype=self.dtype)(x)
 
 
 def _vgg(plan: tuple[int | str, ...]) -> Callable[..., nn.Module]:
@@ -272,7 +278,8 @@ def get(name: str, num_classes: int, widths: Widths | None = None, **options: An
       name: one of `pdjax.models.NAMES`.
       num_classes: size of the classifier output.
       widths: channel widths (see the module docstring); None for the paper's widths.
-      **options: passed to the module (e.g. `stem_width=32` for a ResNet).
+      **options: passed to the module (e.g. `stem_width=32` for a ResNet, `dtype='bfloat16'`
+        for mixed precision).
 
     Returns:
       A Flax module; call it with `model.apply(variables, x, train=...)`.
@@ -285,7 +292,19 @@ def get(name: str, num_classes: int, widths: Widths | None = None, **options: An
             raise ValueError(f"widths must be >= 1, got {widths}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if options.get("dtype") is not None:
+        options["dtype"] = compute_dtype(options["dtype"])
     return _BUILDERS[name](num_classes, widths, **options)
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def compute_dtype(name: Any) -> Any:
+    """A model's compute dtype from its name ('float32', 'bfloat16', 'float16') or a dtype."""
+    if str(jnp.dtype(name) if not isinstance(name, str) else name) not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown compute dtype {name!r}; known: {', '.join(COMPUTE_DTYPES)}")
+    return jnp.dtype(name)
 
 
 def init(model: nn.Module, key: PRNGKey, image_shape: Sequence[int]) -> Variables:
