@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         out=out, data=data, teacher=config.teacher, teacher_schedule=config.train, prune=prune,
         students=[student], kd_rounds=config.kd_rounds, teacher_width_multiplier=config.width_multiplier,
         kd_temperature=config.kd_temperature, kd_alpha=config.kd_alpha, seeds=config.seeds,
-        augment=config.augment, eval_batch_size=config.eval_batch_size)
+        augment=config.augment, eval_batch_size=config.eval_batch_size,
+        compute_dtype=config.compute_dtype)
     notes = f"KD: T = {config.kd_temperature}, alpha = {config.kd_alpha}.\n\n"
     return pdjax.runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes)
 

@@ -108,7 +108,7 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
                        teacher_width_multiplier: float = 1.0, kd_temperature: float = distill.TEMPERATURE,
                        kd_alpha: float = distill.ALPHA, seeds: Sequence[int] = (0,),
                        mesh: Mesh | None = None, augment: bool = True, eval_batch_size: int = 500,
-                       progress: bool = True) -> PipelineResult:
+                       progress: bool = True, compute_dtype: str = "float32") -> PipelineResult:
     """Runs (or resumes) the whole method for one teacher and its students.
 
     Args:
@@ -123,6 +123,8 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
       kd_temperature, kd_alpha: the KD loss's T and alpha.
       seeds: the teacher and the pruning use the first seed; each student is trained per seed.
       mesh, augment, eval_batch_size, progress: as in `pdjax.train.fit`.
+      compute_dtype: every model's compute dtype ('bfloat16': mixed precision, parameters
+        stay float32).
 
     Returns:
       A `PipelineResult`.
@@ -134,7 +136,7 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
     mesh = mesh if mesh is not None else parallel.data_mesh()
     out = Path(out)
     common = dict(data=data, out=out, mesh=mesh, augment=augment, eval_batch_size=eval_batch_size,
-                  progress=progress)
+                  progress=progress, compute_dtype=compute_dtype)
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[float]] = {}
 

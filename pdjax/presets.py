@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeVar
 
+from pdjax.config import ConfigError
+from pdjax.models import COMPUTE_DTYPES
 from pdjax.train import Schedule
 
 # CIFAR-100, VGG: teacher, scratch students and KD; each pruning round.
@@ -48,6 +50,11 @@ class ExperimentConfig:
     kd_rounds: tuple[int, ...] = (2, 4, 7)  # ~36%, 59%, 79% sparsity at 20% per round
     kd_temperature: float = 10.0
     kd_alpha: float = 0.95
+    compute_dtype: str = "float32"  # "bfloat16": mixed precision (parameters stay float32)
+
+    def __post_init__(self) -> None:
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ConfigError(f"compute_dtype={self.compute_dtype!r}: use one of {', '.join(COMPUTE_DTYPES)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,15 +68,17 @@ def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False
 def train_stage(stage: str, *, model_name: str, data: data_lib.ImageData, schedule: Schedule,
                 out: str | Path, seed: int, widths: Sequence[int] | None = None,
                 mesh: Any = None, augment: bool = True, eval_batch_size: int = 500,
-                progress: bool = True, **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
+                progress: bool = True, compute_dtype: str = "float32",
+                **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
     """Trains one model as a named stage of an experiment, in `out/<stage>/` (resumable).
 
-    `fit_options` go to `pdjax.train.fit` (e.g. `snapshot_epochs`).
+    `compute_dtype` is the model's (see `pdjax.models`, mixed precision); `fit_options` go to
+    `pdjax.train.fit` (e.g. `snapshot_epochs`).
 
     Returns:
       (model, fit result, a results-table row for it).
     """
-    model = models.get(model_name, data.num_classes, widths=widths)
+    model = models.get(model_name, data.num_classes, widths=widths, dtype=compute_dtype)
     result = fit(model, data, schedule, workdir=Path(out) / stage, seed=seed, mesh=mesh,
                  augment=augment, eval_batch_size=eval_batch_size, name=stage, progress=progress,
                  **fit_options)
@@ -201,7 +203,7 @@ def run_arms(config: Any, out: Path, experiment: str, preset: str, run_config: M
             students=students(arm), kd_rounds=config.kd_rounds,
             teacher_width_multiplier=config.width_multiplier, kd_temperature=config.kd_temperature,
             kd_alpha=config.kd_alpha, seeds=config.seeds, augment=config.augment,
-            eval_batch_size=config.eval_batch_size)
+            eval_batch_size=config.eval_batch_size, compute_dtype=config.compute_dtype)
         notes, extra = after(arm, result, data) if after is not None else ("", {})
         arm_config = {**run_config, "arm": arm, "config": {**run_config["config"], "data": source}}
         results[arm] = write_report(out / arm, result, f"{experiment}: {arm}", preset, arm_config, data,

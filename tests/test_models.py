@@ -100,3 +100,35 @@ def test_stride2_padding_is_pytorch_symmetric():
     kernel = jnp.zeros((3, 3, 1, 1)).at[1, 1].set(1.0)
     y = conv.apply({"params": {"kernel": kernel}}, x)
     np.testing.assert_array_equal(y[0, :, :, 0], [[0.0, 2.0], [8.0, 10.0]])
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 6, 3), (2, 5, 7, 3)])
+def test_max_pool_matches_flax_values_and_gradients_with_ties(shape):
+    import flax.linen as nn
+    # Small integers make ties in most windows; the gradient must go to the first maximum.
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 3, shape).astype(np.float32))
+    reference = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
+    g = jnp.asarray(np.random.default_rng(1).normal(size=reference(x).shape).astype(np.float32))
+    np.testing.assert_array_equal(layers.max_pool_2x2(x), reference(x))
+    np.testing.assert_array_equal(jax.vjp(layers.max_pool_2x2, x)[1](g)[0], jax.vjp(reference, x)[1](g)[0])
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet18", "mobilenetv2"])
+def test_bfloat16_compute_keeps_float32_parameters_and_close_logits(name):
+    widths = models.scaled_widths(name, 1 / 16)
+    f32 = models.get(name, 10, widths=widths)
+    bf16 = models.get(name, 10, widths=widths, dtype="bfloat16")
+    variables = models.init(f32, jax.random.key(0), (32, 32, 3))
+    bf16_variables = models.init(bf16, jax.random.key(0), (32, 32, 3))
+    # Same parameter tree, float32 in both: masks and checkpoints do not see the compute dtype.
+    assert jax.tree.structure(variables) == jax.tree.structure(bf16_variables)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(bf16_variables))
+    x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    a = f32.apply(variables, x, train=False)
+    b = bf16.apply(variables, x, train=False)
+    assert b.dtype == jnp.bfloat16
+    scale = float(jnp.max(jnp.abs(a)))
+    assert float(jnp.max(jnp.abs(a - b.astype(jnp.float32)))) < 0.05 * scale
+    assert not np.array_equal(np.asarray(a), np.asarray(b.astype(jnp.float32)))
+    with pytest.raises(ValueError, match="compute dtype"):
+        models.get(name, 10, widths=widths, dtype="float8")
