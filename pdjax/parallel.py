@@ -32,6 +32,8 @@ def initialize_distributed() -> None:
         return
     if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("TPU_WORKER_HOSTNAMES") \
             or os.environ.get("SLURM_JOB_ID"):
+        # Collectives between processes' CPU devices (a CPU-only cluster; ignored elsewhere).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize()
 
 

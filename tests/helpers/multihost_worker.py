@@ -1,0 +1,51 @@
+"""One process of the multi-host test (tests/test_multihost.py).
+
+    python multihost_worker.py OUT PROCESS_ID NUM_PROCESSES DEVICES_PER_PROCESS PORT
+
+With NUM_PROCESSES > 1 it joins JAX's distributed runtime on localhost:PORT (CPU collectives
+over gloo), builds the global mesh over every process's devices, feeds only its own rows of
+each global batch, runs a few train steps and an evaluation, and (process 0 only) writes the
+results to OUT as JSON.
+"""
+
+import json
+import sys
+
+import jax
+
+out, process_id, num_processes, devices, port = sys.argv[1], *map(int, sys.argv[2:])
+jax.config.update("jax_num_cpu_devices", devices)
+if num_processes > 1:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=num_processes,
+                               process_id=process_id, initialization_timeout=60)
+
+import numpy as np  # noqa: E402
+
+from pdjax import data as data_lib  # noqa: E402
+from pdjax import models, parallel, train  # noqa: E402
+
+mesh = parallel.data_mesh()
+model = models.get("vgg11", 10, widths=models.scaled_widths("vgg11", 1 / 32))
+variables = models.init(model, jax.random.key(0), (32, 32, 3))
+rng = np.random.default_rng(0)  # every process builds the same global data
+images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+labels = rng.integers(0, 10, (64,), dtype=np.int32)
+split = data_lib.Split(images, labels)
+schedule = train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4)
+optimizer = train.sgd(schedule, steps_per_epoch=4)
+state = parallel.replicate(train.TrainState.create(variables, optimizer), mesh)
+step = train.make_train_step(model, optimizer, mesh, mean=(127.0,) * 3, std=(64.0,) * 3)
+key = jax.random.key(1)
+losses = []
+for batch in data_lib.train_batches(split, 16, seed=0, epoch=0):
+    state, metrics = step(state, *parallel.put_global_batch(batch, mesh), key)
+    losses.append(float(metrics["loss"]))
+eval_step = train.make_eval_step(model, mesh, mean=(127.0,) * 3, std=(64.0,) * 3)
+accuracy = train.evaluate(eval_step, state.variables, split, 24, mesh)["accuracy"]
+params = jax.device_get(state.params)
+if parallel.is_main_process():
+    with open(out, "w") as f:
+        json.dump({"processes": jax.process_count(), "devices": jax.device_count(),
+                   "losses": losses, "accuracy": accuracy,
+                   "params": [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(params)]}, f)
