@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         students=[student], kd_rounds=config.kd_rounds, teacher_width_multiplier=config.width_multiplier,
         kd_temperature=config.kd_temperature, kd_alpha=config.kd_alpha, seeds=config.seeds,
         augment=config.augment, eval_batch_size=config.eval_batch_size,
-        compute_dtype=config.compute_dtype)
+        compute_dtype=config.compute_dtype, teacher_checkpoint=config.teacher_checkpoint)
     notes = f"KD: T = {config.kd_temperature}, alpha = {config.kd_alpha}.\n\n"
     return pdjax.runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes)
 

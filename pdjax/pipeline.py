@@ -108,7 +108,8 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
                        teacher_width_multiplier: float = 1.0, kd_temperature: float = distill.TEMPERATURE,
                        kd_alpha: float = distill.ALPHA, seeds: Sequence[int] = (0,),
                        mesh: Mesh | None = None, augment: bool = True, eval_batch_size: int = 500,
-                       progress: bool = True, compute_dtype: str = "float32") -> PipelineResult:
+                       progress: bool = True, compute_dtype: str = "float32",
+                       teacher_checkpoint: str | Path | None = None) -> PipelineResult:
     """Runs (or resumes) the whole method for one teacher and its students.
 
     Args:
@@ -125,6 +126,9 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
       mesh, augment, eval_batch_size, progress: as in `pdjax.train.fit`.
       compute_dtype: every model's compute dtype ('bfloat16': mixed precision, parameters
         stay float32).
+      teacher_checkpoint: use this trained teacher (a stage directory such as another run's
+        `teacher/`, or a tree saved by `pdjax.checkpoints.save_tree`) instead of training one;
+        a checkpoint of another model is refused (`CheckpointMismatchError`).
 
     Returns:
       A `PipelineResult`.
@@ -152,7 +156,8 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
     snapshots = (prune.rewind_epoch,) if prune.rewind == "weight" else ()
     teacher_widths = models.scaled_widths(teacher, teacher_width_multiplier)
     teacher_model, teacher_result, _ = stage("teacher", teacher, teacher_widths, teacher_schedule,
-                                             seeds[0], snapshot_epochs=snapshots)
+                                             seeds[0], snapshot_epochs=snapshots,
+                                             init_from=teacher_checkpoint)
     rewind_variables = None
     if snapshots:
         rewind_variables = checkpoints.load_tree(out / "teacher" / f"snapshot_{prune.rewind_epoch}",

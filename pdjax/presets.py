@@ -51,10 +51,24 @@ class ExperimentConfig:
     kd_temperature: float = 10.0
     kd_alpha: float = 0.95
     compute_dtype: str = "float32"  # "bfloat16": mixed precision (parameters stay float32)
+    teacher_checkpoint: str | None = None  # a trained teacher (stage dir or saved tree) to use
 
     def __post_init__(self) -> None:
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise ConfigError(f"compute_dtype={self.compute_dtype!r}: use one of {', '.join(COMPUTE_DTYPES)}")
+        checks = [
+            (self.compute_dtype in COMPUTE_DTYPES, f"compute_dtype={self.compute_dtype!r}: use one of "
+                                                   f"{', '.join(COMPUTE_DTYPES)}"),
+            (0 <= self.prune_fraction < 1, f"prune_fraction={self.prune_fraction} must lie in [0, 1)"),
+            (self.prune_rounds >= 0, f"prune_rounds={self.prune_rounds} must be >= 0"),
+            (self.width_multiplier > 0, f"width_multiplier={self.width_multiplier} must be > 0"),
+            (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
+            (len(self.seeds) > 0, "seeds must name at least one seed"),
+            (self.kd_temperature > 0, f"kd_temperature={self.kd_temperature} must be > 0"),
+            (0 <= self.kd_alpha <= 1, f"kd_alpha={self.kd_alpha} must lie in [0, 1]"),
+            (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -14,12 +15,12 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 
 from pdjax import data as data_lib
-from pdjax import models, parallel
+from pdjax import checkpoints, models, parallel
 from pdjax.config import ConfigError, diff, parse_args, to_dict
 from pdjax.data import DataError
 from pdjax.masks import MaskError
 from pdjax.files import write_json_atomic
-from pdjax.train import FitResult, Preempted, Schedule, fit
+from pdjax.train import FitResult, Preempted, Schedule, StopRequest, fit
 
 
 class RunDirError(ValueError):
@@ -69,16 +70,23 @@ def train_stage(stage: str, *, model_name: str, data: data_lib.ImageData, schedu
                 out: str | Path, seed: int, widths: Sequence[int] | None = None,
                 mesh: Any = None, augment: bool = True, eval_batch_size: int = 500,
                 progress: bool = True, compute_dtype: str = "float32",
+                init_from: str | Path | None = None,
                 **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
     """Trains one model as a named stage of an experiment, in `out/<stage>/` (resumable).
 
-    `compute_dtype` is the model's (see `pdjax.models`, mixed precision); `fit_options` go to
+    `compute_dtype` is the model's (see `pdjax.models`, mixed precision). With `init_from` (a
+    stage directory or a saved tree, see `pdjax.checkpoints.load_variables`) the stage takes
+    that trained model instead of training one, and only evaluates it. `fit_options` go to
     `pdjax.train.fit` (e.g. `snapshot_epochs`).
 
     Returns:
       (model, fit result, a results-table row for it).
     """
     model = models.get(model_name, data.num_classes, widths=widths, dtype=compute_dtype)
+    if init_from is not None:
+        template = models.init(model, jax.random.key(seed), data.image_shape)
+        fit_options["variables"] = checkpoints.load_variables(init_from, template)
+        schedule = dataclasses.replace(schedule, epochs=0)
     result = fit(model, data, schedule, workdir=Path(out) / stage, seed=seed, mesh=mesh,
                  augment=augment, eval_batch_size=eval_batch_size, name=stage, progress=progress,
                  **fit_options)
@@ -101,13 +109,20 @@ def enable_compilation_cache() -> None:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> Any:
-    """Runs an experiment's `main`, turning input errors into a one-line message and exit 2."""
+    """Runs an experiment's `main`, turning input errors into a one-line message and exit 2,
+    a failed write, unreadable checkpoints or a NaN loss into a one-line message and exit 1,
+    and SIGTERM (after its checkpoint) into exit 143."""
     enable_compilation_cache()
     try:
-        return main(argv)
-    except (DataError, ConfigError, RunDirError, MaskError) as err:
+        with StopRequest():  # SIGTERM anywhere in the run stops it at the next checkpoint
+            return main(argv)
+    except (DataError, ConfigError, RunDirError, MaskError, checkpoints.CheckpointMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except (OSError, checkpoints.CheckpointError, FloatingPointError) as err:
+        # A failed write (full disk, unwritable directory), unreadable checkpoints, a NaN loss.
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     except Preempted as err:
         print(f"stopped: {err}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
@@ -169,6 +184,12 @@ def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Seque
         if not chosen or any(a not in arms for a in chosen):
             raise ConfigError(f"arms must be some of {', '.join(arms)}, got {chosen}")
     parallel.initialize_distributed()
+    n = jax.device_count()
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, Schedule) and value.batch_size % n:
+            raise ConfigError(f"{field.name}.batch_size={value.batch_size} does not split over the {n} "
+                              f"devices; use a multiple of {n}")
     run_config = {"experiment": experiment, "preset": preset, "config": to_dict(config)}
     return preset, config, prepare(out, run_config, restart=restart), run_config
 
@@ -203,7 +224,8 @@ def run_arms(config: Any, out: Path, experiment: str, preset: str, run_config: M
             students=students(arm), kd_rounds=config.kd_rounds,
             teacher_width_multiplier=config.width_multiplier, kd_temperature=config.kd_temperature,
             kd_alpha=config.kd_alpha, seeds=config.seeds, augment=config.augment,
-            eval_batch_size=config.eval_batch_size, compute_dtype=config.compute_dtype)
+            eval_batch_size=config.eval_batch_size, compute_dtype=config.compute_dtype,
+            teacher_checkpoint=config.teacher_checkpoint)
         notes, extra = after(arm, result, data) if after is not None else ("", {})
         arm_config = {**run_config, "arm": arm, "config": {**run_config["config"], "data": source}}
         results[arm] = write_report(out / arm, result, f"{experiment}: {arm}", preset, arm_config, data,

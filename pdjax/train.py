@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import signal
 import threading
 import time
@@ -248,24 +249,51 @@ class Preempted(RuntimeError):
 
 
 class StopRequest:
-    """While active (a `with` block in the main thread), SIGTERM sets `requested` instead of
-    killing the process, so the loop can save a checkpoint first. Elsewhere it does nothing."""
+    """While active (a `with` block in the main thread), SIGTERM sets `StopRequest.requested`
+    instead of killing the process, so that training stops at its next checkpoint. The flag is
+    process-wide: a notice that arrives between stages (or during an evaluation) stops the next
+    `fit` as soon as it can save. `pdjax.runs.run_cli` keeps it active for a whole experiment.
+    Elsewhere it does nothing."""
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+    requested = False
+    _depth = 0
+    _previous: Any = None
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
+    @staticmethod
+    def _handle(signum: int, frame: Any) -> None:
+        StopRequest.requested = True
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            if StopRequest._depth == 0:
+                StopRequest._previous = signal.signal(signal.SIGTERM, StopRequest._handle)
+            StopRequest._depth += 1
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        if threading.current_thread() is threading.main_thread() and StopRequest._depth > 0:
+            StopRequest._depth -= 1
+            if StopRequest._depth == 0:
+                signal.signal(signal.SIGTERM, StopRequest._previous)
+                StopRequest._previous = None
+
+    @staticmethod
+    def honour(message: str) -> Preempted:
+        """Clears the request and returns the `Preempted` to raise."""
+        StopRequest.requested = False
+        return Preempted(message)
+
+
+def _fault_steps(name: str) -> dict[int, int]:
+    """Fault injection for crash tests: PDJAX_FAULT_KILL / PDJAX_FAULT_TERM = "<stage>:<step>"
+    make the process send itself SIGKILL / SIGTERM right after that global step of that stage
+    (before any checkpoint of it). {step: signal} for this stage."""
+    faults = {}
+    for variable, sig in (("PDJAX_FAULT_KILL", signal.SIGKILL), ("PDJAX_FAULT_TERM", signal.SIGTERM)):
+        stage, _, step = os.environ.get(variable, "").rpartition(":")
+        if stage == name and step:
+            faults[int(step)] = sig
+    return faults
 
 
 def _copy(tree: PyTree) -> PyTree:
@@ -361,9 +389,13 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
     if main:
         write_jsonl_atomic(workdir / "metrics.jsonl", history)
 
+    faults = _fault_steps(name)
     if 0 in snapshot_epochs and meta["epoch"] == 0:
         save_tree(workdir / "snapshot_0", state.variables)
     with ckpt, StopRequest() as stop:
+        if stop.requested and meta["epoch"] < schedule.epochs:
+            raise stop.honour(f"{name}: stopped by SIGTERM before it started (at epoch {meta['epoch']}); "
+                              "run the same command again to resume")
         for epoch in range(meta["epoch"], schedule.epochs):
             # A run stopped mid-epoch (SIGTERM) resumes at the batch after the last one it did.
             partial = meta.pop("partial", None) or {"batch": 0, "sums": {}, "seen": 0, "seconds": 0.0}
@@ -396,13 +428,16 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                 state, metrics = train_step(state, *parallel.put_global_batch(batch, mesh), key,
                                             *teacher_args)
                 pending.append(metrics)
+                if epoch * steps_per_epoch + i + 1 in faults:
+                    jax.block_until_ready(metrics)
+                    os.kill(os.getpid(), faults[epoch * steps_per_epoch + i + 1])
                 if stop.requested:
                     collect(i + 1)
                     bar.close()
                     meta["partial"] = {"batch": i + 1, "sums": sums, "seen": seen,
                                        "seconds": time.perf_counter() - start}
                     ckpt.save(epoch * steps_per_epoch + i + 1, {"state": state, "best": best}, meta)
-                    raise Preempted(f"{name}: stopped by SIGTERM at epoch {epoch + 1}, batch "
+                    raise stop.honour(f"{name}: stopped by SIGTERM at epoch {epoch + 1}, batch "
                                     f"{i + 1}/{steps_per_epoch}; checkpoint saved in {ckpt.directory}; "
                                     "run the same command again to resume")
                 if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
@@ -435,7 +470,16 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                            f"({seconds:.1f}s, {record['images_per_second']:.0f} img/s)")
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
+            if stop.requested and epoch + 1 < schedule.epochs:
+                raise stop.honour(f"{name}: stopped by SIGTERM after epoch {epoch + 1}/{schedule.epochs}; "
+                                  f"checkpoint saved in {ckpt.directory}; run the same command again "
+                                  "to resume")
 
+    if meta["best_epoch"] == 0 and meta["val_accuracy"] < 0 and len(data.val):
+        # No epoch ran (epochs=0: a given model is only evaluated).
+        meta["val_accuracy"] = evaluate(eval_step, best, data.val, eval_batch_size, mesh)["accuracy"]
+    if not (workdir / "best_variables").exists():
+        save_tree(workdir / "best_variables", best)
     test = evaluate(eval_step, best, data.test, eval_batch_size, mesh)
     result = FitResult(variables=jax.device_get(state.variables), masks=jax.device_get(state.masks),
                        best_variables=jax.device_get(best),

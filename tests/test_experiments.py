@@ -1,8 +1,10 @@
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 from pdjax import config as config_lib
@@ -95,19 +97,52 @@ def test_config_diff_names_nested_keys():
     assert config_lib.diff({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 2, "d": 4}, "e": 0}) == ["b.d", "e"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--preset", "huge"], "unknown preset 'huge'"),
-    (["--set", "train.epochs=x"], "train.epochs takes int"),
-    (["--preset", "demo", "--set", "data=nowhere"], "error: unknown data source 'nowhere'"),
-    (["--preset", "demo", "--set", "data=folder:/no/such.zip"], "error: data path /no/such.zip does not exist"),
-    (["--preset", "demo", "--set", "kd_rounds=2,9"], "error: kd_rounds (2, 9) must lie in 1..prune_rounds (7)"),
+@pytest.fixture(scope="module")
+def vgg11_tree(tmp_path_factory):
+    """A saved VGG11 (demo widths): not a VGG19 teacher."""
+    from pdjax import checkpoints, models
+
+    model = models.get("vgg11", 10, widths=models.scaled_widths("vgg11", 1 / 16))
+    path = tmp_path_factory.mktemp("trees") / "vgg11"
+    checkpoints.save_tree(path, models.init(model, jax.random.key(0), (32, 32, 3)))
+    return path
+
+
+@pytest.mark.parametrize("args, message, env", [
+    (["--preset", "huge"], "unknown preset 'huge'", {}),
+    (["--set", "train.epochs=x"], "train.epochs takes int", {}),
+    (["--preset", "demo", "--set", "nope=1"], "error: unknown config key 'nope'", {}),
+    (["--preset", "demo", "--set", "data=nowhere"], "error: unknown data source 'nowhere'", {}),
+    (["--preset", "demo", "--set", "data=folder:/no/such.zip"], "error: data path /no/such.zip does not exist", {}),
+    (["--preset", "demo", "--set", "kd_rounds=2,9"], "error: kd_rounds (2, 9) must lie in 1..prune_rounds (7)", {}),
+    (["--preset", "demo", "--set", "prune_fraction=1.0"], "prune_fraction=1.0 must lie in [0, 1)", {}),
+    (["--preset", "demo", "--set", "kd_alpha=1.5"], "kd_alpha=1.5 must lie in [0, 1]", {}),
+    (["--preset", "demo", "--set", "compute_dtype=float8"], "compute_dtype='float8': use one of", {}),
+    (["--preset", "demo", "--set", "kd.batch_size=12"],
+     "error: kd.batch_size=12 does not split over the 8 devices; use a multiple of 8", {"JAX_NUM_CPU_DEVICES": "8"}),
+    (["--preset", "demo", "--set", "teacher_checkpoint={vgg11_tree}"], "holds a different model or state", {}),
 ])
-def test_cli_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+def test_cli_bad_input_is_one_line_and_exit_2(args, message, env, tmp_path, vgg11_tree):
+    args = [a.replace("{vgg11_tree}", str(vgg11_tree)) for a in args]
     proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "vgg19_to_vgg11.py"), *args,
-                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env})
+    assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+    # Nothing was trained, and nothing of an earlier run would have been touched.
+    assert not (tmp_path / "run" / "teacher" / "checkpoints").exists()
+
+
+def test_cli_unwritable_output_is_one_line_and_nonzero(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "vgg19_to_vgg11.py"), "--preset", "demo",
+                           "--out", str(blocker / "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr and "Not a directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert blocker.read_text() == "not a directory"
 
 
 
