@@ -162,12 +162,12 @@ def test_self_distillation_smoke(tmp_path):
 def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
     module = load_experiment("resnet18_to_vgg16_mobilenetv2")
     # The resnet18 student runs the same code as the self-distillation arm (tested below).
-    results = module.main(SMOKE + one_epoch("teacher_train", "prune", "vgg_scratch", "mobilenet_scratch",
-                                            "vgg_kd", "mobilenet_kd")
-                          + ["--set", "students=vgg16_tiny,mobilenetv2", "--out", str(tmp_path)])
-    assert [s["model"] for s in results["students"]] == ["vgg16_tiny"] * 3 + ["mobilenetv2"] * 3
+    # MobileNetV2 only: a VGG16 student runs the same pipeline code as vgg19_to_vgg11's VGG11.
+    results = module.main(SMOKE + one_epoch("teacher_train", "prune", "mobilenet_scratch", "mobilenet_kd")
+                          + ["--set", "students=mobilenetv2", "--out", str(tmp_path)])
+    assert [s["model"] for s in results["students"]] == ["mobilenetv2"] * 3
     stages = [r["stage"] for r in results["rows"]]
-    assert stages[:2] == ["teacher", "vgg16_tiny_scratch"] and "mobilenetv2_kd_round_02" in stages
+    assert stages[:2] == ["teacher", "mobilenetv2_scratch"] and "mobilenetv2_kd_round_02" in stages
     assert results["config"]["teacher_train"]["epochs"] == 1
 
 
