@@ -8,8 +8,11 @@ import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_platforms", "cpu")
-# Many tests compile the same steps (fresh closures, same programs): share compiled code.
-_CACHE = tempfile.mkdtemp(prefix="pdjax-test-jax-cache-")
+# Many tests compile the same steps (fresh closures, same programs): share compiled code, also
+# between the workers of one `pytest -n` run (they share PYTEST_XDIST_TESTRUNUID).
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+_CACHE = (os.path.join(tempfile.gettempdir(), f"pdjax-test-jax-cache-{_RUN}") if _RUN
+          else tempfile.mkdtemp(prefix="pdjax-test-jax-cache-"))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
