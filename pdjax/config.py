@@ -105,14 +105,22 @@ def _set(config: Any, path: list[str], text: str, full_key: str) -> Any:
         raise ConfigError(f"{full_key}={text}: {err}") from None
 
 
-def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two `to_dict` configs."""
+def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "",
+         defaults: Mapping[str, Any] | None = None) -> list[str]:
+    """Dotted keys whose values differ between two `to_dict` configs.
+
+    With `defaults` (a `to_dict` of the config class's defaults), a key that `old` lacks
+    (saved before the field existed) does not count as different while `new` keeps its
+    default value."""
     keys = sorted(set(old) | set(new))
     out = []
     for k in keys:
         a, b = old.get(k), new.get(k)
+        default = (defaults or {}).get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += diff(a, b, f"{prefix}{k}.")
+            out += diff(a, b, f"{prefix}{k}.", default if isinstance(default, dict) else None)
+        elif k not in old and defaults is not None and k in defaults and b == default:
+            continue
         elif a != b:
             out.append(f"{prefix}{k}")
     return out

@@ -41,11 +41,13 @@ def environment() -> dict[str, Any]:
             "process_count": jax.process_count()}
 
 
-def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False) -> Path:
+def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False,
+            defaults: Mapping[str, Any] | None = None) -> Path:
     """Creates (or reuses) a run directory and saves `config` as `config.json` in it.
 
     A directory whose `config.json` differs from `config` is refused with the differing keys,
-    unless `restart` is true, in which case its contents are deleted first.
+    unless `restart` is true, in which case its contents are deleted first. Keys the saved
+    config lacks (fields added later) count as equal while `config` has their `defaults`.
 
     Returns:
       The run directory.
@@ -56,7 +58,7 @@ def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False
         shutil.rmtree(out)
     if saved.exists():
         old = json.loads(saved.read_text())
-        changed = diff(old, dict(config))
+        changed = diff(old, dict(config), defaults=defaults)
         if changed:
             raise RunDirError(f"{out} was made by a different config (differs in: {', '.join(changed)}); "
                               "pass --restart to start over or --out to pick another directory")
@@ -191,7 +193,8 @@ def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Seque
             raise ConfigError(f"{field.name}.batch_size={value.batch_size} does not split over the {n} "
                               f"devices; use a multiple of {n}")
     run_config = {"experiment": experiment, "preset": preset, "config": to_dict(config)}
-    return preset, config, prepare(out, run_config, restart=restart), run_config
+    defaults = {"experiment": experiment, "preset": preset, "config": to_dict(type(config)())}
+    return preset, config, prepare(out, run_config, restart=restart, defaults=defaults), run_config
 
 
 def load_data(config: Any, source: str) -> data_lib.ImageData:

@@ -185,3 +185,13 @@ def test_compression_smoke(tmp_path):
     assert "inference images/s" in (tmp_path / "vgg19" / "results.md").read_text()
     assert [w["rule"] for w in r["width_rules"]] == ["chain", "balanced"]
     assert all(abs(w["ratio"] - 1) < 0.1 for w in r["width_rules"])
+
+
+def test_a_run_directory_from_before_a_new_config_field_is_still_accepted():
+    old = {"config": {"seed": 0, "train": {"epochs": 3}}}
+    new = {"config": {"seed": 0, "train": {"epochs": 3}, "compute_dtype": "float32"}}
+    defaults = {"config": {"seed": 0, "train": {"epochs": 200}, "compute_dtype": "float32"}}
+    assert config_lib.diff(old, new, defaults=defaults) == []
+    changed = {"config": {**new["config"], "compute_dtype": "bfloat16"}}
+    assert config_lib.diff(old, changed, defaults=defaults) == ["config.compute_dtype"]
+    assert config_lib.diff(old, new) == ["config.compute_dtype"]  # without defaults: every new key
