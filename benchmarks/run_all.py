@@ -1,6 +1,6 @@
 """Runs every benchmark, one after another, and writes one markdown report.
 
-    python benchmarks/run_all.py                     # everything, CPU: about 25 minutes on 2 cores
+    python benchmarks/run_all.py                     # everything, CPU: about 22 minutes on 2 cores
     python benchmarks/run_all.py --quick             # batch 128 only, no ResNet18
     python benchmarks/run_all.py --out benchmarks/results/cpu.md
 
@@ -48,6 +48,7 @@ def main(argv=None) -> None:
     parts.append(run("steps.py", *step_args))
     parts.append(run("overheads.py"))
     parts.append(run("xla_flags.py"))
+    parts.append(run("conv_forms.py"))
     text = "\n".join(parts)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
