@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pdjax import models, parallel
+from pdjax import costs, models, parallel
 from pdjax import masks as masks_lib
 from pdjax import train as train_lib
 
@@ -41,21 +41,18 @@ def median_seconds(fn: Callable[[], Any], *, warmup: int = 1, repeats: int = 3) 
     return statistics.median(times)
 
 
-def jax_matmul_peak(n: int = 2048, dtype: Any = jnp.float32) -> float:
+def jax_matmul_peak(n: int = 2048, dtype: Any = jnp.float32, repeats: int = 5) -> float:
     """FLOP/s of an n x n x n matmul on JAX's default device."""
     a = jax.random.normal(jax.random.key(0), (n, n)).astype(dtype)
     b = jax.random.normal(jax.random.key(1), (n, n)).astype(dtype)
     f = jax.jit(lambda a, b: a @ b)
-    seconds = median_seconds(lambda: f(a, b).block_until_ready(), warmup=2, repeats=5)
+    seconds = median_seconds(lambda: f(a, b).block_until_ready(), warmup=2, repeats=repeats)
     return 2 * n**3 / seconds
 
 
 def step_flops(compiled_step: train_lib.CompiledStep, *args: Any) -> float:
     """FLOPs of one call of a jitted step, as XLA's cost analysis counts them."""
-    analysis = compiled_step._jitted.lower(*args).compile().cost_analysis()
-    if isinstance(analysis, list):
-        analysis = analysis[0]
-    return float(analysis.get("flops", float("nan")))
+    return costs.xla_flops(compiled_step._jitted, *args)
 
 
 @dataclasses.dataclass

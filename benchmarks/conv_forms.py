@@ -15,7 +15,6 @@ import importlib.util
 from _common import environment, jax_matmul_peak, median_seconds, table
 
 import jax
-import jax.numpy as jnp
 
 from pdjax.layers import conv_as_matmul
 
@@ -63,7 +62,7 @@ def main(argv=None) -> str:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     use_torch = importlib.util.find_spec("torch") is not None
-    rows, totals = [], {"xla": 0.0, "torch": 0.0}
+    rows = []
     for hw, cin, cout in SHAPES:
         flops = 2 * args.batch * hw * hw * 9 * cin * cout
         ours = xla_times(args.batch, hw, cin, cout, args.repeats)

@@ -22,20 +22,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import PdjaxSetup, environment, median_seconds, table
+from _common import PdjaxSetup, environment, jax_matmul_peak, table
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from pdjax import models, parallel, presets
-
-
-def matmul_peak(dtype, n: int) -> float:
-    a = jax.random.normal(jax.random.key(0), (n, n)).astype(dtype)
-    b = jax.random.normal(jax.random.key(1), (n, n)).astype(dtype)
-    f = jax.jit(lambda a, b: a @ b)
-    return 2 * n**3 / median_seconds(lambda: f(a, b).block_until_ready(), warmup=2, repeats=10)
 
 
 def correctness(widths_scale: float, batch: int) -> list[dict]:
@@ -118,7 +111,8 @@ def main(argv=None) -> None:
     scale, batches, n = (1 / 16, (16, 32), 256) if args.quick else (1.0, (128, 512), 8192)
     start = time.time()
     print(f"Environment: {environment()}", flush=True)
-    peaks = {"float32": matmul_peak(jnp.float32, n), "bfloat16": matmul_peak(jnp.bfloat16, n)}
+    peaks = {"float32": jax_matmul_peak(n, jnp.float32, repeats=10),
+             "bfloat16": jax_matmul_peak(n, jnp.bfloat16, repeats=10)}
     print(f"matmul peaks ({n}^3): f32 {peaks['float32'] / 1e12:.1f} TFLOP/s, "
           f"bf16 {peaks['bfloat16'] / 1e12:.1f} TFLOP/s", flush=True)
     text = table(correctness(scale, batches[0]), "One step: accelerator vs CPU (float32)")

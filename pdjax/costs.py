@@ -21,13 +21,17 @@ def _forward(model: nn.Module):
     return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
 
 
-def flops_per_image(model: nn.Module, variables: Variables, image_shape: tuple[int, ...]) -> float:
-    """Floating-point operations of one evaluation-mode forward pass, as XLA counts them."""
-    x = jnp.zeros((1, *image_shape), jnp.float32)
-    analysis = _forward(model).lower(variables, x).compile().cost_analysis()
+def xla_flops(jitted: Any, *args: Any) -> float:
+    """Floating-point operations of one call of a jitted function, as XLA counts them."""
+    analysis = jitted.lower(*args).compile().cost_analysis()
     if isinstance(analysis, list):  # older JAX returned one dict per device
         analysis = analysis[0]
     return float(analysis.get("flops", float("nan")))
+
+
+def flops_per_image(model: nn.Module, variables: Variables, image_shape: tuple[int, ...]) -> float:
+    """Floating-point operations of one evaluation-mode forward pass, as XLA counts them."""
+    return xla_flops(_forward(model), variables, jnp.zeros((1, *image_shape), jnp.float32))
 
 
 def images_per_second(model: nn.Module, variables: Variables, image_shape: tuple[int, ...],

@@ -162,7 +162,6 @@ def test_replicated_state_never_aliases_the_callers_arrays():
 
 
 def test_sigterm_saves_mid_epoch_and_the_resumed_run_ends_the_same(digits, tmp_path, monkeypatch):
-    import os
     import signal
 
     model = models.get("vgg11", 10, widths=TINY_VGG11)
@@ -178,13 +177,9 @@ def test_sigterm_saves_mid_epoch_and_the_resumed_run_ends_the_same(digits, tmp_p
     assert not train.StopRequest.requested
 
     # A notice between epochs (here in the epoch-end callback) stops after that epoch's checkpoint.
-    def notice(epoch, _):
-        if epoch == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     with pytest.raises(train.Preempted, match=r"stopped by SIGTERM after epoch 1/"):
         train.fit(model, digits, SCHEDULE, workdir=tmp_path / "epoch_end", seed=0, progress=False,
-                  on_epoch_end=notice)
+                  on_epoch_end=_stop_after(1))
     resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "epoch_end", seed=0, progress=False)
     jax.tree.map(np.testing.assert_array_equal, resumed.variables, whole.variables)
     resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "split", seed=0, progress=False)
