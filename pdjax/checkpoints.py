@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from pdjax.masks import path_str
 from pdjax.types import PyTree
 
 
@@ -28,14 +29,10 @@ class CheckpointMismatchError(CheckpointError):
     """A checkpoint holds another model (or another kind of state) than the one asked for."""
 
 
-def _path_str(path: tuple) -> str:
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
-
-
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     """{'params/Conv_0/kernel': shape} for every array-like leaf (arrays or orbax metadata)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-    return {_path_str(p): tuple(int(d) for d in getattr(x, "shape", np.shape(x)))
+    return {path_str(p): tuple(int(d) for d in getattr(x, "shape", np.shape(x)))
             for p, x in leaves if x is not None}
 
 

@@ -34,8 +34,8 @@ def is_none(x: Any) -> bool:
 
 
 def path_str(path: tuple) -> str:
-    """'Conv_0/kernel' for a pytree key path."""
-    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+    """'Conv_0/kernel' for a pytree key path (dict keys, sequence indices, NamedTuple fields)."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
 
 
 def _names(path: tuple) -> tuple[str, ...]:

@@ -428,15 +428,16 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                 state, metrics = train_step(state, *parallel.put_global_batch(batch, mesh), key,
                                             *teacher_args)
                 pending.append(metrics)
-                if epoch * steps_per_epoch + i + 1 in faults:
+                global_step = epoch * steps_per_epoch + i + 1
+                if global_step in faults:
                     jax.block_until_ready(metrics)
-                    os.kill(os.getpid(), faults[epoch * steps_per_epoch + i + 1])
+                    os.kill(os.getpid(), faults[global_step])
                 if stop.requested:
                     collect(i + 1)
                     bar.close()
                     meta["partial"] = {"batch": i + 1, "sums": sums, "seen": seen,
                                        "seconds": time.perf_counter() - start}
-                    ckpt.save(epoch * steps_per_epoch + i + 1, {"state": state, "best": best}, meta)
+                    ckpt.save(global_step, {"state": state, "best": best}, meta)
                     raise stop.honour(f"{name}: stopped by SIGTERM at epoch {epoch + 1}, batch "
                                     f"{i + 1}/{steps_per_epoch}; checkpoint saved in {ckpt.directory}; "
                                     "run the same command again to resume")
