@@ -15,8 +15,25 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-# He-normal (fan_in, gain sqrt(2)), plain normal, not truncated: PyTorch's kaiming_normal_.
+# He-normal (gain sqrt(2)), plain normal, not truncated: PyTorch's kaiming_normal_. The CIFAR
+# VGGs use fan_in; the authors' ResNets, Tiny-ImageNet VGG16 and MobileNetV2 use fan_out (for a
+# depthwise HWIO kernel (3, 3, 1, C) flax's fan_out is 9 * C, as PyTorch's).
 he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+he_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# Linear layers of the Tiny-ImageNet VGG16 head and of MobileNetV2: normal(0, 0.01).
+small_normal = nn.initializers.normal(0.01)
+# PyTorch's default nn.Linear weight: uniform in +-1/sqrt(fan_in) (kaiming_uniform with a=sqrt(5)).
+torch_linear_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_linear_bias(fan_in: int) -> nn.initializers.Initializer:
+    """PyTorch's default nn.Linear bias: uniform in +-1/sqrt(fan_in)."""
+    bound = 1.0 / fan_in ** 0.5
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
 
 # Feature maps with at most this many pixels (H*W) are convolved as a matmul on CPU.
 CPU_MATMUL_CONV_MAX_PIXELS = 4
@@ -59,6 +76,7 @@ class Conv(nn.Module):
       use_bias: whether to add a bias.
       groups: feature groups (groups == input channels is a depthwise convolution).
       dtype: the computation's dtype (None: the input's); parameters stay float32.
+      kernel_init: the kernel's initializer (He-normal with fan_in by default).
     """
 
     features: int
@@ -67,6 +85,7 @@ class Conv(nn.Module):
     use_bias: bool = True
     groups: int = 1
     dtype: Any = None
+    kernel_init: nn.initializers.Initializer = he_normal
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -74,7 +93,7 @@ class Conv(nn.Module):
         cin = x.shape[-1]
         if cin % self.groups:
             raise ValueError(f"{cin} input channels do not split into {self.groups} groups")
-        kernel = self.param("kernel", he_normal, (kh, kw, cin // self.groups, self.features))
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, cin // self.groups, self.features))
         padding = ((kh - 1) // 2, (kw - 1) // 2)
         if self.dtype is not None:
             x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)

@@ -17,13 +17,15 @@ keep the teacher's depth with fewer channels:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from pdjax.layers import Conv, Dense, batch_norm, max_pool_2x2
+from pdjax.layers import (Conv, Dense, batch_norm, he_normal, he_normal_fan_out, max_pool_2x2, small_normal,
+                          torch_linear_bias, torch_linear_kernel)
 from pdjax.types import PRNGKey, Variables, Widths
 
 M = "M"  # a 2x2 max-pool in a VGG plan
@@ -67,6 +69,8 @@ class VGG(nn.Module):
     """CIFAR VGG (OpenLTH style): [Conv3x3 -> BN -> ReLU | MaxPool2], AvgPool2, Linear.
 
     With `head` set (Tiny-ImageNet VGG16), the classifier is an MLP with ReLU and dropout.
+    `conv_init` and `dense_init` initialise the conv and linear kernels (PAPER.md: He-normal
+    with fan_in for the CIFAR VGGs; fan_out convs and normal(0, 0.01) linears for VGG16).
     """
 
     plan: tuple[int | str, ...]
@@ -74,6 +78,8 @@ class VGG(nn.Module):
     head: tuple[int, ...] = ()
     dropout: float = 0.5
     dtype: Any = None
+    conv_init: nn.initializers.Initializer = he_normal
+    dense_init: nn.initializers.Initializer = he_normal
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -81,16 +87,20 @@ class VGG(nn.Module):
             if v == M:
                 x = max_pool_2x2(x)
             else:
-                x = Conv(int(v), (3, 3), dtype=self.dtype)(x)
+                x = Conv(int(v), (3, 3), dtype=self.dtype, kernel_init=self.conv_init)(x)
                 x = nn.relu(batch_norm(train, dtype=self.dtype)(x))
         if not self.head:
             # The map is 2x2 here on 32x32 inputs: average it to one vector.
             x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         for width in self.head:
-            x = nn.relu(Dense(width, dtype=self.dtype)(x))
+            x = nn.relu(Dense(width, dtype=self.dtype, kernel_init=self.dense_init)(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return Dense(self.num_classes, dtype=self.dtype)(x)
+        return Dense(self.num_classes, dtype=self.dtype, kernel_init=self.dense_init)(x)
+
+
+# The convolutions of the authors' ResNets and MobileNetV2: no bias, He-normal with fan_out.
+FanOutConv = functools.partial(Conv, use_bias=False, kernel_init=he_normal_fan_out)
 
 
 class ShortcutScale(nn.Module):
@@ -108,12 +118,12 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        y = Conv(self.features, (3, 3), self.strides, use_bias=False, dtype=self.dtype)(x)
+        y = FanOutConv(self.features, (3, 3), self.strides, dtype=self.dtype)(x)
         y = nn.relu(batch_norm(train, dtype=self.dtype)(y))
-        y = Conv(self.features, (3, 3), use_bias=False, dtype=self.dtype)(y)
+        y = FanOutConv(self.features, (3, 3), dtype=self.dtype)(y)
         y = batch_norm(train, dtype=self.dtype)(y)
         if self.strides != 1 or x.shape[-1] != self.features:
-            x = Conv(self.features, (1, 1), self.strides, use_bias=False, name="shortcut_conv", dtype=self.dtype)(x)
+            x = FanOutConv(self.features, (1, 1), self.strides, name="shortcut_conv", dtype=self.dtype)(x)
             x = batch_norm(train, name="shortcut_bn", dtype=self.dtype)(x)
         else:
             x = ShortcutScale(name="shortcut_scale")(x)
@@ -129,12 +139,12 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         out = self.features * self.expansion
-        y = nn.relu(batch_norm(train, dtype=self.dtype)(Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype)(x)))
-        y = Conv(self.features, (3, 3), self.strides, use_bias=False, dtype=self.dtype)(y)
+        y = nn.relu(batch_norm(train, dtype=self.dtype)(FanOutConv(self.features, (1, 1), dtype=self.dtype)(x)))
+        y = FanOutConv(self.features, (3, 3), self.strides, dtype=self.dtype)(y)
         y = nn.relu(batch_norm(train, dtype=self.dtype)(y))
-        y = batch_norm(train, dtype=self.dtype)(Conv(out, (1, 1), use_bias=False, dtype=self.dtype)(y))
+        y = batch_norm(train, dtype=self.dtype)(FanOutConv(out, (1, 1), dtype=self.dtype)(y))
         if self.strides != 1 or x.shape[-1] != out:
-            x = Conv(out, (1, 1), self.strides, use_bias=False, name="shortcut_conv", dtype=self.dtype)(x)
+            x = FanOutConv(out, (1, 1), self.strides, name="shortcut_conv", dtype=self.dtype)(x)
             x = batch_norm(train, name="shortcut_bn", dtype=self.dtype)(x)
         else:
             x = ShortcutScale(name="shortcut_scale")(x)
@@ -153,13 +163,15 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = Conv(self.stem_width, (3, 3), use_bias=False, dtype=self.dtype)(x)
+        x = FanOutConv(self.stem_width, (3, 3), dtype=self.dtype)(x)
         x = nn.relu(batch_norm(train, dtype=self.dtype)(x))
         for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.stage_widths)):
             for j in range(blocks):
                 x = self.block(width, strides=2 if i > 0 and j == 0 else 1, dtype=self.dtype)(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        return Dense(self.num_classes, dtype=self.dtype)(x)
+        # The classifier keeps PyTorch's nn.Linear default initialisation (PAPER.md).
+        return Dense(self.num_classes, dtype=self.dtype, kernel_init=torch_linear_kernel,
+                     bias_init=torch_linear_bias(x.shape[-1]))(x)
 
 
 class InvertedResidual(nn.Module):
@@ -174,40 +186,43 @@ class InvertedResidual(nn.Module):
         hidden = cin * self.expansion
         y = x
         if self.expansion != 1:
-            y = nn.relu6(batch_norm(train, dtype=self.dtype)(Conv(hidden, (1, 1), use_bias=False, dtype=self.dtype)(y)))
-        y = Conv(hidden, (3, 3), self.strides, use_bias=False, groups=hidden, dtype=self.dtype)(y)
+            y = nn.relu6(batch_norm(train, dtype=self.dtype)(FanOutConv(hidden, (1, 1), dtype=self.dtype)(y)))
+        y = FanOutConv(hidden, (3, 3), self.strides, groups=hidden, dtype=self.dtype)(y)
         y = nn.relu6(batch_norm(train, dtype=self.dtype)(y))
-        y = batch_norm(train, dtype=self.dtype)(Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype)(y))
+        y = batch_norm(train, dtype=self.dtype)(FanOutConv(self.features, (1, 1), dtype=self.dtype)(y))
         if self.strides == 1 and cin == self.features:
             y = x + y
         return y
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 (width 1.0, ReLU6, last layer 1280, dropout 0.2).
+    """MobileNetV2 (width 1.0, ReLU6, last layer 1280, dropout 0.2), torchvision's design.
 
-    `stem_strides` is 1 by default: on 32x32 and 64x64 inputs the ImageNet stem's stride 2
-    would leave a 1x1 or 2x2 map before the last group.
+    `stem_strides` is 2, as in the authors' code, also at 64x64 (Tiny-ImageNet): the final map
+    is then 2x2 (1x1 at 32x32). `stem_strides=1` keeps twice the resolution in every layer:
+    the same weights (student widths do not change) but about 4x the FLOPs per image (about
+    203 instead of 51 MFLOPs at 64x64, 200 classes) and a 4x4 final map at 64x64, i.e. a
+    bigger network than the paper's.
     """
 
     widths: tuple[int, ...]
     num_classes: int
-    stem_strides: int = 1
+    stem_strides: int = 2
     dropout: float = 0.2
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         stem, *groups, last = self.widths
-        x = Conv(stem, (3, 3), self.stem_strides, use_bias=False, dtype=self.dtype)(x)
+        x = FanOutConv(stem, (3, 3), self.stem_strides, dtype=self.dtype)(x)
         x = nn.relu6(batch_norm(train, dtype=self.dtype)(x))
         for (t, _, n, s), width in zip(MOBILENETV2_GROUPS, groups):
             for j in range(n):
                 x = InvertedResidual(width, t, s if j == 0 else 1, dtype=self.dtype)(x, train)
-        x = nn.relu6(batch_norm(train, dtype=self.dtype)(Conv(last, (1, 1), use_bias=False, dtype=self.dtype)(x)))
+        x = nn.relu6(batch_norm(train, dtype=self.dtype)(FanOutConv(last, (1, 1), dtype=self.dtype)(x)))
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return Dense(self.num_classes, dtype=self.dtype)(x)
+        return Dense(self.num_classes, dtype=self.dtype, kernel_init=small_normal)(x)
 
 
 def _vgg(plan: tuple[int | str, ...]) -> Callable[..., nn.Module]:
@@ -223,6 +238,7 @@ def _vgg16_tiny(num_classes: int, widths: Widths | None = None, **options: Any) 
     if len(widths) != n + len(VGG16_TINY_HEAD):
         raise ValueError(f"vgg16_tiny takes {n} convolution widths and {len(VGG16_TINY_HEAD)} head "
                          f"widths, got {len(widths)} widths")
+    options = {"conv_init": he_normal_fan_out, "dense_init": small_normal, **options}
     return VGG(with_widths(VGG16_TINY_PLAN, widths[:n]), num_classes, head=widths[n:], **options)
 
 

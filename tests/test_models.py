@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,3 +134,57 @@ def test_bfloat16_compute_keeps_float32_parameters_and_close_logits(name):
     assert not np.array_equal(np.asarray(a), np.asarray(b.astype(jnp.float32)))
     with pytest.raises(ValueError, match="compute dtype"):
         models.get(name, 10, widths=widths, dtype="float8")
+
+
+@functools.lru_cache(maxsize=None)
+def _initial_params(name, shape, num_classes):
+    return models.init(models.get(name, num_classes), jax.random.key(0), shape)["params"]
+
+
+def _kernel_std(name, shape, path, num_classes=200):
+    params = _initial_params(name, shape, num_classes)
+    for key in path:
+        params = params[key]
+    return float(np.std(np.asarray(params)))
+
+
+# PAPER.md, "Initialisation outside the CIFAR VGGs": He-normal with fan_out = out channels x kernel
+# area for every conv (depthwise: fan_out = channels x 9); the ResNet classifier keeps PyTorch's
+# Linear default U(+-1/sqrt(fan_in)), std 1/sqrt(3 fan_in); other linears normal(0, 0.01).
+@pytest.mark.parametrize("name, path, expected", [
+    ("resnet18", ("Conv_0", "kernel"), np.sqrt(2 / (9 * 64))),  # stem, 3->64
+    ("resnet18", ("BasicBlock_3", "Conv_0", "kernel"), np.sqrt(2 / (9 * 128))),  # a block conv
+    ("resnet18", ("BasicBlock_2", "shortcut_conv", "kernel"), np.sqrt(2 / 128)),  # 1x1 shortcut
+    ("resnet18", ("Dense_0", "kernel"), 1 / np.sqrt(3 * 512)),
+    ("resnet18", ("Dense_0", "bias"), 1 / np.sqrt(3 * 512)),
+    ("mobilenetv2", ("Conv_0", "kernel"), np.sqrt(2 / (9 * 32))),  # stem
+    ("mobilenetv2", ("InvertedResidual_1", "Conv_0", "kernel"), np.sqrt(2 / 96)),  # 1x1 expansion
+    ("mobilenetv2", ("InvertedResidual_1", "Conv_1", "kernel"), np.sqrt(2 / (9 * 96))),  # depthwise
+    ("mobilenetv2", ("Dense_0", "kernel"), 0.01),
+    ("vgg16_tiny", ("Conv_1", "kernel"), np.sqrt(2 / (9 * 64))),
+    ("vgg16_tiny", ("Dense_0", "kernel"), 0.01),
+    ("vgg16_tiny", ("Dense_2", "kernel"), 0.01),
+    ("vgg19", ("Conv_1", "kernel"), np.sqrt(2 / (9 * 64))),  # CIFAR VGG: fan_in (64 in, 64 out)
+    ("vgg19", ("Conv_0", "kernel"), np.sqrt(2 / (9 * 3))),  # fan_in of the first conv is 27
+])
+def test_initial_weight_std_matches_the_authors(name, path, expected):
+    assert _kernel_std(name, (64, 64, 3) if name != "vgg19" else (32, 32, 3), path) == pytest.approx(expected, rel=0.1)
+
+
+def test_zero_and_uniform_biases():
+    resnet = _initial_params("resnet18", (64, 64, 3), 200)
+    bias = np.asarray(resnet["Dense_0"]["bias"])
+    assert np.abs(bias).max() <= 1 / np.sqrt(512) and np.abs(bias).max() > 0.8 / np.sqrt(512)
+    mobilenet = _initial_params("mobilenetv2", (64, 64, 3), 200)
+    assert np.all(np.asarray(mobilenet["Dense_0"]["bias"]) == 0)
+
+
+def test_mobilenetv2_stem_stride_2_leaves_a_2x2_map_at_64px():
+    def final_map(**options):
+        model = models.get("mobilenetv2", 200, **options)
+        variables = models.init(model, jax.random.key(0), (64, 64, 3))
+        _, state = model.apply(variables, jnp.zeros((1, 64, 64, 3)), capture_intermediates=True,
+                               mutable=["intermediates"])
+        return state["intermediates"]["Conv_1"]["__call__"][0].shape  # the last 1x1 conv
+    assert final_map() == (1, 2, 2, 1280)
+    assert final_map(stem_strides=1) == (1, 4, 4, 1280)
