@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 import jax
@@ -29,7 +28,6 @@ import jax
 import pdjax
 
 EXPERIMENT = "compression_scheme"
-SHARED_CIFAR10 = (Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10-jpeg.zip").resolve()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +41,7 @@ def paper() -> Config:
 
 
 def cpu() -> Config:
-    return pdjax.presets.two_arm_cpu(Config, str(SHARED_CIFAR10))
+    return pdjax.presets.two_arm_cpu(Config)
 
 
 def demo() -> Config:
@@ -61,7 +59,8 @@ def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
     """Parameters, FLOPs and measured inference speed of the teacher, its pruned rounds and the
     derived students, all on this machine in this run. Costs do not depend on the weights' values,
     so freshly initialised variables (with each round's masks applied) stand in for trained ones."""
-    teacher_row = next(r for r in result.rows if r["stage"] == "teacher")
+    (taught,) = result.teachers
+    teacher_row = next(r for r in result.rows if r["stage"] == taught.stage)
     teacher = pdjax.models.get(arm, data.num_classes, widths=teacher_row["widths"])
     template = pdjax.models.init(teacher, jax.random.key(0), data.image_shape)
     rows = []
@@ -69,7 +68,7 @@ def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
     rows.append({"model": f"{arm} teacher (dense)", "widths": str(teacher_row["widths"]), **dense,
                  "test_accuracy": teacher_row["test_accuracy"]})
     for k in config.kd_rounds:
-        masks, summary = result.masks[k], result.pruning[k]  # index 0 is the unpruned teacher
+        masks, summary = taught.masks[k], taught.pruning[k]  # index 0 is the unpruned teacher
         masked = {**template, "params": pdjax.masks.apply(template["params"], masks)}
         pruned = pdjax.costs.inference_costs(
             teacher, masked, data.image_shape, batch_size=config.cost_batch_size,
@@ -98,8 +97,9 @@ def rule_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
     student's conv + linear weights against the teacher's remaining weights."""
     rows = []
     for k in config.kd_rounds:
-        for row in pdjax.students.compare_rules(arm, result.masks[k], data.num_classes, data.image_shape):
-            rows.append({"sparsity": result.pruning[k]["sparsity"], **row, "widths": str(row["widths"])})
+        (taught,) = result.teachers
+        for row in pdjax.students.compare_rules(arm, taught.masks[k], data.num_classes, data.image_shape):
+            rows.append({"sparsity": taught.pruning[k]["sparsity"], **row, "widths": str(row["widths"])})
     return rows
 
 

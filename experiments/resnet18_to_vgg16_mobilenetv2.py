@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 import pdjax
 from pdjax.train import Schedule
 
 EXPERIMENT = "resnet18_to_vgg16_mobilenetv2"
-SHARED_CIFAR10 = (Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10-jpeg.zip").resolve()
 STUDENTS = ("resnet18", "vgg16_tiny", "mobilenetv2")
 
 
@@ -53,7 +51,7 @@ def paper() -> Config:
 def cpu() -> Config:
     train = Schedule(epochs=15, batch_size=128, lr=0.05, milestones=(5, 10, 13), lr_factor=0.2,
                      weight_decay=5e-4)
-    return Config(data=f"folder:{SHARED_CIFAR10}", width_multiplier=1 / 8, teacher_train=train,
+    return Config(data=pdjax.presets.SHARED_CIFAR10, width_multiplier=1 / 8, teacher_train=train,
                   prune=Schedule(epochs=4, batch_size=128, lr=0.05, milestones=(2, 3), lr_factor=0.1,
                                  weight_decay=1e-4),
                   resnet_scratch=train, vgg_scratch=train, mobilenet_scratch=train,
@@ -78,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     unknown = [s for s in config.students if s not in STUDENTS]
     if unknown or not config.students:
         raise pdjax.config.ConfigError(f"students must be some of {', '.join(STUDENTS)}, got {config.students}")
-    data = pdjax.runs.load_data(config, config.data)
+    data = pdjax.runs.load_data(config, config.data, out)
     schedules = {"resnet18": (config.resnet_scratch, config.resnet_kd),
                  "vgg16_tiny": (config.vgg_scratch, config.vgg_kd),
                  "mobilenetv2": (config.mobilenet_scratch, config.mobilenet_kd)}
@@ -91,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                        fraction=config.prune_fraction),
         students=students, kd_rounds=config.kd_rounds, teacher_width_multiplier=config.width_multiplier,
         kd_temperature=config.kd_temperature, kd_alpha=config.kd_alpha, seeds=config.seeds,
-        augment=config.augment, eval_batch_size=config.eval_batch_size,
+        teacher_seed=config.seed, augment=config.augment, eval_batch_size=config.eval_batch_size,
         compute_dtype=config.compute_dtype, teacher_checkpoint=config.teacher_checkpoint)
     return pdjax.runs.write_report(out, result, EXPERIMENT, preset, run_config, data)
 

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 from typing import Any, Sequence
 
 import pdjax
 
 EXPERIMENT = "self_distillation"
-SHARED_CIFAR10 = (Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10-jpeg.zip").resolve()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +36,7 @@ def paper() -> Config:
 
 
 def cpu() -> Config:
-    return pdjax.presets.two_arm_cpu(Config, str(SHARED_CIFAR10))
+    return pdjax.presets.two_arm_cpu(Config)
 
 
 def demo() -> Config:

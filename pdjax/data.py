@@ -7,7 +7,12 @@ A data set is named by one string:
     with `tfds.data_source`. `data_dir` picks where tfds keeps it.
   - `folder:PATH`: PATH is a directory or a .zip holding `train/<class>/*` and `test/<class>/*`
     images, or the Tiny-ImageNet-200 layout (`train/<wnid>/images/*`, `val/images/*` with
-    `val/val_annotations.txt`; its labelled `val` split serves as the test split).
+    `val/val_annotations.txt`; its labelled `val` split serves as the test split). That
+    layout is recognised whatever the file is called.
+
+Normalization: PAPER.md's per-channel constants for CIFAR-10, CIFAR-100 and Tiny-ImageNet (by
+tfds name, folder name, or the Tiny-ImageNet layout), else the training split's own statistics;
+`ImageData.normalization` says which.
 
 Usage:
     data = pdjax.data.load("folder:../shared/datasets/cifar10-jpeg.zip", max_train=5000)
@@ -18,12 +23,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import io
 import os
 import socket
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +73,9 @@ class ImageData:
     classes: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # Where `mean` and `std` come from: a PAPER.md set ("cifar10", "cifar100", "tiny_imagenet")
+    # or "computed from the training split".
+    normalization: str = "computed from the training split"
 
     @property
     def num_classes(self) -> int:
@@ -75,6 +84,38 @@ class ImageData:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+
+def digest(data: ImageData) -> dict[str, Any]:
+    """A cheap fingerprint of a data set: its classes, and per split the image shape, the number
+    of images and a hash of the image and label bytes (a fraction of a second for CIFAR)."""
+    out: dict[str, Any] = {"name": data.name, "classes": len(data.classes),
+                           "class_names": hashlib.sha256("\n".join(data.classes).encode()).hexdigest()[:16]}
+    for split in ("train", "val", "test"):
+        s = getattr(data, split)
+        h = hashlib.sha256(np.ascontiguousarray(s.images).tobytes())
+        h.update(np.ascontiguousarray(s.labels).astype(np.int64).tobytes())
+        out[split] = {"images": len(s), "shape": list(s.images.shape[1:]), "sha256": h.hexdigest()[:16]}
+    return out
+
+
+def digest_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two `digest`s, e.g. "train: 18000 -> 17990 images"."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a.get("images") != b.get("images"):
+                out.append(f"{key}: {a.get('images')} -> {b.get('images')} images")
+            elif a.get("shape") != b.get("shape"):
+                out.append(f"{key}: image shape {a.get('shape')} -> {b.get('shape')}")
+            else:
+                out.append(f"{key}: same size, different images or labels")
+        else:
+            out.append(f"{key}: {a} -> {b}")
+    return out
 
 
 # ----------------------------------------------------------------------------- loading
@@ -118,8 +159,9 @@ def load(
         train, test, classes = _load_tfds(name, data_dir=data_dir, download=download)
     elif source.startswith("folder:"):
         path = source[len("folder:"):]
-        name = Path(path).stem
-        train, test, classes = _load_folder(path, max_train=max_train, max_test=max_test, rng=rng)
+        train, test, classes, layout = _load_folder(path, max_train=max_train, max_test=max_test, rng=rng)
+        # Tiny-ImageNet is recognised by its layout, whatever the file is called.
+        name = layout or Path(path).stem
     else:
         raise DataError(f"unknown data source {source!r}: use 'digits', 'tfds:NAME' or 'folder:PATH'")
     train = _subset(train, max_train, rng)
@@ -133,8 +175,8 @@ def load(
     n_val = int(round(val_fraction * len(train)))
     val = Split(train.images[order[:n_val]], train.labels[order[:n_val]])
     train = Split(train.images[order[n_val:]], train.labels[order[n_val:]])
-    mean, std = _normalization(name, train.images)
-    return ImageData(name, train, val, test, tuple(classes), mean, std)
+    mean, std, normalization = _normalization(name, train.images)
+    return ImageData(name, train, val, test, tuple(classes), mean, std, normalization)
 
 
 def _subset_indices(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarray | None:
@@ -159,14 +201,16 @@ def _check_split(split: Split, which: str, num_classes: int) -> None:
         raise DataError(f"the {which} split has labels outside [0, {num_classes})")
 
 
-def _normalization(name: str, train_images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _normalization(name: str, train_images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+    """(mean, std, where they come from) of a data set."""
     key = name.replace("-", "_").lower()
     if key in NORMALIZATION:
-        return NORMALIZATION[key]
+        return (*NORMALIZATION[key], key)
     # Any other data set: per-channel statistics of its own training images.
     pixels = train_images.reshape(-1, train_images.shape[-1]).astype(np.float64) / 255.0
     std = np.maximum(pixels.std(axis=0), 1e-3)
-    return tuple(float(v) for v in pixels.mean(axis=0)), tuple(float(v) for v in std)
+    return (tuple(float(v) for v in pixels.mean(axis=0)), tuple(float(v) for v in std),
+            "computed from the training split")
 
 
 def _load_digits() -> tuple[Split, Split, list[str]]:
@@ -290,18 +334,21 @@ def _find_root(files: _Files) -> str:
 
 
 def _load_folder(path: str, *, max_train: int | None, max_test: int | None,
-                 rng: np.random.Generator) -> tuple[Split, Split, list[str]]:
+                 rng: np.random.Generator) -> tuple[Split, Split, list[str], str | None]:
+    """(train, test, classes, "tiny_imagenet" for that layout else None) of a folder or zip."""
     files = _Files(path)
     root = _find_root(files)
+    layout = None
     if f"{root}val/val_annotations.txt" in files.names:
         train_items, test_items, classes = _tiny_imagenet_items(files, root)
+        layout = "tiny_imagenet"
     else:
         train_items, classes = _class_folder_items(files, root, "train", None)
         test_items, _ = _class_folder_items(files, root, "test", classes)
     # Subsets are drawn before decoding, so a slice of a large archive decodes fast.
     train_items = _subset_items(train_items, max_train, rng)
     test_items = _subset_items(test_items, max_test, rng)
-    return _decode(files, train_items), _decode(files, test_items), classes
+    return _decode(files, train_items), _decode(files, test_items), classes, layout
 
 
 def _subset_items(items: list[tuple[str, int]], limit: int | None,

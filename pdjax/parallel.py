@@ -9,7 +9,7 @@ Each host feeds its own share of the global batch (`jax.make_array_from_process_
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,14 +19,16 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from pdjax.types import PyTree
 
 DATA_AXIS = "data"
+HEARTBEAT_TIMEOUT_SECONDS = 30
 
 
 def initialize_distributed() -> None:
     """Starts JAX's distributed runtime when the environment describes several processes.
 
-    On Cloud TPU pods and SLURM/GPU clusters `jax.distributed.initialize()` reads its settings
-    from the environment; locally, set `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and
-    `JAX_PROCESS_ID`. A single process with none of these does nothing.
+    On Cloud TPU pods and SLURM clusters JAX detects the settings itself. Elsewhere set
+    `JAX_COORDINATOR_ADDRESS` (host:port of process 0), `JAX_NUM_PROCESSES` and
+    `JAX_PROCESS_ID` in every process: JAX reads only the first, so the other two are passed
+    here. A single process with none of these does nothing.
     """
     if jax.distributed.is_initialized():
         return
@@ -34,7 +36,20 @@ def initialize_distributed() -> None:
             or os.environ.get("SLURM_JOB_ID"):
         # Collectives between processes' CPU devices (a CPU-only cluster; ignored elsewhere).
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize()
+        # JAX's preemption service would take SIGTERM for itself; pdjax's own handler
+        # (`pdjax.train.StopRequest`) saves a checkpoint, and the processes agree on the step.
+        jax.config.update("jax_enable_preemption_service", False)
+        settings = {}
+        for variable, name in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+            if os.environ.get(variable):
+                try:
+                    settings[name] = int(os.environ[variable])
+                except ValueError:
+                    raise ValueError(f"{variable}={os.environ[variable]!r} is not a whole number") from None
+        # A process that stops sending heartbeats (a dead host) is declared failed after this
+        # many seconds, and the others stop instead of waiting in a collective forever.
+        heartbeat = os.environ.get("PDJAX_HEARTBEAT_TIMEOUT", str(HEARTBEAT_TIMEOUT_SECONDS))
+        jax.distributed.initialize(**settings, heartbeat_timeout_seconds=int(heartbeat))
 
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -59,10 +74,25 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     The copy never aliases the caller's arrays, so a step that donates its state cannot
     delete arrays the caller still holds.
     """
+    if jax.process_count() > 1:
+        # device_put cannot place a local array on devices of other processes: every process
+        # builds its own devices' copies from the same host values (the tree is the same on
+        # every process: made from the same seed, or read from the same checkpoint).
+        return jax.tree.map(lambda a: _replicate_global(a, replicated(mesh)), tree)
     # device_put may reuse a buffer already on one of the mesh's devices (even with
     # may_alias=False, as of JAX 0.10): copy first.
     fresh = jax.tree.map(lambda a: jnp.array(a, copy=True) if isinstance(a, jax.Array) else a, tree)
     return jax.device_put(fresh, replicated(mesh))
+
+
+def _replicate_global(leaf: Any, sharding: NamedSharding) -> Any:
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        data = _replicate_global(jax.random.key_data(leaf), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+    if not isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
+        return leaf
+    host = np.array(jax.device_get(leaf))  # a copy of this process's value
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
@@ -90,6 +120,36 @@ def put_global_batch(arrays: Sequence[np.ndarray], mesh: Mesh) -> tuple[jax.Arra
     return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(a[rows]),
                                                          (len(a), *a.shape[1:]))
                  for a in arrays)
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true in any process; the same answer in every process.
+
+    A collective with several processes: every process must call it at the same point."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.max(multihost_utils.process_allgather(np.asarray([int(bool(flag))], np.int32))))
+
+
+TEXT_BYTES = 4096
+
+
+def gather_texts(text: str) -> list[str]:
+    """Every process's `text` (at most 4096 bytes of UTF-8), in process order.
+
+    A collective with several processes: every process must call it at the same point."""
+    if jax.process_count() == 1:
+        return [text]
+    from jax.experimental import multihost_utils
+
+    raw = text.encode()[:TEXT_BYTES]
+    buffer = np.zeros(TEXT_BYTES + 1, np.int32)
+    buffer[0] = len(raw)
+    buffer[1:1 + len(raw)] = np.frombuffer(raw, np.uint8)
+    gathered = np.asarray(multihost_utils.process_allgather(buffer))
+    return [bytes(row[1:1 + row[0]].astype(np.uint8)).decode(errors="replace") for row in gathered]
 
 
 def is_main_process() -> bool:

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, Sequence
 from jax.sharding import Mesh
 
 from pdjax import checkpoints, distill, masks as masks_lib, models, parallel, pruning, reports
-from pdjax import runs, sparsity, students as students_lib
+from pdjax import runs, sparsity, stats, students as students_lib
 from pdjax.data import ImageData
 from pdjax.train import Schedule
 from pdjax.types import Masks
@@ -72,28 +72,43 @@ class StudentSpec:
     width_multiplier: float = 1.0
 
 
+# Student seed s trains with `fit(seed=STUDENT_SEED_OFFSET + s)`: the teacher uses `teacher_seed`,
+# so a student of the teacher's own architecture (self-distillation) never repeats its run.
+STUDENT_SEED_OFFSET = 1000
+
+
+@dataclasses.dataclass
+class TeacherResult:
+    """One teacher and its pruning rounds."""
+
+    name: str  # its architecture
+    pruning: list[dict[str, Any]]  # round 0 (the unpruned teacher) and every round
+    masks: list[Masks]  # the unpruned teacher's (all kept) and every round's
+    mask_labels: list[str]
+    stage: str  # the teacher's stage name ("teacher", or "<name>/teacher" with several teachers)
+
+
 @dataclasses.dataclass
 class PipelineResult:
-    """What `prune_then_distill` returns; every list is JSON-able except `masks`."""
+    """What `prune_then_distill` returns; every list is JSON-able except the masks."""
 
-    teacher: str
+    teachers: list[TeacherResult]
     rows: list[dict[str, Any]]  # every trained model, one row each
     students: list[dict[str, Any]]  # the paper's table: student x teacher kind x sparsity
-    pruning: list[dict[str, Any]]  # round 0 (the unpruned teacher) and every round
-    masks: list[Masks]  # teacher's (all kept) and every round's
-    mask_labels: list[str]
     curves: dict[str, list[float]]  # validation accuracy per epoch, per stage
 
     def to_json(self) -> dict[str, Any]:
-        return {"teacher": self.teacher, "rows": self.rows, "students": self.students,
-                "pruning": self.pruning,
-                "layer_density": {label: [dataclasses.asdict(s) for s in sparsity.layer_stats(m)]
-                                  for label, m in zip(self.mask_labels, self.masks)}}
+        return {"teachers": [t.name for t in self.teachers], "rows": self.rows, "students": self.students,
+                "pruning": [{"teacher": t.name, **r} for t in self.teachers for r in t.pruning],
+                "layer_density": {t.name: {label: [dataclasses.asdict(s) for s in sparsity.layer_stats(m)]
+                                           for label, m in zip(t.mask_labels, t.masks)}
+                                  for t in self.teachers}}
 
 
 class KDSource(NamedTuple):
     """A teacher a student can be distilled from, with what the reports say about it."""
 
+    name: str
     sparsity: float
     teacher: distill.Teacher
     test_accuracy: float
@@ -103,36 +118,47 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teacher_schedule: Schedule,
-                       prune: PruneSpec, students: Sequence[StudentSpec], kd_rounds: Sequence[int] = (2, 4, 7),
-                       teacher_width_multiplier: float = 1.0, kd_temperature: float = distill.TEMPERATURE,
-                       kd_alpha: float = distill.ALPHA, seeds: Sequence[int] = (0,),
+def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str | Sequence[str],
+                       teacher_schedule: Schedule, prune: PruneSpec, students: Sequence[StudentSpec],
+                       kd_rounds: Sequence[int] = (2, 4, 7), teacher_width_multiplier: float = 1.0,
+                       kd_temperature: float = distill.TEMPERATURE, kd_alpha: float = distill.ALPHA,
+                       seeds: Sequence[int] = (0,), teacher_seed: int = 0,
                        mesh: Mesh | None = None, augment: bool = True, eval_batch_size: int = 500,
                        progress: bool = True, compute_dtype: str = "float32",
                        teacher_checkpoint: str | Path | None = None) -> PipelineResult:
-    """Runs (or resumes) the whole method for one teacher and its students.
+    """Runs (or resumes) the whole method for one or several teachers and their students.
 
     Args:
       out: the run directory; every stage gets a directory in it.
       data: the data set.
-      teacher: the teacher's architecture; its widths are the model's times
-        `teacher_width_multiplier`.
-      teacher_schedule: the teacher's training schedule.
-      prune: how it is pruned.
+      teacher: the teacher's architecture, or several (e.g. ("vgg19", "vgg19_dbl")); widths are
+        the model's times `teacher_width_multiplier`. With several, each teacher's stages live in
+        `out/<teacher>/` and a fixed-width student trained from scratch (which does not depend on
+        the teacher) is trained once and shared.
+      teacher_schedule: the teachers' training schedule.
+      prune: how each teacher is pruned.
       students: the students (see `StudentSpec`).
       kd_rounds: the pruning rounds whose teachers are distilled (each in 1..prune.rounds).
       kd_temperature, kd_alpha: the KD loss's T and alpha.
-      seeds: the teacher and the pruning use the first seed; each student is trained per seed.
+      seeds: each student is trained once per seed; seed s gives every student arm the same
+        initialisation and data order (fit seed `STUDENT_SEED_OFFSET + s`), so arms can be
+        compared seed by seed.
+      teacher_seed: the seed of the teachers and their pruning.
       mesh, augment, eval_batch_size, progress: as in `pdjax.train.fit`.
       compute_dtype: every model's compute dtype ('bfloat16': mixed precision, parameters
         stay float32).
       teacher_checkpoint: use this trained teacher (a stage directory such as another run's
         `teacher/`, or a tree saved by `pdjax.checkpoints.save_tree`) instead of training one;
-        a checkpoint of another model is refused (`CheckpointMismatchError`).
+        a checkpoint of another model is refused (`CheckpointMismatchError`). One teacher only.
 
     Returns:
       A `PipelineResult`.
     """
+    teachers = [teacher] if isinstance(teacher, str) else list(teacher)
+    if not teachers or len(set(teachers)) != len(teachers):
+        raise ValueError(f"teachers must be distinct architecture names, got {teachers}")
+    if teacher_checkpoint is not None and len(teachers) > 1:
+        raise ValueError("teacher_checkpoint names one trained teacher; run one teacher with it")
     if not seeds:
         raise ValueError("seeds must name at least one seed")
     if any(not 1 <= k <= prune.rounds for k in kd_rounds):
@@ -152,34 +178,33 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
         curves[name] = [h["val_accuracy"] for h in result.history]
         return model, result, row
 
-    # 1. The teacher.
-    snapshots = (prune.rewind_epoch,) if prune.rewind == "weight" else ()
-    teacher_widths = models.scaled_widths(teacher, teacher_width_multiplier)
-    teacher_model, teacher_result, _ = stage("teacher", teacher, teacher_widths, teacher_schedule,
-                                             seeds[0], snapshot_epochs=snapshots,
-                                             init_from=teacher_checkpoint)
-    rewind_variables = None
-    if snapshots:
-        rewind_variables = checkpoints.load_tree(out / "teacher" / f"snapshot_{prune.rewind_epoch}",
-                                                 teacher_result.variables)
-    # 2. Pruning.
-    rounds = pruning.iterative_pruning(
-        teacher_model, data, variables=teacher_result.best_variables, schedule=prune.schedule,
-        rounds=prune.rounds, workdir=out / "pruning", fraction=prune.fraction, scope=prune.scope,
-        rewind=prune.rewind, rewind_variables=rewind_variables, finetune_lr=prune.finetune_lr,
-        seed=seeds[0], mesh=mesh, augment=augment, eval_batch_size=eval_batch_size, progress=progress)
-    dense_masks = masks_lib.init(teacher_result.best_variables["params"])
-    round_summaries = [r.summary() for r in rounds]
-    pruning_rows = [{"round": 0, "sparsity": 0.0, "remaining": masks_lib.total(dense_masks),
-                     **teacher_result.summary()}] + round_summaries
-
-    unpruned = KDSource(0.0, distill.Teacher(teacher_model, teacher_result.best_variables),
-                        teacher_result.test_accuracy)
-
-    def pruned(k: int) -> KDSource:
-        r = rounds[k - 1]
-        return KDSource(round_summaries[k - 1]["sparsity"], distill.Teacher(teacher_model, r.variables, r.masks),
-                        r.result.test_accuracy)
+    def train_teacher(name: str, prefix: str) -> tuple[TeacherResult, KDSource, dict[int, KDSource]]:
+        # 1. The teacher.
+        snapshots = (prune.rewind_epoch,) if prune.rewind == "weight" else ()
+        widths = models.scaled_widths(name, teacher_width_multiplier)
+        model, result, _ = stage(f"{prefix}teacher", name, widths, teacher_schedule, teacher_seed,
+                                 snapshot_epochs=snapshots, init_from=teacher_checkpoint)
+        rewind_variables = None
+        if snapshots:
+            rewind_variables = checkpoints.load_tree(out / f"{prefix}teacher" / f"snapshot_{prune.rewind_epoch}",
+                                                     result.variables)
+        # 2. Pruning.
+        rounds = pruning.iterative_pruning(
+            model, data, variables=result.best_variables, schedule=prune.schedule,
+            rounds=prune.rounds, workdir=out / f"{prefix}pruning", fraction=prune.fraction, scope=prune.scope,
+            rewind=prune.rewind, rewind_variables=rewind_variables, finetune_lr=prune.finetune_lr,
+            seed=teacher_seed, mesh=mesh, augment=augment, eval_batch_size=eval_batch_size, progress=progress)
+        dense_masks = masks_lib.init(result.best_variables["params"])
+        summaries = [r.summary() for r in rounds]
+        pruning_rows = [{"round": 0, "sparsity": 0.0, "remaining": masks_lib.total(dense_masks),
+                         **result.summary()}] + summaries
+        labels = ["teacher"] + [f"round {s['round']} ({s['sparsity']:.0%})" for s in summaries]
+        unpruned = KDSource(name, 0.0, distill.Teacher(model, result.best_variables), result.test_accuracy)
+        pruned = {k: KDSource(name, summaries[k - 1]["sparsity"],
+                              distill.Teacher(model, rounds[k - 1].variables, rounds[k - 1].masks),
+                              rounds[k - 1].result.test_accuracy) for k in kd_rounds}
+        return (TeacherResult(name, pruning_rows, [dense_masks] + [r.masks for r in rounds], labels,
+                              f"{prefix}teacher"), unpruned, pruned)
 
     # 3-4. Students.
     student_rows: list[dict[str, Any]] = []
@@ -189,10 +214,11 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
         accuracies, params = [], None
         for seed in seeds:
             stage_name = name if len(seeds) == 1 else f"{name}_seed{seed}"
+            fit_seed = STUDENT_SEED_OFFSET + seed
             if source is None:
-                _, result, row = stage(stage_name, spec.model, widths, spec.scratch, seed)
+                _, result, row = stage(stage_name, spec.model, widths, spec.scratch, fit_seed)
             else:
-                _, result, row = stage(stage_name, spec.model, widths, spec.kd, seed, teacher=source.teacher,
+                _, result, row = stage(stage_name, spec.model, widths, spec.kd, fit_seed, teacher=source.teacher,
                                        kd_temperature=kd_temperature, kd_alpha=kd_alpha)
             accuracies.append(result.test_accuracy)
             params = row["params"]
@@ -200,39 +226,98 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str, teache
         student_rows.append({
             "student": spec.label, "model": spec.model, "widths": list(widths),
             "derived_from_sparsity": derived_from, "teacher": kind,
+            "teacher_model": None if source is None else source.name,
             "teacher_sparsity": None if source is None else source.sparsity,
             "teacher_test_accuracy": None if source is None else source.test_accuracy,
             "student_params": params, "test_accuracy": mean, "test_accuracy_std": std,
             "test_accuracies": accuracies, "seeds": list(seeds)})
 
-    for spec in students:
-        if spec.width_rule is None:
-            widths = models.scaled_widths(spec.model, spec.width_multiplier)
-            train_student(f"{spec.label}_scratch", spec, widths, "none (scratch)", None, None)
-            train_student(f"{spec.label}_kd_unpruned", spec, widths, f"{teacher} unpruned", unpruned, None)
-            for k in kd_rounds:
-                train_student(f"{spec.label}_kd_round_{k:02d}", spec, widths, f"{teacher} pruned", pruned(k), None)
-        else:
-            for k in kd_rounds:
-                source = pruned(k)
-                widths = students_lib.student_widths(spec.model, source.teacher.masks, spec.width_rule)
-                prefix = f"{spec.label}_round_{k:02d}"
-                train_student(f"{prefix}_scratch", spec, widths, "none (scratch)", None, source.sparsity)
-                train_student(f"{prefix}_kd_unpruned", spec, widths, f"{teacher} unpruned", unpruned,
-                              source.sparsity)
-                train_student(f"{prefix}_kd_pruned", spec, widths, f"{teacher} pruned", source, source.sparsity)
-
-    labels = ["teacher"] + [f"round {s['round']} ({s['sparsity']:.0%})" for s in round_summaries]
-    return PipelineResult(teacher, rows, student_rows, pruning_rows, [dense_masks] + [r.masks for r in rounds],
-                          labels, curves)
+    teacher_results = []
+    for i, name in enumerate(teachers):
+        prefix = "" if len(teachers) == 1 else f"{name}/"
+        teacher_result, unpruned, pruned = train_teacher(name, prefix)
+        teacher_results.append(teacher_result)
+        for spec in students:
+            if spec.width_rule is None:
+                widths = models.scaled_widths(spec.model, spec.width_multiplier)
+                if i == 0:  # a fixed-width scratch student does not depend on the teacher: trained once
+                    train_student(f"{spec.label}_scratch", spec, widths, "none (scratch)", None, None)
+                train_student(f"{prefix}{spec.label}_kd_unpruned", spec, widths, f"{name} unpruned", unpruned, None)
+                for k in kd_rounds:
+                    train_student(f"{prefix}{spec.label}_kd_round_{k:02d}", spec, widths, f"{name} pruned",
+                                  pruned[k], None)
+            else:
+                for k in kd_rounds:
+                    source = pruned[k]
+                    widths = students_lib.student_widths(spec.model, source.teacher.masks, spec.width_rule)
+                    stem = f"{prefix}{spec.label}_round_{k:02d}"
+                    train_student(f"{stem}_scratch", spec, widths, "none (scratch)", None, source.sparsity)
+                    train_student(f"{stem}_kd_unpruned", spec, widths, f"{name} unpruned", unpruned,
+                                  source.sparsity)
+                    train_student(f"{stem}_kd_pruned", spec, widths, f"{name} pruned", source, source.sparsity)
+    return PipelineResult(teacher_results, rows, student_rows, curves)
 
 
 STAGE_COLUMNS = [("stage", "stage", "s"), ("model", "model", "s"), ("params", "params", ","),
                  ("best_epoch", "best epoch", "d"), ("val_accuracy", "val acc", ".4f"),
                  ("test_accuracy", "test acc", ".4f"), ("train_seconds", "train s", ".1f")]
-PRUNING_COLUMNS = [("round", "round", "d"), ("sparsity", "sparsity", ".3f"),
+PRUNING_COLUMNS = [("teacher", "teacher", "s"), ("round", "round", "d"), ("sparsity", "sparsity", ".3f"),
                    ("remaining", "remaining weights", ","), ("val_accuracy", "val acc", ".4f"),
                    ("test_accuracy", "teacher test acc", ".4f"), ("train_seconds", "train s", ".1f")]
+COMPARISON_COLUMNS = [("student", "student", "s"), ("arm", "arm", "s"), ("baseline", "compared with", "s"),
+                      ("mean", "mean diff", "+.4f"), ("std", "± std", ".4f"), ("record", "wins/losses/ties", "s"),
+                      ("t", "paired t", ".2f"), ("p", "p (t-test)", ".3f"), ("sign_p", "p (sign test)", ".3f"),
+                      ("verdict", "verdict", "s")]
+
+
+def _arm_label(row: dict[str, Any]) -> str:
+    if row["teacher_model"] is None:
+        return "scratch"
+    if row["teacher_sparsity"] == 0.0:
+        return f"KD from {row['teacher_model']} unpruned"
+    return f"KD from {row['teacher_model']} pruned {row['teacher_sparsity']:.0%}"
+
+
+def _student_label(row: dict[str, Any]) -> str:
+    label = row["model"]
+    if row["derived_from_sparsity"] is not None:
+        label += f" st{round(100 * row['derived_from_sparsity'])} {tuple(row['widths'])}"
+    return label
+
+
+def comparisons(result: PipelineResult) -> list[dict[str, Any]]:
+    """Seed-by-seed comparisons of the student arms (see `pdjax.stats.paired`).
+
+    Among students of the same architecture and widths: each KD-from-pruned arm against
+    KD from the same teacher unpruned, and each KD arm against scratch. Differences are
+    test accuracy of the arm minus that of the arm it is compared with, per seed.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in result.students:
+        groups.setdefault((row["student"], row["model"], tuple(row["widths"])), []).append(row)
+    out = []
+
+    def compare(arm: dict[str, Any], baseline: dict[str, Any]) -> None:
+        c = stats.paired(arm["test_accuracies"], baseline["test_accuracies"])
+        out.append({"student": _student_label(arm), "arm": _arm_label(arm), "baseline": _arm_label(baseline),
+                    "differences": list(c.differences), "mean": c.mean, "std": c.std,
+                    "wins": c.wins, "losses": c.losses, "ties": c.ties,
+                    "record": f"{c.wins}/{c.losses}/{c.ties}", "t": c.t, "p": c.p, "sign_p": c.sign_p,
+                    "verdict": c.verdict, "seeds": arm["seeds"]})
+
+    for rows in groups.values():
+        scratch = next((r for r in rows if r["teacher_model"] is None), None)
+        for row in rows:
+            if row["teacher_model"] is None:
+                continue
+            if row["teacher_sparsity"] > 0:
+                unpruned = next((r for r in rows if r["teacher_model"] == row["teacher_model"]
+                                 and r["teacher_sparsity"] == 0.0), None)
+                if unpruned is not None:
+                    compare(row, unpruned)
+            if scratch is not None:
+                compare(row, scratch)
+    return out
 
 
 def student_columns(result: PipelineResult) -> list[reports.Column]:
@@ -243,52 +328,76 @@ def student_columns(result: PipelineResult) -> list[reports.Column]:
                 ("teacher_test_accuracy", "teacher test acc", ".4f"),
                 ("student_params", "student params", ","), ("test_accuracy", "student test acc", ".4f")]
     if any(r["test_accuracy_std"] is not None for r in result.students):
-        columns.append(("test_accuracy_std", "± std", ".4f"))
+        columns += [("test_accuracy_std", "± std", ".4f"), ("per_seed", "per seed", "s")]
     return columns
 
 
+def student_table(result: PipelineResult) -> str:
+    rows = [{**r, "per_seed": ", ".join(f"{a:.4f}" for a in r["test_accuracies"])} for r in result.students]
+    return reports.markdown_table(rows, student_columns(result))
+
+
 def report(result: PipelineResult, title: str, notes: str = "") -> str:
-    """The markdown report: students (the paper's table), pruning rounds, every stage, and the
-    per-layer density of every round."""
-    return (f"# {title}\n\n{notes}"
+    """The markdown report: students (the paper's table), their seed-by-seed comparisons,
+    pruning rounds, every stage, and the per-layer density of every round."""
+    pruning_rows = [{"teacher": t.name, **r} for t in result.teachers for r in t.pruning]
+    n_seeds = len(result.students[0]["seeds"]) if result.students else 0
+    text = (f"# {title}\n\n{notes}"
             "Test accuracy is that of the epoch with the best validation accuracy, except in pruning "
             "rounds, which keep their last epoch (round 0 is the unpruned teacher).\n\n"
-            f"## Students\n\n{reports.markdown_table(result.students, student_columns(result))}\n"
-            f"## Pruning the teacher ({result.teacher})\n\n"
-            f"{reports.markdown_table(result.pruning, PRUNING_COLUMNS)}\n"
-            f"## Every trained model\n\n{reports.markdown_table(result.rows, STAGE_COLUMNS)}\n"
-            f"## Per-layer density of the teacher's masks\n\n"
-            f"{sparsity.report_table(result.masks, result.mask_labels)}")
+            f"## Students\n\nMean over {n_seeds} seed(s); ± is the standard deviation over seeds.\n\n"
+            f"{student_table(result)}\n"
+            "## Seed-by-seed comparisons\n\nDifferences in student test accuracy (arm minus the arm it "
+            "is compared with) over the same seeds (same initialisation and data order); paired t-test "
+            "and two-sided sign test.\n\n"
+            f"{reports.markdown_table(comparisons(result), COMPARISON_COLUMNS)}\n"
+            f"## Pruning the teachers\n\n{reports.markdown_table(pruning_rows, PRUNING_COLUMNS)}\n"
+            f"## Every trained model\n\n{reports.markdown_table(result.rows, STAGE_COLUMNS)}\n")
+    for t in result.teachers:
+        text += (f"## Per-layer density of the {t.name} teacher's masks\n\n"
+                 f"{sparsity.report_table(t.masks, t.mask_labels)}\n")
+    return text
 
 
 def plot(out: str | Path, result: PipelineResult, title: str) -> None:
-    """Writes curves.png, pruning_density.png, teacher_vs_sparsity.png and
-    student_vs_teacher_sparsity.png in `out`."""
+    """Writes curves.png, pruning_density.png (one per teacher with several:
+    pruning_density_<teacher>.png), teacher_vs_sparsity.png and student_vs_teacher_sparsity.png
+    (mean over seeds with std error bars; a fixed-width scratch student as a band) in `out`."""
     out = Path(out)
     reports.plot_curves(out / "curves.png", result.curves, xlabel="epoch", ylabel="validation accuracy",
                         title=title)
-    sparsity.plot_density(out / "pruning_density.png", result.masks, result.mask_labels,
-                          title=f"{result.teacher}: per-layer density by round")
-    reports.plot_xy(out / "teacher_vs_sparsity.png", [r["sparsity"] for r in result.pruning],
-                    {result.teacher: [r["test_accuracy"] for r in result.pruning]},
-                    xlabel="sparsity", ylabel="teacher test accuracy", title=title)
-    curves: dict[str, tuple[list[float], list[float]]] = {}
+    for t in result.teachers:
+        name = "pruning_density.png" if len(result.teachers) == 1 else f"pruning_density_{t.name}.png"
+        sparsity.plot_density(out / name, t.masks, t.mask_labels, title=f"{t.name}: per-layer density by round")
+    teacher_series = {t.name: ([r["sparsity"] for r in t.pruning], [r["test_accuracy"] for r in t.pruning])
+                      for t in result.teachers}
+    reports.plot_series(out / "teacher_vs_sparsity.png", teacher_series, xlabel="sparsity",
+                        ylabel="teacher test accuracy", title=title)
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    errors: dict[str, list[float]] = {}
+    bands: dict[str, tuple[float, float]] = {}
     for r in result.students:
         if r["teacher_sparsity"] is None and r["derived_from_sparsity"] is None:
-            continue  # a fixed-width scratch student: drawn as a flat line below
-        x = r["derived_from_sparsity"] if r["derived_from_sparsity"] is not None else r["teacher_sparsity"]
-        kind = "scratch" if r["teacher_sparsity"] is None else (
-            "KD from unpruned" if r["derived_from_sparsity"] is not None and r["teacher_sparsity"] == 0.0
-            else "KD")
-        xs, ys = curves.setdefault(f"{r['model']} {kind}", ([], []))
+            bands[f"{r['model']} scratch (mean ± std)"] = (r["test_accuracy"], r["test_accuracy_std"] or 0.0)
+            continue
+        derived = r["derived_from_sparsity"] is not None
+        x = r["derived_from_sparsity"] if derived else r["teacher_sparsity"]
+        if r["teacher_model"] is None:
+            kind = "scratch"
+        elif derived and r["teacher_sparsity"] == 0.0:
+            kind = f"KD from {r['teacher_model']} unpruned"
+        else:
+            kind = f"KD from {r['teacher_model']}"
+        label = f"{r['model']} {kind}"
+        xs, ys = series.setdefault(label, ([], []))
         xs.append(x)
         ys.append(r["test_accuracy"])
-    for r in result.students:
-        if r["teacher_sparsity"] is None and r["derived_from_sparsity"] is None:
-            xs = sorted({x for cx, _ in curves.values() for x in cx}) or [0.0]
-            curves[f"{r['model']} scratch"] = (xs, [r["test_accuracy"]] * len(xs))
+        errors.setdefault(label, []).append(r["test_accuracy_std"] or 0.0)
     derived = any(r["derived_from_sparsity"] is not None for r in result.students)
-    reports.plot_series(out / "student_vs_teacher_sparsity.png", curves,
-                        xlabel=("sparsity of the teacher the widths come from" if derived
-                                else "teacher sparsity"),
-                        ylabel="student test accuracy", title=title)
+    # Beside the students, each teacher's own test accuracy per round (pruning rounds keep
+    # their last epoch).
+    reports.plot_panels(out / "student_vs_teacher_sparsity.png",
+                        [reports.Panel(series, "student test accuracy (mean ± std over seeds)", errors, bands),
+                         reports.Panel(teacher_series, "teacher test accuracy")],
+                        xlabel=("sparsity of the teacher the widths come from" if derived else "teacher sparsity"),
+                        title=title)

@@ -30,6 +30,10 @@ TINY_MOBILENET_KD = Schedule(epochs=100, batch_size=256, lr=0.05, milestones=(60
                              weight_decay=5e-4)
 
 ARMS = ("vgg19", "resnet18")
+# The CIFAR-10 JPEGs shared with the project (../shared/datasets/README.md), as a data source
+# relative to the repository root, from where experiments are run: no machine's absolute path
+# ends up in a committed result.
+SHARED_CIFAR10 = "folder:../shared/datasets/cifar10-jpeg.zip"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,12 +99,12 @@ class TwoArmConfig(ExperimentConfig):
 C = TypeVar("C", bound=TwoArmConfig)
 
 
-def two_arm_cpu(cls: type[C], cifar10_zip: str) -> C:
+def two_arm_cpu(cls: type[C]) -> C:
     """Both arms on the shared CIFAR-10 JPEGs at 1/8 widths, with short schedules."""
     train = Schedule(epochs=20, batch_size=128, lr=0.1, milestones=(6, 12, 16), lr_factor=0.2,
                      weight_decay=5e-4)
     prune = Schedule(epochs=4, batch_size=128, lr=0.1, milestones=(2, 3), lr_factor=0.1, weight_decay=2e-4)
-    return cls(vgg_data=f"folder:{cifar10_zip}", resnet_data=f"folder:{cifar10_zip}", width_multiplier=1 / 8,
+    return cls(vgg_data=SHARED_CIFAR10, resnet_data=SHARED_CIFAR10, width_multiplier=1 / 8,
                vgg_train=train, vgg_prune=prune, vgg_kd=train,
                resnet_train=dataclasses.replace(train, lr=0.05), resnet_prune=prune,
                resnet_kd=dataclasses.replace(train, lr=0.05))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,22 +45,56 @@ def plot_xy(path: str | Path, xs: Sequence[float], curves: dict[str, Sequence[fl
                 xlabel=xlabel, ylabel=ylabel, title=title)
 
 
-def plot_series(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], *,
-                xlabel: str, ylabel: str, title: str) -> None:
+Series = dict[str, tuple[Sequence[float], Sequence[float]]]  # label -> (xs, ys)
+
+
+@dataclasses.dataclass(frozen=True)
+class Panel:
+    """One plot of a figure: named (xs, ys) lines, optional error bars and horizontal bands.
+
+    Attributes:
+      series: label -> (xs, ys).
+      ylabel: the y axis's label.
+      errors: label -> one error-bar half-length per point (e.g. the std over seeds).
+      bands: label -> (center, half-width): a horizontal band across the plot (e.g. a
+        baseline's mean ± std).
+    """
+
+    series: Series
+    ylabel: str
+    errors: dict[str, Sequence[float]] = dataclasses.field(default_factory=dict)
+    bands: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+
+
+def plot_series(path: str | Path, series: Series, *, xlabel: str, ylabel: str, title: str) -> None:
     """One line per named (xs, ys) pair, saved as PNG."""
+    plot_panels(path, [Panel(series, ylabel)], xlabel=xlabel, title=title)
+
+
+def plot_panels(path: str | Path, panels: Sequence[Panel], *, xlabel: str, title: str) -> None:
+    """Panels side by side over the same kind of x axis, saved as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for label, (xs, ys) in series.items():
-        ax.plot(xs, ys, label=label, marker="." if len(ys) < 40 else None)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), dpi=120, squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for label, (center, half) in panel.bands.items():
+            line = ax.axhline(center, linestyle="--", linewidth=1, label=label)
+            if half:
+                ax.axhspan(center - half, center + half, color=line.get_color(), alpha=0.15)
+        for label, (xs, ys) in panel.series.items():
+            yerr = panel.errors.get(label)
+            if yerr is not None and any(yerr):
+                ax.errorbar(xs, ys, yerr=yerr, label=label, marker=".", capsize=3)
+            else:
+                ax.plot(xs, ys, label=label, marker="." if len(ys) < 40 else None)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
 

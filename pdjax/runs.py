@@ -128,6 +128,23 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     except Preempted as err:
         print(f"stopped: {err}", file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except jax.errors.JaxRuntimeError as err:
+        if jax.process_count() == 1:
+            raise
+        first = str(err).strip().splitlines()[0][:300]
+        if any(word in first.lower() for word in PEER_FAILURE_WORDS):
+            print(f"error: another process of this job stopped answering ({first}); run every process's "
+                  "command again to resume from the last checkpoint", file=sys.stderr, flush=True)
+        else:
+            print(f"error: {first}", file=sys.stderr, flush=True)
+        # Skip the distributed runtime's shutdown barrier: it would wait for the dead process until
+        # the heartbeat timeout and then abort with a stack trace.
+        os._exit(1)
+
+
+# Words of a collective's error when a peer process died (gloo, the coordination service).
+PEER_FAILURE_WORDS = ("connection reset", "connection refused", "gloo", "heartbeat", "unavailable",
+                      "broken pipe", "socket closed")
 
 
 def write_report(out: str | Path, result: Any, experiment: str, preset: str,
@@ -140,18 +157,27 @@ def write_report(out: str | Path, result: Any, experiment: str, preset: str,
     out = Path(out)
     results = {**run_config, "environment": environment(),
                "data": {"source": run_config.get("config", {}).get("data"), "train": len(data.train),
-                        "val": len(data.val), "test": len(data.test), "classes": data.num_classes},
+                        "val": len(data.val), "test": len(data.test), "classes": data.num_classes,
+                        "normalization": data.normalization, "mean": list(data.mean), "std": list(data.std)},
                **result.to_json(), **(extra or {})}
     title = f"{experiment}, preset `{preset}`"
     data_note = (f"Data: {results['data']['source']} ({len(data.train)} train, {len(data.val)} val, "
-                 f"{len(data.test)} test, {data.num_classes} classes).\n\n")
+                 f"{len(data.test)} test, {data.num_classes} classes). Normalization: "
+                 f"{_normalization_note(data)}.\n\n")
     markdown = pipeline.report(result, title, data_note + notes)
     if parallel.is_main_process():
         reports.write_results(out, results, markdown)
         pipeline.plot(out, result, f"{experiment} ({preset})")
-        print(f"\n{reports.markdown_table(result.students, pipeline.student_columns(result))}\n"
+        print(f"\n{pipeline.student_table(result)}\n"
               f"results in {out}")
     return results
+
+
+def _normalization_note(data: data_lib.ImageData) -> str:
+    values = f"mean {tuple(round(m, 3) for m in data.mean)}, std {tuple(round(v, 3) for v in data.std)}"
+    if data.normalization in data_lib.NORMALIZATION:
+        return f"PAPER.md's {data.normalization} constants ({values})"
+    return f"{data.normalization} ({values})"
 
 
 def write_index(out: str | Path, experiment: str, preset: str, arms: Mapping[str, dict[str, Any]]) -> None:
@@ -194,14 +220,74 @@ def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Seque
                               f"devices; use a multiple of {n}")
     run_config = {"experiment": experiment, "preset": preset, "config": to_dict(config)}
     defaults = {"experiment": experiment, "preset": preset, "config": to_dict(type(config)())}
-    return preset, config, prepare(out, run_config, restart=restart, defaults=defaults), run_config
+    _check_processes_agree(out, run_config)
+    out = prepare(out, run_config, restart=restart, defaults=defaults)
+    _check_shared_run_directory(out)
+    return preset, config, out, run_config
 
 
-def load_data(config: Any, source: str) -> data_lib.ImageData:
-    """Loads `source` with a config's data fields (val_fraction, seed, max_train, ...)."""
-    return data_lib.load(source, val_fraction=config.val_fraction, split_seed=config.seed,
+def _check_processes_agree(out: Path, run_config: Mapping[str, Any]) -> None:
+    """Every process must be given the same run directory and config (checked before anything
+    is written, so that no process waits for another that stopped)."""
+    paths = parallel.gather_texts(str(Path(out).resolve()))
+    if len(set(paths)) > 1:
+        listed = ", ".join(f"process {i}: {p}" for i, p in enumerate(paths))
+        raise RunDirError(f"all processes must share one run directory (--out), got {listed}")
+    configs = parallel.gather_texts(json.dumps(run_config, sort_keys=True))
+    for i, text in enumerate(configs[1:], start=1):
+        if text != configs[0]:
+            changed = diff(json.loads(configs[0]), json.loads(text))
+            raise ConfigError(f"process {i} was given another config than process 0 (differs in: "
+                              f"{', '.join(changed)}); start every process with the same command")
+
+
+def _check_shared_run_directory(out: Path) -> None:
+    """The run directory must be one shared directory (a network file system across hosts):
+    process 0 writes a token there that every other process must read back."""
+    if jax.process_count() == 1:
+        return
+    token = os.urandom(8).hex() if parallel.is_main_process() else ""
+    token = parallel.gather_texts(token)[0]
+    if parallel.is_main_process():
+        (out / ".process0").write_text(token)
+    parallel.any_process(False)  # a barrier: process 0 has written the token
+    path = out / ".process0"
+    seen = path.read_text() if path.exists() else ""
+    ok = parallel.gather_texts("ok" if seen == token else "no")
+    missing = [i for i, answer in enumerate(ok) if answer != "ok"]
+    if missing:
+        raise RunDirError(f"{out} is not the same directory for every process (process {missing[0]} does "
+                          "not see what process 0 wrote there): put the run directory on a file system "
+                          "all hosts share")
+
+
+def load_data(config: Any, source: str, out: str | Path | None = None) -> data_lib.ImageData:
+    """Loads `source` with a config's data fields (val_fraction, seed, max_train, ...).
+
+    Its digest (`pdjax.data.digest`) must be the same in every process, and, with `out` (the
+    run directory), the same as when the run started (`out/data.json`): a data set that
+    changed between runs, or a stale copy on one worker, is refused before anything trains."""
+    data = data_lib.load(source, val_fraction=config.val_fraction, split_seed=config.seed,
                          max_train=config.max_train, max_test=config.max_test,
                          data_dir=getattr(config, "data_dir", None))
+    fingerprint = data_lib.digest(data)
+    texts = parallel.gather_texts(json.dumps(fingerprint, sort_keys=True))
+    for i, text in enumerate(texts[1:], start=1):
+        if text != texts[0]:
+            changes = data_lib.digest_differences(json.loads(texts[0]), json.loads(text))
+            raise DataError(f"the data {source} differs between processes: process {i} has "
+                            f"{'; '.join(changes)} (relative to process 0); give every process the same data")
+    if out is not None:
+        saved = Path(out) / "data.json"
+        if saved.exists():
+            changes = data_lib.digest_differences(json.loads(saved.read_text()), fingerprint)
+            if changes:
+                raise DataError(f"the data {source} changed since {out} was started ({'; '.join(changes)}); "
+                                "restore it, or pass --restart to start over")
+        elif parallel.is_main_process():
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(saved, fingerprint)
+    return data
 
 
 def run_arms(config: Any, out: Path, experiment: str, preset: str, run_config: Mapping[str, Any],
@@ -220,13 +306,13 @@ def run_arms(config: Any, out: Path, experiment: str, preset: str, run_config: M
     results = {}
     for arm in config.arms:
         source, train, prune, kd = config.arm(arm)
-        data = load_data(config, source)
+        data = load_data(config, source, out / arm)
         result = pipeline.prune_then_distill(
             out=out / arm, data=data, teacher=arm, teacher_schedule=train,
             prune=pipeline.PruneSpec(schedule=prune, rounds=config.prune_rounds, fraction=config.prune_fraction),
             students=students(arm), kd_rounds=config.kd_rounds,
             teacher_width_multiplier=config.width_multiplier, kd_temperature=config.kd_temperature,
-            kd_alpha=config.kd_alpha, seeds=config.seeds, augment=config.augment,
+            kd_alpha=config.kd_alpha, seeds=config.seeds, teacher_seed=config.seed, augment=config.augment,
             eval_batch_size=config.eval_batch_size, compute_dtype=config.compute_dtype,
             teacher_checkpoint=config.teacher_checkpoint)
         notes, extra = after(arm, result, data) if after is not None else ("", {})

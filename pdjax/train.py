@@ -390,10 +390,14 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
         write_jsonl_atomic(workdir / "metrics.jsonl", history)
 
     faults = _fault_steps(name)
+    single_process = jax.process_count() == 1
     if 0 in snapshot_epochs and meta["epoch"] == 0:
         save_tree(workdir / "snapshot_0", state.variables)
     with ckpt, StopRequest() as stop:
-        if stop.requested and meta["epoch"] < schedule.epochs:
+        # With several processes the stop request is agreed (a SIGTERM may reach only one of
+        # them): all stop at the same step. One process checks every step; several every
+        # `log_every` steps and after each epoch, a small all-gather each time.
+        if parallel.any_process(stop.requested) and meta["epoch"] < schedule.epochs:
             raise stop.honour(f"{name}: stopped by SIGTERM before it started (at epoch {meta['epoch']}); "
                               "run the same command again to resume")
         for epoch in range(meta["epoch"], schedule.epochs):
@@ -432,7 +436,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                 if global_step in faults:
                     jax.block_until_ready(metrics)
                     os.kill(os.getpid(), faults[global_step])
-                if stop.requested:
+                if (single_process or (i + 1) % log_every == 0) and parallel.any_process(stop.requested):
                     collect(i + 1)
                     bar.close()
                     meta["partial"] = {"batch": i + 1, "sums": sums, "seen": seen,
@@ -471,7 +475,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                            f"({seconds:.1f}s, {record['images_per_second']:.0f} img/s)")
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
-            if stop.requested and epoch + 1 < schedule.epochs:
+            if parallel.any_process(stop.requested) and epoch + 1 < schedule.epochs:
                 raise stop.honour(f"{name}: stopped by SIGTERM after epoch {epoch + 1}/{schedule.epochs}; "
                                   f"checkpoint saved in {ckpt.directory}; run the same command again "
                                   "to resume")

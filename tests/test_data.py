@@ -1,3 +1,4 @@
+import json
 import time
 import zipfile
 from pathlib import Path
@@ -56,6 +57,7 @@ def test_folder_directory_and_zip_give_the_same_data(tmp_path):
     assert from_dir.image_shape == (8, 8, 3)
     # Statistics of the training images normalize unknown data sets.
     assert from_dir.mean == pytest.approx(tuple(from_dir.train.images.reshape(-1, 3).mean(0) / 255))
+    assert from_dir.normalization == "computed from the training split"
 
 
 def test_tiny_imagenet_layout(tmp_path):
@@ -77,6 +79,17 @@ def test_tiny_imagenet_layout(tmp_path):
     assert d.classes == ("n01", "n02") and d.image_shape == (64, 64, 3)
     assert list(d.test.labels) == [1, 0, 1]
     assert len(d.train) == 6
+    # Recognised by its layout, not its name: PAPER.md's Tiny-ImageNet constants.
+    tiny_mean, tiny_std = (0.480, 0.448, 0.397), (0.276, 0.269, 0.282)
+    assert (d.mean, d.std, d.normalization) == (tiny_mean, tiny_std, "tiny_imagenet")
+    archive = tmp_path.parent / "my_download-v2.zip"  # any file name, one wrapping folder inside
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(tmp_path.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"tiny-imagenet-200/{f.relative_to(tmp_path).as_posix()}")
+    zipped = data.load(f"folder:{archive}", val_fraction=0.0)
+    assert (zipped.mean, zipped.std, zipped.normalization) == (tiny_mean, tiny_std, "tiny_imagenet")
+    np.testing.assert_array_equal(zipped.test.images, d.test.images)
 
 
 def test_shared_cifar10_slice(shared_cifar10):
@@ -96,6 +109,7 @@ def test_tfds_mock_cifar100():
     assert d.image_shape == (32, 32, 3) and d.num_classes == 100
     assert len(d.train) + len(d.val) == 40 and len(d.test) == 40
     assert d.mean == data.NORMALIZATION["cifar100"][0]
+    assert d.normalization == "cifar100"
 
 
 # ------------------------------------------------------------------------ bad input
@@ -204,3 +218,20 @@ def test_batches_cover_the_split():
     batches = list(data.eval_batches(split, 4))
     assert [b[2].sum() for b in batches] == [4, 4, 2]
     assert batches[-1][0].shape == (4, 2, 2, 3)
+
+
+def test_a_run_refuses_data_that_changed_since_it_started(tmp_path):
+    from types import SimpleNamespace
+
+    from pdjax import runs
+
+    write_tree(tmp_path / "images", size=(32, 32))
+    config = SimpleNamespace(val_fraction=0.0, seed=0, max_train=None, max_test=None)
+    source = f"folder:{tmp_path / 'images'}"
+    first = runs.load_data(config, source, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "data.json").read_text()) == data.digest(first)
+    runs.load_data(config, source, tmp_path / "run")  # unchanged: accepted
+    removed = sorted((tmp_path / "images" / "train" / "cat").iterdir())[0]
+    removed.unlink()
+    with pytest.raises(data.DataError, match=r"changed since .* was started \(train: 12 -> 11 images\).*--restart"):
+        runs.load_data(config, source, tmp_path / "run")

@@ -1,4 +1,5 @@
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -37,13 +38,15 @@ def vgg19_to_vgg11():
 
 def test_presets_follow_the_paper(vgg19_to_vgg11):
     paper = vgg19_to_vgg11.paper()
-    assert paper.data == "tfds:cifar100" and paper.teacher == "vgg19" and paper.student == "vgg11"
+    assert paper.data == "tfds:cifar100" and paper.teachers == ("vgg19", "vgg19_dbl") and paper.student == "vgg11"
     assert paper.train == Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160),
                                    lr_factor=0.2, weight_decay=5e-4, momentum=0.9, nesterov=True)
     assert paper.prune == Schedule(epochs=130, batch_size=128, lr=0.1, milestones=(39, 84),
                                    lr_factor=0.1, weight_decay=2e-4, momentum=0.9, nesterov=True)
     assert (paper.prune_rounds, paper.prune_fraction, paper.prune_scope, paper.rewind) == (7, 0.2, "global", "lr")
-    assert vgg19_to_vgg11.cpu().data.endswith("cifar10-jpeg.zip")
+    cpu = vgg19_to_vgg11.cpu()
+    assert cpu.data == "folder:../shared/datasets/cifar10-jpeg.zip"  # relative: no absolute path in results
+    assert cpu.teachers == ("vgg19", "vgg19_dbl") and cpu.seeds == (0, 1, 2)
     assert vgg19_to_vgg11.demo().data == "digits"
 
 
@@ -59,7 +62,7 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
     assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["epochs"] == 1 for r in results["rows"])
     assert [r["round"] for r in results["pruning"]] == [0, 1, 2]
     assert [round(r["sparsity"], 3) for r in results["pruning"]] == [0.0, 0.2, 0.36]
-    assert list(results["layer_density"]) == ["teacher", "round 1 (20%)", "round 2 (36%)"]
+    assert list(results["layer_density"]["vgg19"]) == ["teacher", "round 1 (20%)", "round 2 (36%)"]
     assert results["rows"][0]["params"] > results["rows"][1]["params"]
     assert results["environment"]["device_count"] == 8 and results["config"]["seed"] == 0
     for name in ("results.md", "results.json", "curves.png", "config.json", "pruning_density.png",
@@ -78,6 +81,37 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
     # A different config in the same directory is refused, naming the field.
     with pytest.raises(runs.RunDirError, match=r"differs in: config.train.lr"):
         vgg19_to_vgg11.main(argv + ["--set", "train.lr=0.2"])
+
+
+def test_two_teachers_share_one_scratch_student_and_students_have_their_own_seeds(vgg19_to_vgg11, tmp_path):
+    argv = SMOKE + one_epoch("train", "prune", "kd") + [
+        "--set", "teachers=vgg19,vgg11", "--set", "seeds=0,1", "--set", "max_train=200", "--out", str(tmp_path)]
+    results = vgg19_to_vgg11.main(argv)
+    stages = [r["stage"] for r in results["rows"]]
+    assert stages == ["vgg19/teacher", "student_scratch_seed0", "student_scratch_seed1",
+                      "vgg19/student_kd_unpruned_seed0", "vgg19/student_kd_unpruned_seed1",
+                      "vgg19/student_kd_round_02_seed0", "vgg19/student_kd_round_02_seed1",
+                      "vgg11/teacher", "vgg11/student_kd_unpruned_seed0", "vgg11/student_kd_unpruned_seed1",
+                      "vgg11/student_kd_round_02_seed0", "vgg11/student_kd_round_02_seed1"]
+    assert [(s["teacher_model"], s["teacher_sparsity"] and round(s["teacher_sparsity"], 2))
+            for s in results["students"]] == [
+        (None, None), ("vgg19", 0.0), ("vgg19", 0.36), ("vgg11", 0.0), ("vgg11", 0.36)]
+    assert all(len(s["test_accuracies"]) == 2 for s in results["students"])
+    assert {p["teacher"] for p in results["pruning"]} == {"vgg19", "vgg11"}
+    assert set(results["layer_density"]) == {"vgg19", "vgg11"}
+    for name in ("vgg19/pruning/round_02/teacher", "vgg11/pruning/round_02/teacher",
+                 "pruning_density_vgg19.png", "pruning_density_vgg11.png"):
+        assert (tmp_path / name).exists(), name
+    markdown = (tmp_path / "results.md").read_text()
+    assert "## Seed-by-seed comparisons" in markdown
+    assert "| vgg11 | KD from vgg11 pruned 36% | KD from vgg11 unpruned |" in markdown
+    # Students train with their own seeds: the scratch VGG11 of seed 0 is not initialised like
+    # the teacher (seed 0), and its two seeds differ.
+    first = [json.loads(line) for line in (tmp_path / "student_scratch_seed0" / "metrics.jsonl").read_text().splitlines()]
+    second = [json.loads(line) for line in (tmp_path / "student_scratch_seed1" / "metrics.jsonl").read_text().splitlines()]
+    assert first[0]["train_loss"] != second[0]["train_loss"]
+    with pytest.raises(config_lib.ConfigError, match="teachers must be distinct model names"):
+        vgg19_to_vgg11.main(argv[:-2] + ["--set", "teachers=vgg19,vgg7", "--out", str(tmp_path / "bad")])
 
 
 def test_overrides_are_typed(vgg19_to_vgg11):

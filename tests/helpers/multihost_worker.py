@@ -34,6 +34,7 @@ labels = rng.integers(0, 10, (64,), dtype=np.int32)
 split = data_lib.Split(images, labels)
 schedule = train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4)
 optimizer = train.sgd(schedule, steps_per_epoch=4)
+initial = [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(variables["params"])]
 state = parallel.replicate(train.TrainState.create(variables, optimizer), mesh)
 step = train.make_train_step(model, optimizer, mesh, mean=(127.0,) * 3, std=(64.0,) * 3)
 key = jax.random.key(1)
@@ -48,4 +49,5 @@ if parallel.is_main_process():
     with open(out, "w") as f:
         json.dump({"processes": jax.process_count(), "devices": jax.device_count(),
                    "losses": losses, "accuracy": accuracy,
-                   "params": [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(params)]}, f)
+                   "params": [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(params)],
+                   "initial_params": initial}, f)

@@ -1,0 +1,61 @@
+import math
+
+import pytest
+
+from pdjax import pipeline, stats
+
+
+def test_paired_by_hand():
+    # Differences 0.02, 0.04, -0.01: mean 0.05/3, sample variance (0.0033^2 + 0.0233^2 + 0.0267^2)/2.
+    c = stats.paired([0.70, 0.74, 0.75], [0.68, 0.70, 0.76])
+    assert c.differences == pytest.approx((0.02, 0.04, -0.01))
+    assert c.mean == pytest.approx(0.05 / 3)
+    assert c.std == pytest.approx(math.sqrt(0.0012666667 / 2), rel=1e-6)
+    assert (c.wins, c.losses, c.ties) == (2, 1, 0)
+    assert c.t == pytest.approx(1.1471, abs=1e-4)
+    # With 2 degrees of freedom the two-sided p-value has a closed form: 1 - t / sqrt(2 + t^2).
+    assert c.p == pytest.approx(1 - c.t / math.sqrt(2 + c.t ** 2), abs=1e-9)
+    assert c.sign_p == pytest.approx(1.0)  # 2 of 3: P(X <= 1 or X >= 2) under Binomial(3, 1/2)
+    assert c.verdict.startswith("within the seed-to-seed spread")
+
+
+def test_paired_clear_win_and_degenerate_cases():
+    c = stats.paired([0.80, 0.81, 0.82, 0.83, 0.84], [0.70, 0.70, 0.71, 0.72, 0.72])
+    assert (c.wins, c.losses) == (5, 0)
+    assert c.sign_p == pytest.approx(2 / 32)  # two-sided: both all-win and all-loss
+    assert c.p < 0.001 and c.verdict.startswith("significant")
+    same = stats.paired([0.5, 0.6], [0.5, 0.6])
+    assert (same.mean, same.std, same.t, same.p, same.ties) == (0.0, 0.0, None, None, 2)
+    assert "no measurable difference" in same.verdict
+    one = stats.paired([0.6], [0.5])
+    assert one.std is None and one.t is None and one.verdict.startswith("one seed")
+    with pytest.raises(ValueError, match="same non-zero number"):
+        stats.paired([0.1, 0.2], [0.1])
+
+
+def _row(teacher_model, sparsity, accuracies):
+    return {"student": "student", "model": "vgg11", "widths": [4, 8], "derived_from_sparsity": None,
+            "teacher": "x", "teacher_model": teacher_model, "teacher_sparsity": sparsity,
+            "teacher_test_accuracy": None, "student_params": 1, "test_accuracy": sum(accuracies) / 2,
+            "test_accuracy_std": None, "test_accuracies": accuracies, "seeds": [0, 1]}
+
+
+def test_comparisons_pair_pruned_with_unpruned_of_the_same_teacher_and_kd_with_scratch():
+    result = pipeline.PipelineResult(teachers=[], rows=[], curves={}, students=[
+        _row(None, None, [0.60, 0.62]),
+        _row("vgg19", 0.0, [0.61, 0.60]),
+        _row("vgg19", 0.36, [0.65, 0.63]),
+        _row("vgg19_dbl", 0.0, [0.70, 0.70]),
+        _row("vgg19_dbl", 0.59, [0.69, 0.72]),
+    ])
+    rows = {(r["arm"], r["baseline"]): r for r in pipeline.comparisons(result)}
+    assert set(rows) == {
+        ("KD from vgg19 unpruned", "scratch"), ("KD from vgg19 pruned 36%", "KD from vgg19 unpruned"),
+        ("KD from vgg19 pruned 36%", "scratch"), ("KD from vgg19_dbl unpruned", "scratch"),
+        ("KD from vgg19_dbl pruned 59%", "KD from vgg19_dbl unpruned"), ("KD from vgg19_dbl pruned 59%", "scratch")}
+    pruned = rows[("KD from vgg19 pruned 36%", "KD from vgg19 unpruned")]
+    assert pruned["differences"] == pytest.approx([0.04, 0.03])
+    assert pruned["mean"] == pytest.approx(0.035) and pruned["record"] == "2/0/0"
+    dbl = rows[("KD from vgg19_dbl pruned 59%", "KD from vgg19_dbl unpruned")]
+    assert dbl["differences"] == pytest.approx([-0.01, 0.02]) and dbl["record"] == "1/1/0"
+    assert rows[("KD from vgg19 unpruned", "scratch")]["differences"] == pytest.approx([0.01, -0.02])
