@@ -24,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -125,7 +126,7 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str | Seque
                        seeds: Sequence[int] = (0,), teacher_seed: int = 0,
                        mesh: Mesh | None = None, augment: bool = True, eval_batch_size: int = 500,
                        progress: bool = True, compute_dtype: str = "float32",
-                       teacher_checkpoint: str | Path | None = None) -> PipelineResult:
+                       teacher_checkpoint: str | Path | None = None, restart: bool = False) -> PipelineResult:
     """Runs (or resumes) the whole method for one or several teachers and their students.
 
     Args:
@@ -150,6 +151,9 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str | Seque
       teacher_checkpoint: use this trained teacher (a stage directory such as another run's
         `teacher/`, or a tree saved by `pdjax.checkpoints.save_tree`) instead of training one;
         a checkpoint of another model is refused (`CheckpointMismatchError`). One teacher only.
+      restart: delete `out` first and run every stage from the start. Without it, a stage whose
+        directory other inputs produced (another schedule, seed, teacher, data, ...) is refused
+        with `pdjax.records.StaleRunError`.
 
     Returns:
       A `PipelineResult`.
@@ -165,6 +169,10 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str | Seque
         raise ValueError(f"kd_rounds {tuple(kd_rounds)} must lie in 1..{prune.rounds} (the pruning rounds)")
     mesh = mesh if mesh is not None else parallel.data_mesh()
     out = Path(out)
+    if restart and out.exists() and parallel.is_main_process():
+        shutil.rmtree(out)
+    if restart:
+        parallel.any_process(False)  # a barrier: nobody reads the directory while it goes
     common = dict(data=data, out=out, mesh=mesh, augment=augment, eval_batch_size=eval_batch_size,
                   progress=progress, compute_dtype=compute_dtype)
     rows: list[dict[str, Any]] = []

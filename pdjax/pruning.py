@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,7 +29,7 @@ from jax.sharding import Mesh
 
 from pdjax import data as data_lib
 from pdjax import masks as masks_lib
-from pdjax import parallel, sparsity
+from pdjax import parallel, records, sparsity
 from pdjax.checkpoints import load_tree, save_tree
 from pdjax.files import write_json_atomic
 from pdjax.train import FitResult, Schedule, fit
@@ -62,17 +63,18 @@ def rounds_for_sparsity(target: float, fraction: float = 0.2) -> int:
     return round(math.log(1.0 - target) / math.log(1.0 - fraction))
 
 
-def round_dir(workdir: str | Path, k: int) -> Path:
-    return Path(workdir) / f"round_{k:02d}"
+def round_dir(workdir: str | Path | None, k: int) -> Path | None:
+    return None if workdir is None else Path(workdir) / f"round_{k:02d}"
 
 
 def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: Variables,
-                      schedule: Schedule, rounds: int, workdir: str | Path, fraction: float = 0.2,
+                      schedule: Schedule, rounds: int, workdir: str | Path | None = None,
+                      fraction: float = 0.2,
                       scope: str = "global", rewind: str = "lr",
                       rewind_variables: Variables | None = None, finetune_lr: float = 1e-3,
                       masks: Masks | None = None, seed: int = 0, mesh: Mesh | None = None,
                       augment: bool = True, eval_batch_size: int = 500, progress: bool = True,
-                      on_round_end: Callable[[PruningRound], None] | None = None,
+                      restart: bool = False, on_round_end: Callable[[PruningRound], None] | None = None,
                       on_epoch_end: Callable[[int, int, dict], None] | None = None) -> list[PruningRound]:
     """Runs (or resumes) `rounds` rounds of prune-then-retrain.
 
@@ -82,7 +84,10 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
       variables: the trained dense (or already pruned) teacher's variables.
       schedule: the per-round training schedule (PAPER.md: 130 epochs, milestones 39, 84).
       rounds: number of rounds; round k leaves density (1 - fraction)^k.
-      workdir: directory for `round_<k>/` and `rounds.json`.
+      workdir: directory for `round_<k>/`, `rounds.json` and `pruning.json` (what produced the
+        rounds: resuming with another fraction, scope, rewind mode, seed or starting teacher is
+        refused with `pdjax.records.StaleRunError`; more rounds than before is fine); None
+        prunes in memory.
       fraction: share of the still-unpruned weights removed each round, in [0, 1).
       scope: `global` (one ranking over the whole network) or `layerwise`.
       rewind: `lr`, `weight` or `finetune` (see the module docstring).
@@ -91,6 +96,7 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
       masks: starting masks (default: nothing pruned).
       seed: base seed; round k trains with seed + k.
       mesh, augment, eval_batch_size, progress: as in `pdjax.train.fit`.
+      restart: delete `workdir` first and prune from the start.
       on_round_end: called with each finished round.
       on_epoch_end: called with (round, epoch, metrics) after each epoch's checkpoint.
 
@@ -110,6 +116,19 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
         schedule = dataclasses.replace(schedule, lr=finetune_lr, milestones=())
     current_masks = masks if masks is not None else masks_lib.init(variables["params"])
     masks_lib.check(variables["params"], current_masks)
+    if workdir is not None:
+        workdir = Path(workdir)
+        if restart and workdir.exists() and parallel.is_main_process():
+            shutil.rmtree(workdir)
+        if restart:
+            parallel.any_process(False)  # a barrier: nobody reads the directory while it goes
+        workdir.mkdir(parents=True, exist_ok=True)
+        record = {"fraction": fraction, "scope": scope, "rewind": rewind,
+                  "finetune_lr": finetune_lr if rewind == "finetune" else None, "seed": seed,
+                  "variables": records.tree_digest(variables), "masks": records.tree_digest(current_masks),
+                  "rewind_variables": records.tree_digest(rewind_variables)}
+        records.check_or_write(workdir / "pruning.json", record, what=str(workdir),
+                               write=parallel.is_main_process())
     current = variables
     out: list[PruningRound] = []
     for k in range(1, rounds + 1):
@@ -124,13 +143,14 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
                      on_epoch_end=(None if on_epoch_end is None
                                    else lambda epoch, record, k=k: on_epoch_end(k, epoch, record)))
         current, current_masks = result.variables, result.masks
-        teacher_path = round_dir(workdir, k) / "teacher"
-        if not teacher_path.exists():
-            save_tree(teacher_path, {"variables": current, "masks": current_masks})
         finished = PruningRound(k, current_masks, current, result)
         out.append(finished)
-        if parallel.is_main_process():
-            write_json_atomic(Path(workdir) / "rounds.json", [r.summary() for r in out])
+        if workdir is not None:
+            teacher_path = round_dir(workdir, k) / "teacher"
+            if not teacher_path.exists():
+                save_tree(teacher_path, {"variables": current, "masks": current_masks})
+            if parallel.is_main_process():
+                write_json_atomic(workdir / "rounds.json", [r.summary() for r in out])
         if on_round_end is not None:
             on_round_end(finished)
     return out

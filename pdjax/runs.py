@@ -19,6 +19,7 @@ from pdjax import checkpoints, models, parallel
 from pdjax.config import ConfigError, diff, parse_args, to_dict
 from pdjax.data import DataError
 from pdjax.masks import MaskError
+from pdjax.records import StaleRunError
 from pdjax.files import write_json_atomic
 from pdjax.train import FitResult, Preempted, Schedule, StopRequest, fit
 
@@ -118,7 +119,8 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     try:
         with StopRequest():  # SIGTERM anywhere in the run stops it at the next checkpoint
             return main(argv)
-    except (DataError, ConfigError, RunDirError, MaskError, checkpoints.CheckpointMismatchError) as err:
+    except (DataError, ConfigError, RunDirError, MaskError, checkpoints.CheckpointMismatchError,
+            StaleRunError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except (OSError, checkpoints.CheckpointError, FloatingPointError) as err:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from pdjax import data as data_lib
 from pdjax import distill
 from pdjax import masks as masks_lib
-from pdjax import models, parallel
+from pdjax import models, parallel, records
 from pdjax.checkpoints import Checkpointer, save_tree
 from pdjax.files import write_json_atomic, write_jsonl_atomic
 from pdjax.types import Array, Masks, Metrics, Params, PRNGKey, PyTree, Variables
@@ -301,50 +302,148 @@ def _copy(tree: PyTree) -> PyTree:
     return jax.tree.map(jnp.copy, tree)
 
 
-def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workdir: str | Path,
-        seed: int = 0, mesh: Mesh | None = None, variables: Variables | None = None,
-        masks: Masks | None = None, teacher: distill.Teacher | None = None,
-        kd_temperature: float = distill.TEMPERATURE, kd_alpha: float = distill.ALPHA,
-        augment: bool = True, select_best: bool = True,
-        snapshot_epochs: tuple[int, ...] = (), eval_batch_size: int = 500, name: str = "train",
-        progress: bool = True, log_every: int = 20,
+class _Store:
+    """Where a fit keeps what it has done: `workdir/` with checkpoints, stage.json (what
+    produced the run), metrics.jsonl, result.json, best_variables and snapshots. With
+    `workdir=None` it keeps nothing: the fit trains in memory."""
+
+    def __init__(self, workdir: str | Path | None, restart: bool, record: dict[str, Any]):
+        self.main = parallel.is_main_process()
+        self.workdir = None if workdir is None else Path(workdir)
+        self.ckpt: Checkpointer | None = None
+        if self.workdir is None:
+            return
+        if restart and self.workdir.exists() and self.main:
+            shutil.rmtree(self.workdir)
+        if restart:
+            parallel.any_process(False)  # a barrier: nobody reads the directory while it goes
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        # A directory that other inputs produced is refused before anything in it is touched.
+        records.check_or_write(self.workdir / "stage.json", record, what=str(self.workdir), write=self.main)
+        self.ckpt = Checkpointer(self.workdir / "checkpoints")
+
+    @property
+    def where(self) -> str:
+        return "memory (workdir=None: nothing saved)" if self.ckpt is None else str(self.ckpt.directory)
+
+    def restore(self, template: PyTree) -> tuple[PyTree, dict[str, Any]] | None:
+        if self.ckpt is None or self.ckpt.latest_step() is None:
+            return None
+        return self.ckpt.restore(template)
+
+    def save(self, step: int, tree: PyTree, meta: dict[str, Any]) -> None:
+        if self.ckpt is not None:
+            self.ckpt.save(step, tree, meta)
+
+    def snapshot(self, epoch: int, variables: Variables) -> None:
+        if self.workdir is not None:
+            save_tree(self.workdir / f"snapshot_{epoch}", variables)
+
+    def metrics(self, history: list[dict[str, Any]]) -> None:
+        if self.workdir is not None and self.main:
+            write_jsonl_atomic(self.workdir / "metrics.jsonl", history)
+
+    def finish(self, best: Variables, summary: dict[str, Any]) -> None:
+        if self.workdir is None:
+            return
+        if not (self.workdir / "best_variables").exists():
+            save_tree(self.workdir / "best_variables", best)
+        if self.main:
+            write_json_atomic(self.workdir / "result.json", summary)
+
+    def __enter__(self) -> "_Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.ckpt is not None:
+            self.ckpt.close()
+
+
+def _optimizer_fingerprint(optimizer: optax.GradientTransformation, params: Params) -> str:
+    """A user optimizer has no readable settings: it is known by the digest of its first two
+    updates of `params` for a fixed gradient (a changed learning rate, decay or moment shows)."""
+    grads = jax.tree.map(lambda p: jnp.full(jnp.shape(p), 0.01, jnp.result_type(p)), params)
+    opt_state = optimizer.init(params)
+    updates = []
+    for _ in range(2):
+        u, opt_state = optimizer.update(grads, opt_state, params)
+        updates.append(u)
+    return f"custom optax optimizer {records.tree_digest(updates)}"
+
+
+def stage_record(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, seed: int,
+                 variables: Variables, masks: Masks | None, teacher: distill.Teacher | None,
+                 kd_temperature: float, kd_alpha: float, optimizer: optax.GradientTransformation | None,
+                 augment: bool, select_best: bool, snapshot_epochs: tuple[int, ...]) -> dict[str, Any]:
+    """What produces a `fit`: saved as `workdir/stage.json`, compared when it resumes."""
+    kd = None
+    if teacher is not None:
+        kd = {"model": records.describe_module(teacher.model),
+              "variables": records.tree_digest(teacher.variables), "masks": records.tree_digest(teacher.masks),
+              "temperature": kd_temperature, "alpha": kd_alpha}
+    return {"model": records.describe_module(model), "schedule": dataclasses.asdict(schedule),
+            "optimizer": ("SGD from the schedule" if optimizer is None
+                          else _optimizer_fingerprint(optimizer, variables["params"])),
+            "seed": seed, "initial_variables": records.tree_digest(variables),
+            "masks": records.tree_digest(masks), "teacher": kd, "augment": augment,
+            "select_best": select_best, "snapshot_epochs": list(snapshot_epochs),
+            "data": records.data_digest(data)}
+
+
+def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
+        workdir: str | Path | None = None, seed: int = 0, mesh: Mesh | None = None,
+        variables: Variables | None = None, masks: Masks | None = None,
+        teacher: distill.Teacher | None = None, kd_temperature: float = distill.TEMPERATURE,
+        kd_alpha: float = distill.ALPHA, optimizer: optax.GradientTransformation | None = None,
+        augment: bool = True, select_best: bool = True, snapshot_epochs: tuple[int, ...] = (),
+        eval_batch_size: int = 500, name: str = "train", progress: bool = True, log_every: int = 20,
+        restart: bool = False,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
-    """Trains `model` on `data` with SGD, resuming from `workdir` if it holds checkpoints.
+    """Trains `model` on `data`, resuming from `workdir` if it holds checkpoints.
 
     Each epoch: one pass over the shuffled training split, validation on clean images, an
     orbax checkpoint (state + best model) and a line in `workdir/metrics.jsonl`. SIGTERM saves
     a checkpoint of the current step before stopping. At the end the
     best-validation model is evaluated on the test split and `workdir/result.json` is written.
     Running again with the same arguments continues after the last finished epoch, and a
-    finished run returns its result after one test evaluation.
+    finished run returns its result after one test evaluation. Running again with other inputs
+    (model, schedule, optimizer, seed, initial variables, masks, teacher, KD settings, data) is
+    refused with `pdjax.records.StaleRunError` naming what differs: `workdir/stage.json` records
+    what produced the run. `restart=True` deletes `workdir` first.
 
     Args:
       model: a pdjax model.
       data: the data set.
-      schedule: epochs, batch size and optimizer settings.
-      workdir: directory for checkpoints, metrics and the result.
+      schedule: epochs, batch size and the default optimizer's settings.
+      workdir: directory for checkpoints, metrics and the result; None trains in memory (no
+        checkpoints, no files, nothing to resume).
       seed: fixes the initialization (when `variables` is None), data order and augmentation.
       mesh: device mesh; default all devices.
       variables: initial variables; default a fresh initialization from `seed`.
-      masks: pruning masks to train under (pruned weights stay zero); None trains densely.
+      masks: pruning masks to train under (pruned weights stay exactly zero, whatever the
+        optimizer); None trains densely.
       teacher: distill from this teacher (`pdjax.distill.Teacher`, its masks applied) with the
         KD loss instead of training on the labels alone.
       kd_temperature, kd_alpha: the KD loss's T and alpha.
+      optimizer: any optax optimizer (e.g. `optax.adamw(1e-3)`); default the paper's SGD built
+        from `schedule` (`pdjax.train.sgd`: its lr, milestones, momentum, weight decay).
       augment: random crop and flip on training batches.
       select_best: report (and return as `best_variables`) the best-validation epoch's model;
         False keeps the last epoch's, as pruning rounds do.
       snapshot_epochs: after these epochs, also save the variables to `workdir/snapshot_<epoch>`
-        (the rewind points of weight rewinding).
+        (the rewind points of weight rewinding); needs a workdir.
       eval_batch_size: batch size for validation and test.
       name: label of the progress bar.
       progress: show a progress bar (first process only).
       log_every: steps between progress-bar metric updates (each one waits for the device).
+      restart: delete `workdir` and train from the start.
       on_epoch_end: called with (epoch, metrics) after each epoch's checkpoint.
 
     Returns:
       A `FitResult`.
 
     Raises:
+      StaleRunError: `workdir` holds a run of other inputs (nothing is changed there).
       Preempted: on SIGTERM (a preemption notice), after saving a checkpoint of the last step;
         the same call then resumes from that step, with the same result.
       FloatingPointError: the loss became NaN or Inf (the last good checkpoint is kept).
@@ -355,21 +454,26 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
     if steps_per_epoch == 0:
         raise ValueError(f"batch size {schedule.batch_size} exceeds the {len(data.train)} "
                          "training images")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    if snapshot_epochs and workdir is None:
+        raise ValueError("snapshot_epochs saves variables in the workdir: give a workdir")
     main = parallel.is_main_process()
 
-    optimizer = sgd(schedule, steps_per_epoch)
-    lr_at = learning_rate(schedule, steps_per_epoch)
     if variables is None:
         variables = models.init(model, jax.random.key(seed), data.image_shape)
+    record = stage_record(model, data, schedule, seed=seed, variables=variables, masks=masks, teacher=teacher,
+                          kd_temperature=kd_temperature, kd_alpha=kd_alpha, optimizer=optimizer,
+                          augment=augment, select_best=select_best, snapshot_epochs=tuple(snapshot_epochs))
+    if optimizer is None:
+        optimizer = sgd(schedule, steps_per_epoch)
+    lr_at = learning_rate(schedule, steps_per_epoch)
     state = parallel.replicate(TrainState.create(variables, optimizer, masks), mesh)
     best = _copy(state.variables)
     meta: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "val_accuracy": -1.0, "history": [],
                             "train_seconds": 0.0}
-    ckpt = Checkpointer(workdir / "checkpoints")
-    if ckpt.latest_step() is not None:
-        (tree, meta) = ckpt.restore({"state": state, "best": best})
+    store = _Store(workdir, restart, record)
+    restored = store.restore({"state": state, "best": best})
+    if restored is not None:
+        (tree, meta) = restored
         state, best = tree["state"], tree["best"]
         if meta["epoch"] > schedule.epochs:
             raise ValueError(f"{workdir} holds {meta['epoch']} epochs but the schedule has "
@@ -386,14 +490,13 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
     eval_step = make_eval_step(model, mesh, mean=data.mean, std=data.std)
     key = parallel.replicate(jax.random.key(seed), mesh)
     history = list(meta["history"])
-    if main:
-        write_jsonl_atomic(workdir / "metrics.jsonl", history)
+    store.metrics(history)
 
     faults = _fault_steps(name)
     single_process = jax.process_count() == 1
     if 0 in snapshot_epochs and meta["epoch"] == 0:
-        save_tree(workdir / "snapshot_0", state.variables)
-    with ckpt, StopRequest() as stop:
+        store.snapshot(0, state.variables)
+    with store, StopRequest() as stop:
         # With several processes the stop request is agreed (a SIGTERM may reach only one of
         # them): all stop at the same step. One process checks every step; several every
         # `log_every` steps and after each epoch, a small all-gather each time.
@@ -419,7 +522,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                         raise FloatingPointError(
                             f"{name}: loss is {m['loss']} at epoch {epoch + 1}, step "
                             f"{epoch * steps_per_epoch + upto - len(fetched) + j + 1}; the last good "
-                            f"checkpoint is epoch {meta['epoch']} in {ckpt.directory}")
+                            f"checkpoint is epoch {meta['epoch']} in {store.where}")
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                 seen += len(fetched)
@@ -441,10 +544,10 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                     bar.close()
                     meta["partial"] = {"batch": i + 1, "sums": sums, "seen": seen,
                                        "seconds": time.perf_counter() - start}
-                    ckpt.save(global_step, {"state": state, "best": best}, meta)
+                    store.save(global_step, {"state": state, "best": best}, meta)
                     raise stop.honour(f"{name}: stopped by SIGTERM at epoch {epoch + 1}, batch "
-                                    f"{i + 1}/{steps_per_epoch}; checkpoint saved in {ckpt.directory}; "
-                                    "run the same command again to resume")
+                                      f"{i + 1}/{steps_per_epoch}; checkpoint saved in {store.where}; "
+                                      "run the same command again to resume")
                 if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
                     collect(i + 1)
                     elapsed = time.perf_counter() - start
@@ -466,10 +569,10 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
             meta.update(epoch=epoch + 1, history=history,
                         train_seconds=meta["train_seconds"] + seconds)
             if epoch + 1 in snapshot_epochs:  # before the checkpoint: a resume never skips it
-                save_tree(workdir / f"snapshot_{epoch + 1}", state.variables)
-            ckpt.save((epoch + 1) * steps_per_epoch, {"state": state, "best": best}, meta)
+                store.snapshot(epoch + 1, state.variables)
+            store.save((epoch + 1) * steps_per_epoch, {"state": state, "best": best}, meta)
+            store.metrics(history)
             if main:
-                write_jsonl_atomic(workdir / "metrics.jsonl", history)
                 tqdm.write(f"{name} epoch {epoch + 1}/{schedule.epochs}: loss {record['train_loss']:.4f} "
                            f"train acc {record['train_accuracy']:.4f} val acc {val['accuracy']:.4f} "
                            f"({seconds:.1f}s, {record['images_per_second']:.0f} img/s)")
@@ -477,20 +580,17 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, workd
                 on_epoch_end(epoch + 1, record)
             if parallel.any_process(stop.requested) and epoch + 1 < schedule.epochs:
                 raise stop.honour(f"{name}: stopped by SIGTERM after epoch {epoch + 1}/{schedule.epochs}; "
-                                  f"checkpoint saved in {ckpt.directory}; run the same command again "
+                                  f"checkpoint saved in {store.where}; run the same command again "
                                   "to resume")
 
     if meta["best_epoch"] == 0 and meta["val_accuracy"] < 0 and len(data.val):
         # No epoch ran (epochs=0: a given model is only evaluated).
         meta["val_accuracy"] = evaluate(eval_step, best, data.val, eval_batch_size, mesh)["accuracy"]
-    if not (workdir / "best_variables").exists():
-        save_tree(workdir / "best_variables", best)
     test = evaluate(eval_step, best, data.test, eval_batch_size, mesh)
     result = FitResult(variables=jax.device_get(state.variables), masks=jax.device_get(state.masks),
                        best_variables=jax.device_get(best),
                        best_epoch=meta["best_epoch"], val_accuracy=meta["val_accuracy"],
                        test_accuracy=test["accuracy"], test_loss=test["loss"], history=history,
                        train_seconds=meta["train_seconds"])
-    if main:
-        write_json_atomic(workdir / "result.json", result.summary())
+    store.finish(best, result.summary())
     return result

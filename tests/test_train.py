@@ -120,9 +120,16 @@ class Interrupted(Exception):
     pass
 
 
-def test_fit_resumes_after_interruption_with_the_same_result(digits, tmp_path):
+@pytest.fixture(scope="module")
+def whole(digits):
+    """The uninterrupted reference run of the resume tests, trained in memory (workdir=None):
+    a resumed run from a directory must end exactly where it ends."""
     model = models.get("vgg11", 10, widths=TINY_VGG11)
-    whole = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "whole", seed=0, progress=False)
+    return train.fit(model, digits, SCHEDULE, workdir=None, seed=0, progress=False)
+
+
+def test_fit_resumes_after_interruption_with_the_same_result(digits, whole, tmp_path):
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
 
     def stop_after_first(epoch, _):
         if epoch == 1:
@@ -153,19 +160,23 @@ def test_nan_loss_stops_with_the_step(digits, tmp_path):
 
 
 def test_replicated_state_never_aliases_the_callers_arrays():
-    mesh = parallel.data_mesh()
-    x = jnp.ones((3,))
+    # On a one-device mesh, a plain device_put hands back the caller's own buffer, and a step
+    # that donates it deletes the caller's array; `replicate` must copy.
+    mesh = parallel.data_mesh(jax.devices()[:1])
     donating = jax.jit(lambda a: a + 1, donate_argnums=0, out_shardings=parallel.replicated(mesh))
+    aliased = jnp.ones((3,))
+    donating(jax.device_put(aliased, parallel.replicated(mesh)))
+    assert aliased.is_deleted()  # the hazard is real in this JAX version
+    x = jnp.ones((3,))
     donating(parallel.replicate(x, mesh))
     assert not x.is_deleted()
     np.testing.assert_array_equal(x, [1.0, 1.0, 1.0])
 
 
-def test_sigterm_saves_mid_epoch_and_the_resumed_run_ends_the_same(digits, tmp_path, monkeypatch):
+def test_sigterm_saves_mid_epoch_and_the_resumed_run_ends_the_same(digits, whole, tmp_path, monkeypatch):
     import signal
 
     model = models.get("vgg11", 10, widths=TINY_VGG11)
-    whole = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "whole", seed=0, progress=False)
 
     # A real SIGTERM to this process right after step 21 (epoch 2, batch 1); the handler only
     # flags it and the loop saves that step.
@@ -201,11 +212,10 @@ def _stop_after(epoch_to_stop):
 # orbax's failed read of a damaged step leaves a callback on a closed asyncio loop, which
 # Python reports as an "unraisable" exception after the fact; the failure itself is handled.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(digits, tmp_path):
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(digits, whole, tmp_path):
     from pdjax.checkpoints import CheckpointError
 
     model = models.get("vgg11", 10, widths=TINY_VGG11)
-    whole = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "whole", seed=0, progress=False)
     with pytest.raises(train.Preempted):
         train.fit(model, digits, SCHEDULE, workdir=tmp_path / "run", seed=0, progress=False,
                   on_epoch_end=_stop_after(2))
@@ -233,24 +243,29 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(digits, tmp_pa
 
 def test_checkpoint_of_another_model_is_refused_and_kept(digits, tmp_path):
     from pdjax.checkpoints import CheckpointMismatchError
+    from pdjax.records import StaleRunError
 
     model = models.get("vgg11", 10, widths=TINY_VGG11)
     with pytest.raises(train.Preempted):
         train.fit(model, digits, SCHEDULE, workdir=tmp_path, seed=0, progress=False, on_epoch_end=_stop_after(1))
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     other = models.get("vgg11", 10, widths=(2, 4, 4, 4, 8, 8, 8, 16))
+    # The directory's record names the other model first ...
+    with pytest.raises(StaleRunError, match=r"model\.plan: .* there, .* now"):
+        train.fit(other, digits, SCHEDULE, workdir=tmp_path, seed=0, progress=False)
+    # ... and a directory without one (made before records existed) is checked by its arrays.
+    (tmp_path / "stage.json").unlink()
     with pytest.raises(CheckpointMismatchError, match=r"Conv_7/kernel is \(3, 3, 8, 8\) there, \(3, 3, 8, 16\) here"):
         train.fit(other, digits, SCHEDULE, workdir=tmp_path, seed=0, progress=False)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 
-def test_full_disk_while_saving_keeps_the_previous_checkpoint(digits, tmp_path, monkeypatch):
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(digits, whole, tmp_path, monkeypatch):
     import errno
 
     import orbax.checkpoint as ocp
 
     model = models.get("vgg11", 10, widths=TINY_VGG11)
-    whole = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "whole", seed=0, progress=False)
     real_save, calls = ocp.CheckpointManager.save, []
 
     def full_disk(self, step, *args, **kwargs):
