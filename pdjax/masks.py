@@ -20,6 +20,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from pdjax.models import is_prunable
 from pdjax.types import Masks, Params
@@ -89,6 +90,34 @@ def apply(params: Params, masks: Masks | None) -> Params:
         return params
     return jax.tree.map(lambda m, p: p if m is None else p * m.astype(p.dtype), masks, params,
                         is_leaf=is_none)
+
+
+def masked_optimizer(optimizer: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """Wraps any optax optimizer so that pruned weights stay exactly zero.
+
+    The wrapped `update(grads, state, params, masks=masks)` zeroes the gradients of pruned
+    weights before the optimizer sees them (its moments stay clean) and the updates it returns
+    for them (weight decay, momentum or adam's epsilon cannot move them). `masks=None` (or a
+    call without masks) passes everything through: dense training. The optimizer state is the
+    wrapped optimizer's own, so one state serves every mask.
+
+    Usage:
+        optimizer = pdjax.masks.masked_optimizer(optax.adamw(1e-3))
+        updates, opt_state = optimizer.update(grads, opt_state, params, masks=masks)
+        params = optax.apply_updates(params, updates)   # pruned weights are still 0
+    """
+    inner = optax.with_extra_args_support(optimizer)
+
+    def init(params: Params) -> optax.OptState:
+        return inner.init(params)
+
+    def update(updates: Params, state: optax.OptState, params: Params | None = None, *,
+               masks: Masks | None = None, **extra: Any) -> tuple[Params, optax.OptState]:
+        updates = apply(updates, masks)
+        updates, state = inner.update(updates, state, params, **extra)
+        return apply(updates, masks), state
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def _check_fraction(fraction: float) -> None:

@@ -76,9 +76,10 @@ def sgd(schedule: Schedule, steps_per_epoch: int) -> optax.GradientTransformatio
 class TrainState(NamedTuple):
     """Everything a training step updates; a plain pytree.
 
-    With `masks` (a mask tree, see `pdjax.masks`), the forward pass uses weight x mask and the
-    parameters are re-masked after every update, so pruned weights stay exactly zero whatever
-    the optimizer (momentum, weight decay) does. `masks=None` trains densely.
+    With `masks` (a mask tree, see `pdjax.masks`), the parameters start masked, the forward pass
+    uses weight x mask, and the train step's optimizer is wrapped by
+    `pdjax.masks.masked_optimizer`, which zeroes the updates of pruned weights: they stay exactly
+    zero whatever the optimizer (momentum, weight decay, adam) does. `masks=None` trains densely.
     """
 
     step: Array
@@ -147,6 +148,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, m
     and with a teacher `kd_loss`, `ce_loss`, `teacher_accuracy`.
     """
 
+    optimizer = masks_lib.masked_optimizer(optimizer)
+
     def step(state: TrainState, images: Array, labels: Array, key: PRNGKey,
              teacher_variables: Variables | None = None):
         step_key = jax.random.fold_in(key, state.step)
@@ -167,8 +170,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, m
             return parts.total, (logits, updates, {"kd_loss": parts.kd, "ce_loss": parts.ce})
 
         (loss, (logits, updates, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        deltas, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = masks_lib.apply(optax.apply_updates(state.params, deltas), state.masks)
+        deltas, opt_state = optimizer.update(grads, state.opt_state, state.params, masks=state.masks)
+        params = optax.apply_updates(state.params, deltas)
         new_state = TrainState(state.step + 1, params, updates.get("batch_stats", {}), opt_state,
                                state.masks)
         metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels), **parts}
@@ -421,7 +424,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
       mesh: device mesh; default all devices.
       variables: initial variables; default a fresh initialization from `seed`.
       masks: pruning masks to train under (pruned weights stay exactly zero, whatever the
-        optimizer); None trains densely.
+        optimizer: see `pdjax.masks.masked_optimizer`); None trains densely.
       teacher: distill from this teacher (`pdjax.distill.Teacher`, its masks applied) with the
         KD loss instead of training on the labels alone.
       kd_temperature, kd_alpha: the KD loss's T and alpha.
