@@ -27,7 +27,7 @@ import dataclasses
 import shutil
 import statistics
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from jax.sharding import Mesh
 
@@ -126,7 +126,8 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str | Seque
                        seeds: Sequence[int] = (0,), teacher_seed: int = 0,
                        mesh: Mesh | None = None, augment: bool = True, eval_batch_size: int = 500,
                        progress: bool = True, compute_dtype: str = "float32",
-                       teacher_checkpoint: str | Path | None = None, restart: bool = False) -> PipelineResult:
+                       teacher_checkpoint: str | Path | None = None, restart: bool = False,
+                       model_options: Mapping[str, Mapping[str, Any]] | None = None) -> PipelineResult:
     """Runs (or resumes) the whole method for one or several teachers and their students.
 
     Args:
@@ -151,6 +152,8 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str | Seque
       teacher_checkpoint: use this trained teacher (a stage directory such as another run's
         `teacher/`, or a tree saved by `pdjax.checkpoints.save_tree`) instead of training one;
         a checkpoint of another model is refused (`CheckpointMismatchError`). One teacher only.
+      model_options: per architecture, options for `pdjax.models.get` of every model of that
+        architecture, teacher and students alike (e.g. `{"resnet18": {"stem_width": 4}}`).
       restart: delete `out` first and run every stage from the start. Without it, a stage whose
         directory other inputs produced (another schedule, seed, teacher, data, ...) is refused
         with `pdjax.records.StaleRunError`.
@@ -181,7 +184,9 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str | Seque
     def stage(name: str, model_name: str, widths: Sequence[int], schedule: Schedule, seed: int,
               **options: Any):
         model, result, row = runs.train_stage(name, model_name=model_name, widths=widths,
-                                              schedule=schedule, seed=seed, **common, **options)
+                                              schedule=schedule, seed=seed,
+                                              model_options=(model_options or {}).get(model_name), **common,
+                                              **options)
         rows.append(row)
         curves[name] = [h["val_accuracy"] for h in result.history]
         return model, result, row

@@ -73,11 +73,12 @@ def train_stage(stage: str, *, model_name: str, data: data_lib.ImageData, schedu
                 out: str | Path, seed: int, widths: Sequence[int] | None = None,
                 mesh: Any = None, augment: bool = True, eval_batch_size: int = 500,
                 progress: bool = True, compute_dtype: str = "float32",
-                init_from: str | Path | None = None,
+                init_from: str | Path | None = None, model_options: Mapping[str, Any] | None = None,
                 **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
     """Trains one model as a named stage of an experiment, in `out/<stage>/` (resumable).
 
-    `compute_dtype` is the model's (see `pdjax.models`, mixed precision). With `init_from` (a
+    `compute_dtype` is the model's (see `pdjax.models`, mixed precision); `model_options` go to
+    `pdjax.models.get` (e.g. `{"stem_width": 8}` for a ResNet). With `init_from` (a
     stage directory or a saved tree, see `pdjax.checkpoints.load_variables`) the stage takes
     that trained model instead of training one, and only evaluates it. `fit_options` go to
     `pdjax.train.fit` (e.g. `snapshot_epochs`).
@@ -85,7 +86,7 @@ def train_stage(stage: str, *, model_name: str, data: data_lib.ImageData, schedu
     Returns:
       (model, fit result, a results-table row for it).
     """
-    model = models.get(model_name, data.num_classes, widths=widths, dtype=compute_dtype)
+    model = models.get(model_name, data.num_classes, widths=widths, dtype=compute_dtype, **(model_options or {}))
     if init_from is not None:
         template = models.init(model, jax.random.key(seed), data.image_shape)
         fit_options["variables"] = checkpoints.load_variables(init_from, template)
@@ -316,7 +317,7 @@ def run_arms(config: Any, out: Path, experiment: str, preset: str, run_config: M
             teacher_width_multiplier=config.width_multiplier, kd_temperature=config.kd_temperature,
             kd_alpha=config.kd_alpha, seeds=config.seeds, teacher_seed=config.seed, augment=config.augment,
             eval_batch_size=config.eval_batch_size, compute_dtype=config.compute_dtype,
-            teacher_checkpoint=config.teacher_checkpoint)
+            teacher_checkpoint=config.teacher_checkpoint, model_options=config.model_options())
         notes, extra = after(arm, result, data) if after is not None else ("", {})
         arm_config = {**run_config, "arm": arm, "config": {**run_config["config"], "data": source}}
         results[arm] = write_report(out / arm, result, f"{experiment}: {arm}", preset, arm_config, data,

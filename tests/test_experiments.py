@@ -48,6 +48,11 @@ def test_presets_follow_the_paper(vgg19_to_vgg11):
     assert cpu.data == "folder:../shared/datasets/cifar10-jpeg.zip"  # relative: no absolute path in results
     assert cpu.teachers == ("vgg19", "vgg19_dbl") and cpu.seeds == (0, 1, 2)
     assert vgg19_to_vgg11.demo().data == "digits"
+    selfd = load_experiment("self_distillation").cpu()
+    assert selfd.vgg_data == selfd.resnet_data == "folder:../shared/datasets/cifar10-jpeg.zip"
+    assert selfd.seeds == (0, 1, 2) and selfd.model_options() == {"resnet18": {"stem_width": 4}}
+    for arm in ("vgg19", "resnet18"):  # scratch and KD students share one schedule
+        assert selfd.student_schedule(arm) == selfd.arm(arm)[3]
 
 
 def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tmp_path, capsys):
@@ -184,8 +189,12 @@ def test_self_distillation_smoke(tmp_path):
     module = load_experiment("self_distillation")
     # The vgg19 arm runs the same pipeline as vgg19_to_vgg11 (tested above); the resnet18 arm here.
     results = module.main(SMOKE + one_epoch("resnet_train", "resnet_prune", "resnet_kd")
-                          + ["--set", "arms=resnet18", "--out", str(tmp_path)])
+                          + ["--set", "arms=resnet18", "--set", "resnet_stem_width=2", "--out", str(tmp_path)])
     assert set(results) == {"resnet18"}
+    # The narrowed stem reaches the teacher and every student.
+    for stage in ("teacher", "student_scratch", "student_kd_round_02"):
+        record = json.loads((tmp_path / "resnet18" / stage / "stage.json").read_text())
+        assert record["model"]["stem_width"] == 2, stage
     for arm, r in results.items():
         assert [s["teacher"] for s in r["students"]] == ["none (scratch)", f"{arm} unpruned", f"{arm} pruned"]
         assert all(s["model"] == arm for s in r["students"])
