@@ -38,7 +38,7 @@ def main() -> None:
         name, multiplier = spec.split(":")
         widths = pdjax.models.scaled_widths(name, float(Fraction(multiplier)))
         stage = f"{name}_{multiplier.replace('/', 'over')}"
-        _, result, _ = pdjax.runs.train_stage(stage, model_name=name, data=data, schedule=SCHEDULE,
+        _, result, _ = pdjax.pipeline.train_stage(stage, model_name=name, data=data, schedule=SCHEDULE,
                                               out=args.out, seed=args.seed, widths=widths)
         rows.append({"model": name, "multiplier": multiplier, "widths": list(widths),
                      "params": pdjax.count_params(result.best_variables["params"]),

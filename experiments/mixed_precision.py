@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for dtype in config.dtypes:
             accs, seconds = [], []
             for seed in config.seeds:
-                _, result, _ = pdjax.runs.train_stage(
+                _, result, _ = pdjax.pipeline.train_stage(
                     f"{model}_{dtype}_seed{seed}", model_name=model, data=data, schedule=config.train,
                     out=out, seed=seed, widths=widths, augment=config.augment,
                     eval_batch_size=config.eval_batch_size, compute_dtype=dtype)

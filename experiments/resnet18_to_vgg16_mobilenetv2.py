@@ -84,13 +84,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                            width_multiplier=config.width_multiplier)
                 for name in config.students]
     result = pdjax.pipeline.prune_then_distill(
-        out=out, data=data, teacher="resnet18", teacher_schedule=config.teacher_train,
+        config, out=out, data=data, teacher="resnet18", teacher_schedule=config.teacher_train,
         prune=pdjax.pipeline.PruneSpec(schedule=config.prune, rounds=config.prune_rounds,
                                        fraction=config.prune_fraction),
-        students=students, kd_rounds=config.kd_rounds, teacher_width_multiplier=config.width_multiplier,
-        kd_temperature=config.kd_temperature, kd_alpha=config.kd_alpha, seeds=config.seeds,
-        teacher_seed=config.seed, augment=config.augment, eval_batch_size=config.eval_batch_size,
-        compute_dtype=config.compute_dtype, teacher_checkpoint=config.teacher_checkpoint)
+        students=students)
     return pdjax.runs.write_report(out, result, EXPERIMENT, preset, run_config, data)
 
 

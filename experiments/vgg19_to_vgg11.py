@@ -121,13 +121,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     student_multiplier = config.student_width_multiplier or config.width_multiplier
     student = pdjax.pipeline.StudentSpec("student", config.student, scratch=config.student_train or config.train,
                                          kd=config.kd, width_multiplier=student_multiplier)
-    result = pdjax.pipeline.prune_then_distill(
-        out=out, data=data, teacher=config.teachers, teacher_schedule=config.train, prune=prune,
-        students=[student], kd_rounds=config.kd_rounds, teacher_width_multiplier=config.width_multiplier,
-        kd_temperature=config.kd_temperature, kd_alpha=config.kd_alpha, seeds=config.seeds,
-        teacher_seed=config.seed,
-        augment=config.augment, eval_batch_size=config.eval_batch_size,
-        compute_dtype=config.compute_dtype, teacher_checkpoint=config.teacher_checkpoint)
+    result = pdjax.pipeline.prune_then_distill(config, out=out, data=data, teacher=config.teachers,
+                                               teacher_schedule=config.train, prune=prune, students=[student])
     notes = f"KD: T = {config.kd_temperature}, alpha = {config.kd_alpha}.\n\n"
     return pdjax.runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes)
 

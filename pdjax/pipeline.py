@@ -15,7 +15,8 @@ each student is trained once per seed (`..._seed<s>`) and reported as mean and s
 
 Usage:
     result = pdjax.pipeline.prune_then_distill(
-        out="runs/x", data=data, teacher="vgg19", teacher_schedule=schedule,
+        pdjax.presets.ExperimentConfig(seeds=(0, 1, 2)), out="runs/x", data=data,
+        teacher="vgg19", teacher_schedule=schedule,
         prune=pdjax.pipeline.PruneSpec(schedule=per_round),
         students=[pdjax.pipeline.StudentSpec("student", "vgg11", scratch=schedule, kd=schedule)])
     print(pdjax.pipeline.report(result, "VGG19 -> VGG11"))
@@ -29,12 +30,14 @@ import statistics
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
 
+import jax
 from jax.sharding import Mesh
 
 from pdjax import checkpoints, distill, masks as masks_lib, models, parallel, pruning, reports
-from pdjax import runs, sparsity, stats, students as students_lib
+from pdjax import sparsity, stats, students as students_lib
+from pdjax.presets import ExperimentConfig
 from pdjax.data import ImageData
-from pdjax.train import Schedule
+from pdjax.train import FitResult, Schedule, fit
 from pdjax.types import Masks
 
 
@@ -106,6 +109,40 @@ class PipelineResult:
                                   for t in self.teachers}}
 
 
+def train_stage(stage: str, *, model_name: str, data: ImageData, schedule: Schedule,
+                out: str | Path, seed: int, widths: Sequence[int] | None = None,
+                mesh: Any = None, augment: bool = True, eval_batch_size: int = 500,
+                progress: bool = True, compute_dtype: str = "float32",
+                init_from: str | Path | None = None, model_options: Mapping[str, Any] | None = None,
+                **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
+    """Trains one model as a named stage of an experiment, in `out/<stage>/` (resumable).
+
+    `compute_dtype` is the model's (see `pdjax.models`, mixed precision); `model_options` go to
+    `pdjax.models.get` (e.g. `{"stem_width": 8}` for a ResNet). With `init_from` (a
+    stage directory or a saved tree, see `pdjax.checkpoints.load_variables`) the stage takes
+    that trained model instead of training one, and only evaluates it. `fit_options` go to
+    `pdjax.train.fit` (e.g. `snapshot_epochs`).
+
+    Returns:
+      (model, fit result, a results-table row for it).
+    """
+    model = models.get(model_name, data.num_classes, widths=widths, dtype=compute_dtype, **(model_options or {}))
+    if init_from is not None:
+        template = models.init(model, jax.random.key(seed), data.image_shape)
+        fit_options["variables"] = checkpoints.load_variables(init_from, template)
+        schedule = dataclasses.replace(schedule, epochs=0)
+    result = fit(model, data, schedule, workdir=Path(out) / stage, seed=seed, mesh=mesh,
+                 augment=augment, eval_batch_size=eval_batch_size, name=stage, progress=progress,
+                 **fit_options)
+    params = result.best_variables["params"]
+    row = {"stage": stage, "model": model_name,
+           "widths": list(widths) if widths is not None else list(models.default_widths(model_name)),
+           "params": models.count_params(params),
+           "prunable_params": models.count_params(params, prunable_only=True),
+           **result.summary()}
+    return model, result, row
+
+
 class KDSource(NamedTuple):
     """A teacher a student can be distilled from, with what the reports say about it."""
 
@@ -119,41 +156,35 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str | Sequence[str],
-                       teacher_schedule: Schedule, prune: PruneSpec, students: Sequence[StudentSpec],
-                       kd_rounds: Sequence[int] = (2, 4, 7), teacher_width_multiplier: float = 1.0,
-                       kd_temperature: float = distill.TEMPERATURE, kd_alpha: float = distill.ALPHA,
-                       seeds: Sequence[int] = (0,), teacher_seed: int = 0,
-                       mesh: Mesh | None = None, augment: bool = True, eval_batch_size: int = 500,
-                       progress: bool = True, compute_dtype: str = "float32",
-                       teacher_checkpoint: str | Path | None = None, restart: bool = False,
-                       model_options: Mapping[str, Mapping[str, Any]] | None = None) -> PipelineResult:
+def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: ImageData,
+                       teacher: str | Sequence[str], teacher_schedule: Schedule, prune: PruneSpec,
+                       students: Sequence[StudentSpec], mesh: Mesh | None = None, progress: bool = True,
+                       restart: bool = False) -> PipelineResult:
     """Runs (or resumes) the whole method for one or several teachers and their students.
 
     Args:
+      config: the settings every experiment shares, passed whole (`pdjax.presets.ExperimentConfig`
+        or an experiment's subclass; its defaults are the paper's): `kd_rounds` (the pruning
+        rounds whose teachers are distilled, each in 1..prune.rounds), `width_multiplier` (of the
+        teachers), `kd_temperature` and `kd_alpha`, `seeds` (each student is trained once per
+        seed; seed s gives every student arm the same initialisation and data order, fit seed
+        `STUDENT_SEED_OFFSET + s`, so arms can be compared seed by seed), `seed` (the teachers'
+        and their pruning's), `augment`, `eval_batch_size`, `compute_dtype` (every model's:
+        'bfloat16' is mixed precision, parameters stay float32), `teacher_checkpoint` (use this
+        trained teacher, a stage directory such as another run's `teacher/` or a tree saved by
+        `pdjax.checkpoints.save_tree`, instead of training one; a checkpoint of another model is
+        refused with `CheckpointMismatchError`; one teacher only) and `model_options()` (per
+        architecture, options for `pdjax.models.get` of every model of it, e.g.
+        `{"resnet18": {"stem_width": 4}}`).
       out: the run directory; every stage gets a directory in it.
       data: the data set.
-      teacher: the teacher's architecture, or several (e.g. ("vgg19", "vgg19_dbl")); widths are
-        the model's times `teacher_width_multiplier`. With several, each teacher's stages live in
-        `out/<teacher>/` and a fixed-width student trained from scratch (which does not depend on
-        the teacher) is trained once and shared.
+      teacher: the teacher's architecture, or several (e.g. ("vgg19", "vgg19_dbl")). With
+        several, each teacher's stages live in `out/<teacher>/` and a fixed-width student trained
+        from scratch (which does not depend on the teacher) is trained once and shared.
       teacher_schedule: the teachers' training schedule.
       prune: how each teacher is pruned.
       students: the students (see `StudentSpec`).
-      kd_rounds: the pruning rounds whose teachers are distilled (each in 1..prune.rounds).
-      kd_temperature, kd_alpha: the KD loss's T and alpha.
-      seeds: each student is trained once per seed; seed s gives every student arm the same
-        initialisation and data order (fit seed `STUDENT_SEED_OFFSET + s`), so arms can be
-        compared seed by seed.
-      teacher_seed: the seed of the teachers and their pruning.
-      mesh, augment, eval_batch_size, progress: as in `pdjax.train.fit`.
-      compute_dtype: every model's compute dtype ('bfloat16': mixed precision, parameters
-        stay float32).
-      teacher_checkpoint: use this trained teacher (a stage directory such as another run's
-        `teacher/`, or a tree saved by `pdjax.checkpoints.save_tree`) instead of training one;
-        a checkpoint of another model is refused (`CheckpointMismatchError`). One teacher only.
-      model_options: per architecture, options for `pdjax.models.get` of every model of that
-        architecture, teacher and students alike (e.g. `{"resnet18": {"stem_width": 4}}`).
+      mesh, progress: as in `pdjax.train.fit`.
       restart: delete `out` first and run every stage from the start. Without it, a stage whose
         directory other inputs produced (another schedule, seed, teacher, data, ...) is refused
         with `pdjax.records.StaleRunError`.
@@ -161,6 +192,11 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str | Seque
     Returns:
       A `PipelineResult`.
     """
+    kd_rounds, seeds, teacher_seed = config.kd_rounds, config.seeds, config.seed
+    teacher_width_multiplier, teacher_checkpoint = config.width_multiplier, config.teacher_checkpoint
+    kd_temperature, kd_alpha = config.kd_temperature, config.kd_alpha
+    augment, eval_batch_size, compute_dtype = config.augment, config.eval_batch_size, config.compute_dtype
+    model_options = config.model_options()
     teachers = [teacher] if isinstance(teacher, str) else list(teacher)
     if not teachers or len(set(teachers)) != len(teachers):
         raise ValueError(f"teachers must be distinct architecture names, got {teachers}")
@@ -183,10 +219,9 @@ def prune_then_distill(*, out: str | Path, data: ImageData, teacher: str | Seque
 
     def stage(name: str, model_name: str, widths: Sequence[int], schedule: Schedule, seed: int,
               **options: Any):
-        model, result, row = runs.train_stage(name, model_name=model_name, widths=widths,
-                                              schedule=schedule, seed=seed,
-                                              model_options=(model_options or {}).get(model_name), **common,
-                                              **options)
+        model, result, row = train_stage(name, model_name=model_name, widths=widths,
+                                         schedule=schedule, seed=seed, model_options=model_options.get(model_name),
+                                         **common, **options)
         rows.append(row)
         curves[name] = [h["val_accuracy"] for h in result.history]
         return model, result, row

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pdjax.config import ConfigError
 from pdjax.models import COMPUTE_DTYPES
@@ -73,6 +73,10 @@ class ExperimentConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    def model_options(self) -> dict[str, dict[str, Any]]:
+        """Options of `pdjax.models.get` per architecture (see `prune_then_distill`); none here."""
+        return {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Experiment plumbing: run directories (config saved, refused if changed), stages, the CLI."""
+"""Experiment plumbing (the CLI layer, above the library): run directories (config saved,
+refused if changed), data checks across processes, reports, the CLI. The library never imports it."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 
 from pdjax import data as data_lib
-from pdjax import checkpoints, models, parallel
+from pdjax import checkpoints, parallel, pipeline, reports
 from pdjax.config import ConfigError, diff, parse_args, to_dict
 from pdjax.data import DataError
 from pdjax.masks import MaskError
 from pdjax.records import StaleRunError
 from pdjax.files import write_json_atomic
-from pdjax.train import FitResult, Preempted, Schedule, StopRequest, fit
+from pdjax.train import Preempted, Schedule, StopRequest
 
 
 class RunDirError(ValueError):
@@ -67,40 +68,6 @@ def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False
     if parallel.is_main_process():
         write_json_atomic(saved, dict(config))
     return out
-
-
-def train_stage(stage: str, *, model_name: str, data: data_lib.ImageData, schedule: Schedule,
-                out: str | Path, seed: int, widths: Sequence[int] | None = None,
-                mesh: Any = None, augment: bool = True, eval_batch_size: int = 500,
-                progress: bool = True, compute_dtype: str = "float32",
-                init_from: str | Path | None = None, model_options: Mapping[str, Any] | None = None,
-                **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
-    """Trains one model as a named stage of an experiment, in `out/<stage>/` (resumable).
-
-    `compute_dtype` is the model's (see `pdjax.models`, mixed precision); `model_options` go to
-    `pdjax.models.get` (e.g. `{"stem_width": 8}` for a ResNet). With `init_from` (a
-    stage directory or a saved tree, see `pdjax.checkpoints.load_variables`) the stage takes
-    that trained model instead of training one, and only evaluates it. `fit_options` go to
-    `pdjax.train.fit` (e.g. `snapshot_epochs`).
-
-    Returns:
-      (model, fit result, a results-table row for it).
-    """
-    model = models.get(model_name, data.num_classes, widths=widths, dtype=compute_dtype, **(model_options or {}))
-    if init_from is not None:
-        template = models.init(model, jax.random.key(seed), data.image_shape)
-        fit_options["variables"] = checkpoints.load_variables(init_from, template)
-        schedule = dataclasses.replace(schedule, epochs=0)
-    result = fit(model, data, schedule, workdir=Path(out) / stage, seed=seed, mesh=mesh,
-                 augment=augment, eval_batch_size=eval_batch_size, name=stage, progress=progress,
-                 **fit_options)
-    params = result.best_variables["params"]
-    row = {"stage": stage, "model": model_name,
-           "widths": list(widths) if widths is not None else list(models.default_widths(model_name)),
-           "params": models.count_params(params),
-           "prunable_params": models.count_params(params, prunable_only=True),
-           **result.summary()}
-    return model, result, row
 
 
 def enable_compilation_cache() -> None:
@@ -155,8 +122,6 @@ def write_report(out: str | Path, result: Any, experiment: str, preset: str,
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Writes results.json (with `extra` merged in), results.md (with `notes` before the tables)
     and the plots of a `pdjax.pipeline` result; returns the JSON."""
-    from pdjax import pipeline, reports
-
     out = Path(out)
     results = {**run_config, "environment": environment(),
                "data": {"source": run_config.get("config", {}).get("data"), "train": len(data.train),
@@ -185,8 +150,6 @@ def _normalization_note(data: data_lib.ImageData) -> str:
 
 def write_index(out: str | Path, experiment: str, preset: str, arms: Mapping[str, dict[str, Any]]) -> None:
     """A top-level results.md/results.json for an experiment with several arms (sub-directories)."""
-    from pdjax import reports
-
     lines = [f"# {experiment}, preset `{preset}`\n"]
     for arm, results in arms.items():
         lines.append(f"- [{arm}]({arm}/results.md): " + ", ".join(
@@ -304,20 +267,14 @@ def run_arms(config: Any, out: Path, experiment: str, preset: str, run_config: M
       students: arm -> its `StudentSpec`s.
       after: (arm, pipeline result, data) -> (markdown notes, extra JSON) for the arm's report.
     """
-    from pdjax import pipeline
-
     results = {}
     for arm in config.arms:
         source, train, prune, kd = config.arm(arm)
         data = load_data(config, source, out / arm)
         result = pipeline.prune_then_distill(
-            out=out / arm, data=data, teacher=arm, teacher_schedule=train,
+            config, out=out / arm, data=data, teacher=arm, teacher_schedule=train,
             prune=pipeline.PruneSpec(schedule=prune, rounds=config.prune_rounds, fraction=config.prune_fraction),
-            students=students(arm), kd_rounds=config.kd_rounds,
-            teacher_width_multiplier=config.width_multiplier, kd_temperature=config.kd_temperature,
-            kd_alpha=config.kd_alpha, seeds=config.seeds, teacher_seed=config.seed, augment=config.augment,
-            eval_batch_size=config.eval_batch_size, compute_dtype=config.compute_dtype,
-            teacher_checkpoint=config.teacher_checkpoint, model_options=config.model_options())
+            students=students(arm))
         notes, extra = after(arm, result, data) if after is not None else ("", {})
         arm_config = {**run_config, "arm": arm, "config": {**run_config["config"], "data": source}}
         results[arm] = write_report(out / arm, result, f"{experiment}: {arm}", preset, arm_config, data,

@@ -283,13 +283,13 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(digits, whole, tmp
 
 
 def test_a_given_trained_model_is_evaluated_not_retrained(digits, tmp_path):
-    from pdjax import runs
+    from pdjax import pipeline
 
     schedule = train.Schedule(epochs=1, batch_size=64, lr=0.05)
     widths = TINY_VGG11
-    _, first, _ = runs.train_stage("a", model_name="vgg11", data=digits, schedule=schedule, out=tmp_path,
+    _, first, _ = pipeline.train_stage("a", model_name="vgg11", data=digits, schedule=schedule, out=tmp_path,
                                    seed=0, widths=widths, progress=False)
-    _, again, row = runs.train_stage("b", model_name="vgg11", data=digits, schedule=schedule, out=tmp_path,
+    _, again, row = pipeline.train_stage("b", model_name="vgg11", data=digits, schedule=schedule, out=tmp_path,
                                      seed=1, widths=widths, progress=False, init_from=tmp_path / "a")
     assert again.history == [] and row["epochs"] == 0
     jax.tree.map(np.testing.assert_array_equal, again.best_variables, first.best_variables)
