@@ -1,0 +1,51 @@
+"""The example notebook and README's notebook snippets run as a user would run them."""
+
+import re
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "examples" / "prune_then_distill.ipynb"
+
+
+def test_the_committed_notebook_has_no_outputs():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+
+
+def test_the_example_notebook_runs(tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # The kernel is a fresh process: one CPU device, as on a user's laptop; it runs in tmp_path.
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert re.search(r"student from scratch: 0\.\d+; distilled from the pruned teacher: 0\.\d+", text)
+    assert "pruned weights still zero: True" in text
+    assert any(o.output_type == "display_data" and "image/png" in o.get("data", {})
+               for c in nb.cells for o in c.get("outputs", []))  # the plot
+    assert list(tmp_path.iterdir()) == []  # workdir=None everywhere: nothing written
+
+
+def _notebook_snippets() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## In a notebook"):]
+    section = section[:section.index("\n## ", 1)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_notebook_snippets_run_in_order(tmp_path, monkeypatch, capsys):
+    snippets = _notebook_snippets()
+    assert len(snippets) >= 4
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for snippet in snippets:
+        exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    assert "schedule.lr: 0.05 there, 0.5 now" in capsys.readouterr().out
+    assert namespace["distilled"].test_accuracy > 0.1
+    assert (tmp_path / "runs" / "notebook" / "stage.json").exists()
