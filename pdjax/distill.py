@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -55,6 +56,10 @@ def kd_loss(student_logits: Array, teacher_logits: Array, labels: Array,
     Returns:
       A `KDLoss` of scalars.
     """
+    # Shapes are static under jit: a mismatch fails when the step is traced, with chex's message.
+    chex.assert_rank(student_logits, 2)
+    chex.assert_equal_shape([student_logits, teacher_logits])
+    chex.assert_shape(labels, (student_logits.shape[0],))
     s = student_logits.astype(jnp.float32) / temperature
     t = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32)) / temperature
     log_p_t = jax.nn.log_softmax(t)

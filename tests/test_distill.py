@@ -1,3 +1,4 @@
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +49,16 @@ def test_kd_loss_by_hand():
     assert float(same.kd) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_kd_loss_refuses_mismatched_shapes():
+    s, t, y = jnp.zeros((4, 10)), jnp.zeros((4, 10)), jnp.zeros((4,), jnp.int32)
+    with pytest.raises(AssertionError, match="equal_shape"):
+        distill.kd_loss(s, jnp.zeros((4, 100)), y)  # a teacher of another data set's classes
+    with pytest.raises(AssertionError, match="shape"):
+        distill.kd_loss(s, t, jnp.zeros((8,), jnp.int32))
+    with pytest.raises(AssertionError, match="rank"):
+        distill.kd_loss(jnp.zeros((4, 10, 1)), jnp.zeros((4, 10, 1)), y)
+
+
 def test_no_gradient_reaches_the_teacher_logits():
     t = jnp.ones((2, 3))
     g = jax.grad(lambda t: distill.kd_loss(jnp.zeros((2, 3)), t, jnp.array([0, 1])).total)(t)
@@ -78,7 +89,7 @@ def kd_steps(setup, mesh, teacher_variables_list, steps=2):
         for batch in batches[:steps]:
             state, m = step(state, *parallel.put_global_batch(batch, mesh), key, tv_dev)
             metrics.append(m)
-        jax.tree.map(np.testing.assert_array_equal, jax.device_get(tv_dev), tv)  # teacher untouched
+        chex.assert_trees_all_equal(jax.device_get(tv_dev), tv)  # teacher untouched
     return jax.device_get(state), jax.device_get(metrics), step
 
 
@@ -98,7 +109,7 @@ def test_kd_step_on_eight_devices_equals_one(setup):
     _, _, _, tv = setup
     one, m1, _ = kd_steps(setup, parallel.data_mesh(jax.devices()[:1]), [tv], steps=3)
     eight, m8, _ = kd_steps(setup, parallel.data_mesh(), [tv], steps=3)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), one.params, eight.params)
+    chex.assert_trees_all_close(one.params, eight.params, rtol=2e-4, atol=2e-5)
     assert [float(m["kd_loss"]) for m in m1] == pytest.approx([float(m["kd_loss"]) for m in m8], rel=1e-4)
 
 

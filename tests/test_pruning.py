@@ -1,6 +1,7 @@
 import dataclasses
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,7 +78,7 @@ def test_masked_optimizer_zeroes_pruned_updates_even_with_stale_moments(teacher)
             assert np.any(np.asarray(u)[mk] != 0.0)
         # Without masks it is the optimizer itself.
         dense, _ = wrapped.update(grads, state, params)
-        jax.tree.map(np.testing.assert_array_equal, dense, plain)
+        chex.assert_trees_all_equal(dense, plain)
 
 
 def test_masked_fit_with_adam_keeps_pruned_weights_zero(digits, model, teacher):
@@ -128,14 +129,14 @@ def test_rounds_prune_twenty_percent_of_what_is_left_and_resume_mid_round(digits
                          on_epoch_end=lambda k, e, _: seen.append((k, e)))
     assert seen == [(2, 2)]  # round 1 and round 2's first epoch came from checkpoints
     for r, w in zip(resumed, whole):
-        jax.tree.map(np.testing.assert_array_equal, (r.variables, r.masks), (w.variables, w.masks))
+        chex.assert_trees_all_equal((r.variables, r.masks), (w.variables, w.masks))
         assert r.result.test_accuracy == w.result.test_accuracy
 
     # Any finished round's teacher loads by its number or its target sparsity.
     variables, loaded_masks = pruning.load_round(tmp_path / "whole", teacher, round=2)
-    jax.tree.map(np.testing.assert_array_equal, (variables, loaded_masks), (whole[1].variables, whole[1].masks))
+    chex.assert_trees_all_equal((variables, loaded_masks), (whole[1].variables, whole[1].masks))
     variables, _ = pruning.load_round(tmp_path / "whole", teacher, sparsity=0.36)
-    jax.tree.map(np.testing.assert_array_equal, variables, whole[1].variables)
+    chex.assert_trees_all_equal(variables, whole[1].variables)
     with pytest.raises(FileNotFoundError, match="round 4 has not finished"):
         pruning.load_round(tmp_path / "whole", teacher, sparsity=0.59)
 
@@ -149,13 +150,13 @@ def test_rewind_modes_choose_the_starting_weights(digits, model, teacher, tmp_pa
                                          workdir=tmp_path / rewind, rewind=rewind, progress=False, **kw)[0]
 
     lr = first_round("lr")
-    jax.tree.map(np.testing.assert_array_equal, lr.variables["params"],
+    chex.assert_trees_all_equal(lr.variables["params"],
                  masks.apply(trained["params"], lr.masks))
     weight = first_round("weight", rewind_variables=teacher)
-    jax.tree.map(np.testing.assert_array_equal, weight.variables["params"],
+    chex.assert_trees_all_equal(weight.variables["params"],
                  masks.apply(teacher["params"], weight.masks))
     # The masks come from the trained weights in both modes.
-    jax.tree.map(np.testing.assert_array_equal, weight.masks, lr.masks)
+    chex.assert_trees_all_equal(weight.masks, lr.masks)
     one_epoch = dataclasses.replace(SCHEDULE, epochs=1)
     finetune = pruning.iterative_pruning(model, digits, variables=trained, schedule=one_epoch, rounds=1,
                                          workdir=tmp_path / "finetune", rewind="finetune",

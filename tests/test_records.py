@@ -4,6 +4,7 @@ inputs is refused (or, with restart=True, retrained), never answered with the ol
 import dataclasses
 import json
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def test_a_changed_schedule_is_refused_and_restart_retrains(model, digits, tmp_p
     # The restarted run is the new run: the same as one trained in memory, without files.
     assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in in_memory.history]
     assert again.test_accuracy == in_memory.test_accuracy
-    jax.tree.map(np.testing.assert_array_equal, again.variables, in_memory.variables)
+    chex.assert_trees_all_equal(again.variables, in_memory.variables)
     assert json.loads((tmp_path / "nb" / "stage.json").read_text())["schedule"]["lr"] == 0.5
 
 

@@ -1,5 +1,6 @@
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,8 +38,7 @@ def test_eight_devices_compute_what_one_does(digits):
     one, m1, _ = run_steps(parallel.data_mesh(jax.devices()[:1]), digits)
     eight, m8, _ = run_steps(parallel.data_mesh(), digits)
     assert int(one.step) == int(eight.step) == 3
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
-                 (one.params, one.batch_stats), (eight.params, eight.batch_stats))
+    chex.assert_trees_all_close((one.params, one.batch_stats), (eight.params, eight.batch_stats), rtol=2e-4, atol=2e-5)
     for a, b in zip(m1, m8):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     # and training moved the parameters at all
@@ -143,7 +143,7 @@ def test_fit_resumes_after_interruption_with_the_same_result(digits, whole, tmp_
     resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "split", seed=0, progress=False,
                         on_epoch_end=lambda e, _: epochs_run.append(e))
     assert epochs_run == [2, 3]  # epoch 1 came from the checkpoint
-    jax.tree.map(np.testing.assert_array_equal, resumed.variables, whole.variables)
+    chex.assert_trees_all_equal(resumed.variables, whole.variables)
     assert resumed.test_accuracy == whole.test_accuracy
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     # A finished run returns its result without training again.
@@ -192,9 +192,9 @@ def test_sigterm_saves_mid_epoch_and_the_resumed_run_ends_the_same(digits, whole
         train.fit(model, digits, SCHEDULE, workdir=tmp_path / "epoch_end", seed=0, progress=False,
                   on_epoch_end=_stop_after(1))
     resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "epoch_end", seed=0, progress=False)
-    jax.tree.map(np.testing.assert_array_equal, resumed.variables, whole.variables)
+    chex.assert_trees_all_equal(resumed.variables, whole.variables)
     resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "split", seed=0, progress=False)
-    jax.tree.map(np.testing.assert_array_equal, resumed.variables, whole.variables)
+    chex.assert_trees_all_equal(resumed.variables, whole.variables)
     assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in whole.history])
     assert resumed.test_accuracy == whole.test_accuracy
 
@@ -227,7 +227,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(digits, whole,
     with pytest.warns(UserWarning, match=rf"step {latest} was unreadable .* moved to .*corrupt_{latest}"):
         resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "run", seed=0, progress=False)
     assert (checkpoints / f"corrupt_{latest}").exists()  # kept for inspection, not deleted
-    jax.tree.map(np.testing.assert_array_equal, resumed.variables, whole.variables)
+    chex.assert_trees_all_equal(resumed.variables, whole.variables)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
 
     # With every step unreadable there is nothing to fall back to: a clear error.
@@ -279,7 +279,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(digits, whole, tmp
         train.fit(model, digits, SCHEDULE, workdir=tmp_path / "run", seed=0, progress=False)
     monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
     resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "run", seed=0, progress=False)
-    jax.tree.map(np.testing.assert_array_equal, resumed.variables, whole.variables)
+    chex.assert_trees_all_equal(resumed.variables, whole.variables)
 
 
 def test_a_given_trained_model_is_evaluated_not_retrained(digits, tmp_path):
@@ -292,6 +292,6 @@ def test_a_given_trained_model_is_evaluated_not_retrained(digits, tmp_path):
     _, again, row = pipeline.train_stage("b", model_name="vgg11", data=digits, schedule=schedule, out=tmp_path,
                                      seed=1, widths=widths, progress=False, init_from=tmp_path / "a")
     assert again.history == [] and row["epochs"] == 0
-    jax.tree.map(np.testing.assert_array_equal, again.best_variables, first.best_variables)
+    chex.assert_trees_all_equal(again.best_variables, first.best_variables)
     assert again.test_accuracy == first.test_accuracy
     assert again.val_accuracy == first.val_accuracy
