@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pdjax import masks as masks_lib
 from pdjax.types import Array, Masks, Variables
 
 TEMPERATURE = 10.0
@@ -32,6 +33,10 @@ class Teacher(NamedTuple):
     model: Any
     variables: Variables
     masks: Masks | None = None
+
+    def masked_variables(self) -> Variables:
+        """The variables the teacher runs with: pruned weights zeroed (weight x mask)."""
+        return {**self.variables, "params": masks_lib.apply(self.variables["params"], self.masks)}
 
 
 class KDLoss(NamedTuple):

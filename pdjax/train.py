@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import shutil
 import signal
 import threading
@@ -288,18 +287,6 @@ class StopRequest:
         return Preempted(message)
 
 
-def _fault_steps(name: str) -> dict[int, int]:
-    """Fault injection for crash tests: PDJAX_FAULT_KILL / PDJAX_FAULT_TERM = "<stage>:<step>"
-    make the process send itself SIGKILL / SIGTERM right after that global step of that stage
-    (before any checkpoint of it). {step: signal} for this stage."""
-    faults = {}
-    for variable, sig in (("PDJAX_FAULT_KILL", signal.SIGKILL), ("PDJAX_FAULT_TERM", signal.SIGTERM)):
-        stage, _, step = os.environ.get(variable, "").rpartition(":")
-        if stage == name and step:
-            faults[int(step)] = sig
-    return faults
-
-
 def _copy(tree: PyTree) -> PyTree:
     # The state is donated to the next step: the best model must own its buffers.
     return jax.tree.map(jnp.copy, tree)
@@ -401,7 +388,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         augment: bool = True, select_best: bool = True, snapshot_epochs: tuple[int, ...] = (),
         eval_batch_size: int = 500, name: str = "train", progress: bool = True, log_every: int = 20,
         restart: bool = False,
-        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None) -> FitResult:
+        on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+        on_step: Callable[[int, Metrics], None] | None = None) -> FitResult:
     """Trains `model` on `data`, resuming from `workdir` if it holds checkpoints.
 
     Each epoch: one pass over the shuffled training split, validation on clean images, an
@@ -441,6 +429,9 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
       log_every: steps between progress-bar metric updates (each one waits for the device).
       restart: delete `workdir` and train from the start.
       on_epoch_end: called with (epoch, metrics) after each epoch's checkpoint.
+      on_step: called with (global step, that step's metrics as device arrays, not waited for)
+        right after each train step is dispatched, before any checkpoint of it (the crash tests
+        kill the process from here).
 
     Returns:
       A `FitResult`.
@@ -485,17 +476,12 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     train_step = make_train_step(model, optimizer, mesh, mean=data.mean, std=data.std,
                                  augment=augment, teacher=teacher.model if teacher else None,
                                  temperature=kd_temperature, alpha=kd_alpha)
-    teacher_args = ()
-    if teacher is not None:
-        teacher_args = (parallel.replicate(
-            {"params": masks_lib.apply(teacher.variables["params"], teacher.masks),
-             "batch_stats": teacher.variables.get("batch_stats", {})}, mesh),)
+    teacher_args = () if teacher is None else (parallel.replicate(teacher.masked_variables(), mesh),)
     eval_step = make_eval_step(model, mesh, mean=data.mean, std=data.std)
     key = parallel.replicate(jax.random.key(seed), mesh)
     history = list(meta["history"])
     store.metrics(history)
 
-    faults = _fault_steps(name)
     single_process = jax.process_count() == 1
     if 0 in snapshot_epochs and meta["epoch"] == 0:
         store.snapshot(0, state.variables)
@@ -539,9 +525,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
                                             *teacher_args)
                 pending.append(metrics)
                 global_step = epoch * steps_per_epoch + i + 1
-                if global_step in faults:
-                    jax.block_until_ready(metrics)
-                    os.kill(os.getpid(), faults[global_step])
+                if on_step is not None:
+                    on_step(global_step, metrics)
                 if (single_process or (i + 1) % log_every == 0) and parallel.any_process(stop.requested):
                     collect(i + 1)
                     bar.close()

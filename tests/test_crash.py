@@ -15,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "vgg19_to_vgg11.py"
+FAULTS = ROOT / "tests" / "helpers" / "faults.py"  # runs SCRIPT with PDJAX_FAULT_* faults
 # The demo preset, shrunk: 360 training images at batch 64 = 5 steps per epoch, 2 epochs per
 # stage, 2 pruning rounds, one pruned teacher distilled; one CPU device.
 ARGS = ["--preset", "demo", "--set", "max_train=400", "--set", "max_test=100",
@@ -31,7 +32,7 @@ def env(**faults: str) -> dict[str, str]:
 
 
 def run(out: Path, **faults: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *ARGS, "--out", str(out)], env=env(**faults),
+    return subprocess.run([sys.executable, str(FAULTS), str(SCRIPT), *ARGS, "--out", str(out)], env=env(**faults),
                           capture_output=True, text=True, timeout=600)
 
 

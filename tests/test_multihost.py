@@ -75,7 +75,9 @@ def _launch(out, processes, devices_per_process, *, per_process_env=None, per_pr
                       JAX_PROCESS_ID=str(i)) if processes > 1 else {}
         logs.append(open(Path(out).parent / f"{Path(out).name}.process{i}.{len(list(Path(out).parent.glob('*.log')))}.log", "w+"))
         procs.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "experiments" / "vgg19_to_vgg11.py"), *SHRUNK_DEMO, "--out", str(out),
+            # tests/helpers/faults.py runs the script with the PDJAX_FAULT_* faults of per_process_env
+            [sys.executable, str(ROOT / "tests" / "helpers" / "faults.py"), str(ROOT / "experiments" / "vgg19_to_vgg11.py"),
+             *SHRUNK_DEMO, "--out", str(out),
              *(per_process_args or {}).get(i, ())],
             env={**env, **launch, **(per_process_env or {}).get(i, {})}, cwd=(cwds or {}).get(i, ROOT),
             stdout=logs[-1], stderr=subprocess.STDOUT, text=True))
