@@ -282,6 +282,43 @@ def default_widths(name: str) -> tuple[int, ...]:
     raise ValueError(f"unknown model {name!r}; known: {', '.join(NAMES)}")
 
 
+def width_groups(name: str) -> tuple[tuple[str, ...], ...]:
+    """Which prunable kernels each entry of the model's `widths` sizes, for the student-width
+    rules of `pdjax.students`: per width, regular expressions over kernel paths
+    ('Conv_3/kernel'). A width's budget is the remaining weights of its kernels, and its count
+    their dense weights, which may depend on that width and the widths before it, never on later
+    ones. A kernel in no group is left out (a VGG's dense classifier, whose sparsity the paper's
+    rule ignores).
+
+    - CIFAR VGGs: width i sizes Conv_i; vgg16_tiny's two head widths size Dense_0 and Dense_1.
+    - ResNets: a stage's width sizes every kernel of its blocks; the first stage also holds the
+      stem (which keeps its own width: its pruned weights are charged to stage 1) and the last
+      stage the classifier (dense: its remaining weights join that stage's budget).
+    - MobileNetV2: the stem; each group's inverted residuals; the last 1x1 layer with the
+      classifier.
+    """
+    if name in VGG_PLANS:
+        return tuple((f"Conv_{i}/kernel",) for i in range(len(conv_widths(VGG_PLANS[name]))))
+    if name == "vgg16_tiny":
+        n = len(conv_widths(VGG16_TINY_PLAN))
+        return tuple((f"Conv_{i}/kernel",) for i in range(n)) + (("Dense_0/kernel",), ("Dense_1/kernel",))
+    if name in ("resnet18", "resnet50"):
+        block, sizes = ("BasicBlock", (2, 2, 2, 2)) if name == "resnet18" else ("Bottleneck", (3, 4, 6, 3))
+        groups, start = [], 0
+        for s, n in enumerate(sizes):
+            group = tuple(f"{block}_{j}/.*kernel" for j in range(start, start + n))
+            groups.append(group + (("Conv_0/kernel",) if s == 0 else ()) + (("Dense_0/kernel",) if s == 3 else ()))
+            start += n
+        return tuple(groups)
+    if name == "mobilenetv2":
+        groups, start = [("Conv_0/kernel",)], 0
+        for _, _, n, _ in MOBILENETV2_GROUPS:
+            groups.append(tuple(f"InvertedResidual_{j}/.*kernel" for j in range(start, start + n)))
+            start += n
+        return tuple(groups) + (("Conv_1/kernel", "Dense_0/kernel"),)
+    raise ValueError(f"unknown model {name!r}; known: {', '.join(NAMES)}")
+
+
 def scaled_widths(name: str, multiplier: float) -> tuple[int, ...]:
     """The model's widths times `multiplier`, rounded, never below 1."""
     return tuple(max(1, round(w * multiplier)) for w in default_widths(name))

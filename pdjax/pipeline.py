@@ -297,7 +297,9 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
             else:
                 for k in kd_rounds:
                     source = pruned[k]
-                    widths = students_lib.student_widths(spec.model, source.teacher.masks, spec.width_rule)
+                    widths = students_lib.student_widths(spec.model, source.teacher.masks, spec.width_rule,
+                                                         image_shape=data.image_shape,
+                                                         **model_options.get(spec.model, {}))
                     stem = f"{prefix}{spec.label}_round_{k:02d}"
                     train_student(f"{stem}_scratch", spec, widths, "none (scratch)", None, source.sparsity)
                     train_student(f"{stem}_kd_unpruned", spec, widths, f"{name} unpruned", unpruned,

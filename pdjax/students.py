@@ -19,20 +19,26 @@ ResNet (`resnet18`, `resnet50`; one width per stage, since residual additions fo
 inside a stage) and MobileNetV2 (stem, one width per inverted-residual group, last layer):
   - `rule="chain"` (the only rule): stage by stage, the width whose dense weight count (given the
     student's previous width) is closest to the teacher's remaining weights in that stage, as the
-    VGG rule does layer by layer. The stem of a ResNet stays 64 wide, so the difference between
+    VGG rule does layer by layer. The stem of a ResNet keeps its width, so the difference between
     its dense and remaining weights is charged to the first stage; the classifier is dense, so its
     remaining weights are added to the budget of the last stage (ResNet) or last layer
     (MobileNetV2). The student's prunable weights then match the teacher's remaining weights
     to within rounding.
+Any model: the chain rule is one function, `chain_widths`, over the model's width groups (which
+kernels each width sizes, declared with the model: `pdjax.models.width_groups`); it counts
+weights from the built model's parameter shapes (`jax.eval_shape`), so a user's own network
+gets widths from its masks by giving a builder and its groups.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pdjax import masks as masks_lib
@@ -61,15 +67,162 @@ def _is_vgg(model_name: str) -> bool:
     return model_name in models.VGG_PLANS or model_name == "vgg16_tiny"
 
 
+def kernel_shapes(model: Any, image_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """path -> shape of every prunable kernel of `model` for images of `image_shape` (shapes
+    only: `jax.eval_shape`, no arrays)."""
+    x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
+    params = jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x, train=False), x)["params"]
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        names = tuple(str(getattr(k, "key", k)) for k in path)
+        if models.is_prunable(names, leaf):
+            out["/".join(names)] = tuple(int(d) for d in leaf.shape)
+    return out
+
+
+def affine_kernel_shapes(build: Callable[[tuple[int, ...]], Any], n: int, image_shape: Sequence[int]
+                          ) -> Callable[[Sequence[int]], dict[str, tuple[int, ...]]]:
+    """Kernel shapes as a function of the widths, from n + 1 traces: every dimension of a kernel
+    is an affine function of the widths (a channel count, a multiple of one, or a constant), read
+    off at base widths and at each width plus one. Base widths are large and distinct, so that no
+    width equals a fixed one by chance (a kernel present only when two widths differ is there)."""
+    base = [1000 + 10 * j for j in range(n)]
+    at_base = kernel_shapes(build(tuple(base)), image_shape)
+    slopes = []
+    for j in range(n):
+        bumped = kernel_shapes(build(tuple(base[:j] + [base[j] + 1] + base[j + 1:])), image_shape)
+        slopes.append({path: tuple(b - a for a, b in zip(at_base[path], bumped[path])) for path in at_base})
+
+    def shapes(widths: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        return {path: tuple(d + sum(slopes[j][path][k] * (widths[j] - base[j]) for j in range(n))
+                            for k, d in enumerate(dims))
+                for path, dims in at_base.items()}
+
+    return shapes
+
+
+def _check_teacher(build: Callable[[tuple[int, ...]], Any], shapes_at: Callable, masked: dict[str, tuple[int, ...]],
+                   n: int, image_shape: Sequence[int], name: str) -> tuple[int, ...]:
+    """The teacher's widths, solved from its masks' kernel shapes (they are affine in the widths),
+    and the teacher built at them: the masks must have exactly its kernels and shapes.
+
+    Raises:
+      MaskError: naming the first kernel that differs.
+    """
+    at_ones = shapes_at([1] * n)
+    bumped = [shapes_at([2 if j == i else 1 for j in range(n)]) for i in range(n)]
+    rows, rhs = [], []
+    for path, shape in masked.items():
+        if path in at_ones and len(at_ones[path]) == len(shape):
+            for k, d in enumerate(shape):
+                e = [float(bumped[j][path][k] - at_ones[path][k]) for j in range(n)]
+                rows.append(e)
+                rhs.append(d - at_ones[path][k] + sum(e))
+    widths = tuple(max(1, int(round(v))) for v in np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]) \
+        if rows else (1,) * n
+    built = kernel_shapes(build(widths), image_shape)
+    for path in sorted(set(built) | set(masked), key=natural_key):
+        if path not in masked:
+            raise MaskError(f"masks do not belong to {name}: missing {path}")
+        if path not in built:
+            raise MaskError(f"masks do not belong to {name}: unexpected {path}")
+        if built[path] != masked[path]:
+            raise MaskError(f"masks do not belong to {name}: {path} is {masked[path]} in the masks, "
+                            f"{built[path]} in {name} at the widths {widths} that fit them best")
+    return widths
+
+
+def chain_widths(build: Callable[[tuple[int, ...]], Any], groups: Sequence[Sequence[str]], masks: Masks, *,
+                 image_shape: Sequence[int] = (32, 32, 3), name: str = "the model",
+                 shapes: Callable[[Sequence[int]], dict[str, tuple[int, ...]]] | None = None) -> tuple[int, ...]:
+    """The chain rule for any model: widths, group by group, whose dense weights match the
+    pruned teacher's remaining weights.
+
+    Width i is the integer whose group's dense weight count (given the widths already chosen
+    before it) is closest to the remaining weights of that group's kernels in `masks`. Counts
+    come from the built model's parameter shapes (`jax.eval_shape`, n + 2 traces for n widths:
+    each kernel dimension is affine in the widths); a group's count is then a polynomial of
+    degree <= 2 in its width, solved exactly and checked at the two integers around the solution.
+
+    Args:
+      build: widths -> a Flax module of the student's architecture (the teacher's, narrower).
+      groups: per width, regular expressions (full match) over kernel paths ('Conv_3/kernel')
+        of the kernels that width sizes; see `pdjax.models.width_groups`. A kernel's shape may
+        depend on its group's width and earlier ones, never on later ones.
+      masks: the pruned teacher's masks.
+      image_shape: the input images' shape (H, W, C); it sizes a classifier after a flatten.
+      name: the architecture's name, for messages.
+      shapes: the kernel shapes as a function of the widths, if already known (what
+        `affine_kernel_shapes(build, len(groups), image_shape)` returns; it does not depend on
+        the masks, so repeated calls for one architecture can share it).
+
+    Raises:
+      MaskError: the masks do not have the model's kernels, or a kernel is in two groups.
+    """
+    stats = layer_stats(masks)
+    kernels = {s.path: s.remaining for s in stats}
+    n = len(groups)
+    shapes_at = shapes if shapes is not None else affine_kernel_shapes(build, n, image_shape)
+    _check_teacher(build, shapes_at, {s.path: tuple(s.shape) for s in stats}, n, image_shape, name)
+    members = [[path for path in shapes_at([1] * n) if any(re.fullmatch(p, path) for p in patterns)]
+               for patterns in groups]
+    owner: dict[str, int] = {}
+    for i, paths in enumerate(members):
+        for path in paths:
+            if path in owner:
+                raise MaskError(f"{path} is in width groups {owner[path]} and {i} of {name}")
+            owner[path] = i
+    widths = [1] * n
+    for i, paths in enumerate(members):
+        budget = sum(kernels.get(path, 0) for path in paths)
+
+        def count(w: int, i: int = i, paths: list[str] = paths) -> int:
+            shapes = shapes_at(widths[:i] + [w] + widths[i + 1:])
+            return sum(math.prod(shapes[path]) for path in paths)
+
+        counts = {1: count(1), 2: count(2), 3: count(3)}
+        a = (counts[3] - 2 * counts[2] + counts[1]) / 2
+        b = counts[2] - counts[1] - 3 * a
+        c = counts[1] - a - b
+        if a > 0:
+            root = (-b + math.sqrt(max(b * b - 4 * a * (c - budget), 0.0))) / (2 * a)
+        else:
+            root = (budget - c) / b if b > 0 else 1.0
+        candidates = sorted({max(1, math.floor(root)), max(1, math.ceil(root))})
+        for w in candidates:
+            counts.setdefault(w, count(w))
+        # Closest count; a tie goes to the even width, as Python's round does for the paper's rule.
+        widths[i] = min(candidates, key=lambda w: (abs(counts[w] - budget), w % 2))
+    real = kernel_shapes(build(tuple(widths)), image_shape)
+    predicted = shapes_at(widths)
+    wrong = [p for p in real if real[p] != predicted.get(p, real[p])]
+    if wrong:
+        raise ValueError(f"{name}: the shape of {wrong[0]} is not an affine function of the widths "
+                         f"({real[wrong[0]]} built, {predicted[wrong[0]]} predicted); chain_widths cannot size it")
+    return tuple(widths)
+
+
+def _num_classes(kernels: dict[str, Any]) -> int:
+    """The classifier's outputs: the last top-level Dense kernel of a pdjax model."""
+    dense = sorted((p for p in kernels if re.fullmatch(r"Dense_\d+/kernel", p)), key=natural_key)
+    if not dense:
+        raise MaskError("masks have no top-level Dense_<i>/kernel (the classifier)")
+    return int(kernels[dense[-1]][0][-1])
+
+
 def student_widths(model_name: str, masks: Masks, rule: str = "chain", *,
-                   smoothness: float = 1.0) -> tuple[int, ...]:
+                   smoothness: float = 1.0, image_shape: Sequence[int] = (32, 32, 3),
+                   **options: Any) -> tuple[int, ...]:
     """Widths of a student with the teacher's depth, sized from the teacher's remaining weights.
 
     Args:
       model_name: the teacher's (and student's) architecture, e.g. "vgg19", "resnet18".
       masks: the pruned teacher's mask tree.
-      rule: "chain" (the paper's) or "balanced" (VGG only); see the module docstring.
+      rule: "chain" (the paper's, any model: `chain_widths` over `pdjax.models.width_groups`)
+        or "balanced" (VGG only); see the module docstring.
       smoothness: weight of the smoothness term of the balanced rule.
+      image_shape: the teacher's input images (H, W, C); vgg16_tiny's head depends on it.
+      **options: the teacher's model options (e.g. `stem_width=4` for a ResNet).
 
     Returns:
       The widths, each >= 1.
@@ -79,20 +232,33 @@ def student_widths(model_name: str, masks: Masks, rule: str = "chain", *,
     """
     if rule not in RULES:
         raise ValueError(f"unknown width rule {rule!r}; known: {', '.join(RULES)}")
-    kernels = _kernels(masks)
-    if _is_vgg(model_name):
+    if model_name not in models.NAMES:
+        raise ValueError(f"unknown model {model_name!r}; known: {', '.join(models.NAMES)}")
+    if rule == "balanced":
+        if not _is_vgg(model_name):
+            raise ValueError(f"rule {rule!r} is defined for VGG models; {model_name} takes rule='chain'")
+        kernels = _kernels(masks)
         convs = _vgg_convs(model_name, kernels)
-        widths = _vgg_chain(convs) if rule == "chain" else _vgg_balanced(convs, smoothness)
+        widths = _vgg_balanced(convs, smoothness)
         if model_name == "vgg16_tiny":
             widths += _vgg_head(kernels, convs, widths[-1])
         return widths
-    if rule != "chain":
-        raise ValueError(f"rule {rule!r} is defined for VGG models; {model_name} takes rule='chain'")
-    if model_name in ("resnet18", "resnet50"):
-        return _resnet_chain(model_name, kernels)
-    if model_name == "mobilenetv2":
-        return _mobilenetv2_chain(kernels)
-    raise ValueError(f"unknown model {model_name!r}; known: {', '.join(models.NAMES)}")
+    num_classes = _num_classes(_kernels(masks))
+    key = (model_name, num_classes, tuple(image_shape), tuple(sorted(options.items())))
+    return chain_widths(_builder(*key), models.width_groups(model_name), masks, image_shape=image_shape,
+                        name=model_name, shapes=_model_shapes(*key))
+
+
+@functools.lru_cache(maxsize=None)
+def _builder(model_name: str, num_classes: int, image_shape: tuple, options: tuple) -> Callable:
+    return lambda widths: models.get(model_name, num_classes, widths=widths, **dict(options))
+
+
+@functools.lru_cache(maxsize=32)
+def _model_shapes(model_name: str, num_classes: int, image_shape: tuple, options: tuple) -> Callable:
+    """A pdjax model's kernel shapes as a function of its widths (traced once per model)."""
+    return affine_kernel_shapes(_builder(model_name, num_classes, image_shape, options),
+                                len(models.width_groups(model_name)), image_shape)
 
 
 # ----------------------------------------------------------------------------- VGG
@@ -111,16 +277,6 @@ def _vgg_convs(model_name: str, kernels: dict) -> list[tuple[tuple[int, ...], in
             raise MaskError(f"masks do not belong to {model_name}: Conv_{i}/kernel takes "
                             f"{out[i][0][2]} channels but Conv_{i - 1} gives {out[i - 1][0][3]}")
     return out
-
-
-def _vgg_chain(convs: list) -> tuple[int, ...]:
-    widths = []
-    previous = convs[0][0][2]  # image channels
-    for shape, remaining in convs:
-        k = shape[0] * shape[1]
-        previous = max(1, round(remaining / (k * previous)))
-        widths.append(previous)
-    return tuple(widths)
 
 
 def _vgg_head(kernels: dict, convs: list, last_width: int) -> tuple[int, ...]:
@@ -177,103 +333,6 @@ def _vgg_balanced(convs: list, smoothness: float) -> tuple[int, ...]:
     return tuple(int(v) for v in best)
 
 
-# ----------------------------------------------------------------------------- ResNet / MobileNetV2
-
-
-def _closest_width(count: Callable[[int], float], budget: float, upper: int) -> int:
-    """The width in [1, upper] whose count is closest to `budget` (counts grow with width)."""
-    best, best_gap = 1, abs(count(1) - budget)
-    for w in range(2, upper + 1):
-        gap = abs(count(w) - budget)
-        if gap < best_gap:
-            best, best_gap = w, gap
-        elif count(w) > budget:
-            break
-    return best
-
-
-def _remaining_under(kernels: dict, prefixes: set[str]) -> int:
-    return sum(r for p, (_, r) in kernels.items() if _top_level(p) in prefixes)
-
-
-def _check_modules(model_name: str, kernels: dict, expected: set[str]) -> None:
-    found = {_top_level(p) for p in kernels}
-    if found != expected:
-        missing = sorted(expected - found, key=natural_key)
-        extra = sorted(found - expected, key=natural_key)
-        detail = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
-        raise MaskError(f"masks do not belong to {model_name}: {detail}")
-
-
-def _resnet_chain(model_name: str, kernels: dict) -> tuple[int, ...]:
-    bottleneck = model_name == "resnet50"
-    block = "Bottleneck" if bottleneck else "BasicBlock"
-    sizes = (3, 4, 6, 3) if bottleneck else (2, 2, 2, 2)
-    _check_modules(model_name, kernels,
-                   {"Conv_0", "Dense_0"} | {f"{block}_{j}" for j in range(sum(sizes))})
-    stem_shape, stem_remaining = kernels["Conv_0/kernel"]
-    stem = stem_shape[3]
-    fc_shape, fc_remaining = kernels["Dense_0/kernel"]
-    classes = fc_shape[1]
-    teacher_widths = [kernels[f"{block}_{sum(sizes[:s])}/Conv_0/kernel"][0][3] for s in range(4)]
-    widths: list[int] = []
-    previous_out, start = stem, 0
-    for s, n in enumerate(sizes):
-        names = {f"{block}_{j}" for j in range(start, start + n)}
-        budget = _remaining_under(kernels, names)
-        if s == 0:  # the stem stays dense: charge its dense-minus-remaining to stage 1
-            budget -= math.prod(stem_shape) - stem_remaining
-        last = s == len(sizes) - 1
-        if last:  # the classifier is dense: its remaining weights join the last stage's budget
-            budget += fc_remaining
-        stride = 1 if s == 0 else 2
-
-        def count(w: int, c_in: int = previous_out, n: int = n, stride: int = stride, last: bool = last) -> float:
-            if bottleneck:
-                out = 4 * w
-                first = c_in * w + 9 * w * w + w * out + (c_in * out if stride != 1 or c_in != out else 0)
-                rest = (n - 1) * (out * w + 9 * w * w + w * out)
-            else:
-                out = w
-                first = 9 * c_in * w + 9 * w * w + (c_in * w if stride != 1 or c_in != w else 0)
-                rest = (n - 1) * 18 * w * w
-            return first + rest + (out * classes if last else 0)
-
-        w = _closest_width(count, budget, 4 * teacher_widths[s])
-        widths.append(w)
-        previous_out, start = (4 * w if bottleneck else w), start + n
-    return tuple(widths)
-
-
-def _mobilenetv2_chain(kernels: dict) -> tuple[int, ...]:
-    repeats = [g[2] for g in models.MOBILENETV2_GROUPS]
-    expansions = [g[0] for g in models.MOBILENETV2_GROUPS]
-    _check_modules("mobilenetv2", kernels,
-                   {"Conv_0", "Conv_1", "Dense_0"} | {f"InvertedResidual_{j}" for j in range(sum(repeats))})
-    stem_shape, stem_remaining = kernels["Conv_0/kernel"]
-    k_stem = stem_shape[0] * stem_shape[1] * stem_shape[2]
-    widths = [max(1, round(stem_remaining / k_stem))]
-    start = 0
-    for g, (t, n) in enumerate(zip(expansions, repeats)):
-        names = {f"InvertedResidual_{j}" for j in range(start, start + n)}
-        budget = _remaining_under(kernels, names)
-        teacher_out = kernels[f"InvertedResidual_{start}/Conv_{1 if t == 1 else 2}/kernel"][0][3]
-
-        def count(w: int, c_in: int = widths[-1], t: int = t, n: int = n) -> float:
-            hidden = t * c_in
-            first = (c_in * hidden if t != 1 else 0) + 9 * hidden + hidden * w
-            rest = (n - 1) * (w * t * w + 9 * t * w + t * w * w)
-            return first + rest
-
-        widths.append(_closest_width(count, budget, 4 * teacher_out))
-        start += n
-    last_shape, last_remaining = kernels["Conv_1/kernel"]
-    fc_shape, fc_remaining = kernels["Dense_0/kernel"]
-    # The last 1x1 layer and the dense classifier share one budget.
-    widths.append(max(1, round((last_remaining + fc_remaining) / (widths[-1] + fc_shape[1]))))
-    return tuple(widths)
-
-
 # ----------------------------------------------------------------------------- reports
 
 
@@ -292,7 +351,7 @@ def compare_rules(model_name: str, masks: Masks, num_classes: int,
     rules = RULES if _is_vgg(model_name) else ("chain",)
     out = []
     for rule in rules:
-        widths = student_widths(model_name, masks, rule)
+        widths = student_widths(model_name, masks, rule, image_shape=image_shape)
         count = prunable_count(model_name, num_classes, widths, image_shape)
         out.append({"rule": rule, "widths": list(widths), "student_weights": count,
                     "teacher_remaining": remaining, "ratio": count / remaining})

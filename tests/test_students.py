@@ -1,3 +1,6 @@
+import math
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,7 +72,7 @@ def test_resnet_and_mobilenet_students_match_the_pruned_teacher_within_2_percent
 
 def test_masks_of_another_model_are_refused():
     m = vgg_masks("vgg11", [10] * 8)
-    with pytest.raises(masks.MaskError, match="masks do not belong to vgg19: expected Conv_0 ... Conv_15"):
+    with pytest.raises(masks.MaskError, match="masks do not belong to vgg19: missing Conv_8/kernel"):
         students.student_widths("vgg19", m)
     with pytest.raises(masks.MaskError, match="masks do not belong to resnet18: missing BasicBlock_0"):
         students.student_widths("resnet18", m)
@@ -89,8 +92,44 @@ def test_vgg16_tiny_head_continues_the_chain():
     # Dense_0: 32 inputs (2x2 pixels x 8 channels) x 64 outputs, keeps 640 -> h1 = 640 / (4 * c_13).
     m["Dense_0"]["kernel"] = (jnp.arange(32 * 64) < 640).reshape(32, 64)
     m["Dense_1"]["kernel"] = (jnp.arange(64 * 64) < 300).reshape(64, 64)
-    widths = students.student_widths("vgg16_tiny", m)
+    widths = students.student_widths("vgg16_tiny", m, image_shape=(64, 64, 3))
     convs = widths[:13]
     assert convs[0] == round(3 * 3 * 3 * 8 / 2 / 27)  # 108 kept / 27 = 4
     assert widths[13] == round(640 / (4 * convs[-1])) and widths[14] == round(300 / widths[13])
     models.get("vgg16_tiny", 200, widths=widths)  # buildable
+
+
+class SmallNet(nn.Module):
+    """A user's own network, not in pdjax: a conv, a strided stage with a 1x1 skip, a hidden
+    dense layer and a classifier; three widths."""
+
+    widths: tuple[int, int, int]
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.relu(nn.Conv(self.widths[0], (3, 3))(x))
+        x = nn.relu(nn.Conv(self.widths[1], (3, 3), strides=2)(x) + nn.Conv(self.widths[1], (1, 1), strides=2, name="skip")(x))
+        x = nn.relu(nn.Dense(self.widths[2])(x.mean(axis=(1, 2))))
+        return nn.Dense(10)(x)
+
+
+SMALL_NET_GROUPS = (("Conv_0/kernel",), ("Conv_1/kernel", "skip/kernel"), ("Dense_0/kernel", "Dense_1/kernel"))
+
+
+def test_a_users_own_network_gets_widths_from_its_masks():
+    build = lambda widths: SmallNet(tuple(widths))  # noqa: E731
+    params = jax.jit(build((32, 64, 128)).init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    dense = masks.init(params)
+    previous = None
+    for rounds in (2, 4, 7):
+        m = masks.prune_global(params, dense, 1 - 0.8**rounds)
+        widths = students.chain_widths(build, SMALL_NET_GROUPS, m, image_shape=(16, 16, 3), name="SmallNet")
+        count = sum(math.prod(shape) for shape in students.kernel_shapes(build(widths), (16, 16, 3)).values())
+        assert abs(count / masks.remaining(m) - 1) < 0.02, (rounds, widths, count, masks.remaining(m))
+        assert previous is None or widths < previous or sum(widths) < sum(previous)
+        previous = widths
+    # Masks of another network are refused, naming the kernel.
+    other = masks.init(jax.jit(SmallNet((16, 32, 48)).init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"])
+    other["extra"] = {"kernel": jnp.ones((3, 3), bool)}
+    with pytest.raises(masks.MaskError, match="masks do not belong to SmallNet: unexpected extra/kernel"):
+        students.chain_widths(build, SMALL_NET_GROUPS, other, image_shape=(16, 16, 3), name="SmallNet")
