@@ -103,6 +103,7 @@ class PipelineResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"teachers": [t.name for t in self.teachers], "rows": self.rows, "students": self.students,
+                "comparisons": comparisons(self),
                 "pruning": [{"teacher": t.name, **r} for t in self.teachers for r in t.pruning],
                 "layer_density": {t.name: {label: [dataclasses.asdict(s) for s in sparsity.layer_stats(m)]
                                            for label, m in zip(t.mask_labels, t.masks)}

@@ -59,3 +59,5 @@ def test_comparisons_pair_pruned_with_unpruned_of_the_same_teacher_and_kd_with_s
     dbl = rows[("KD from vgg19_dbl pruned 59%", "KD from vgg19_dbl unpruned")]
     assert dbl["differences"] == pytest.approx([-0.01, 0.02]) and dbl["record"] == "1/1/0"
     assert rows[("KD from vgg19 unpruned", "scratch")]["differences"] == pytest.approx([0.01, -0.02])
+    # The same comparisons are in results.json.
+    assert result.to_json()["comparisons"] == pipeline.comparisons(result)
