@@ -173,17 +173,21 @@ def test_replicated_state_never_aliases_the_callers_arrays():
     np.testing.assert_array_equal(x, [1.0, 1.0, 1.0])
 
 
-def test_sigterm_saves_mid_epoch_and_the_resumed_run_ends_the_same(digits, whole, tmp_path, monkeypatch):
+def test_sigterm_saves_mid_epoch_and_the_resumed_run_ends_the_same(digits, whole, tmp_path):
+    import os
     import signal
 
     model = models.get("vgg11", 10, widths=TINY_VGG11)
 
     # A real SIGTERM to this process right after step 21 (epoch 2, batch 1); the handler only
     # flags it and the loop saves that step.
-    monkeypatch.setenv("PDJAX_FAULT_TERM", "train:21")
+    def term_at_21(step, metrics):
+        if step == 21:
+            jax.block_until_ready(metrics)
+            os.kill(os.getpid(), signal.SIGTERM)
+
     with pytest.raises(train.Preempted, match=r"stopped by SIGTERM at epoch 2, batch 1/20"):
-        train.fit(model, digits, SCHEDULE, workdir=tmp_path / "split", seed=0, progress=False)
-    monkeypatch.delenv("PDJAX_FAULT_TERM")
+        train.fit(model, digits, SCHEDULE, workdir=tmp_path / "split", seed=0, progress=False, on_step=term_at_21)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     assert not train.StopRequest.requested
 
