@@ -170,10 +170,26 @@ def test_tfds_unprepared_without_network_fails_fast(tmp_path, monkeypatch):
     assert time.perf_counter() - start < 10
 
 
-def test_tfds_network_probe_is_bounded():
+def test_tfds_network_probe_is_bounded(monkeypatch):
+    # A black-holed host: every connection attempt hangs until its timeout. The probe must give
+    # each host a timeout, give up on it, and answer False (this machine has no network, so a
+    # real unroutable address fails at once and would prove nothing).
+    import socket
+
+    given = []
+
+    def hang(address, timeout=None, **kwargs):
+        given.append(timeout)
+        if timeout is None:
+            raise AssertionError("connection attempt without a timeout")
+        time.sleep(timeout)
+        raise socket.timeout("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
     start = time.perf_counter()
-    data._network_reachable(hosts=("10.255.255.1",), timeout=0.5)
-    assert time.perf_counter() - start < 2
+    assert data._network_reachable(hosts=("a.example", "b.example"), timeout=0.2) is False
+    assert given == [0.2, 0.2]
+    assert time.perf_counter() - start < 0.4 + 1.0
 
 
 def test_tfds_unknown_dataset():

@@ -64,7 +64,13 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
         "teacher", "student_scratch", "student_kd_unpruned", "student_kd_round_02"]
     assert [r["teacher"] for r in results["students"]] == ["none (scratch)", "vgg19 unpruned", "vgg19 pruned"]
     assert results["students"][2]["teacher_sparsity"] == pytest.approx(0.36, abs=1e-4)
-    assert all(0.0 <= r["test_accuracy"] <= 1.0 and r["epochs"] == 1 for r in results["rows"])
+    # Every row of the report is its stage's own result, and each student its stage's row.
+    for r in results["rows"]:
+        saved = json.loads((tmp_path / r["stage"] / "result.json").read_text())
+        assert (r["test_accuracy"], r["epochs"]) == (saved["test_accuracy"], 1)
+    by_stage = {r["stage"]: r["test_accuracy"] for r in results["rows"]}
+    assert [s["test_accuracies"] for s in results["students"]] == [
+        [by_stage["student_scratch"]], [by_stage["student_kd_unpruned"]], [by_stage["student_kd_round_02"]]]
     assert [r["round"] for r in results["pruning"]] == [0, 1, 2]
     assert [round(r["sparsity"], 3) for r in results["pruning"]] == [0.0, 0.2, 0.36]
     assert list(results["layer_density"]["vgg19"]) == ["teacher", "round 1 (20%)", "round 2 (36%)"]
