@@ -27,6 +27,7 @@ import hashlib
 import io
 import os
 import socket
+import threading
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator, Sequence
@@ -232,13 +233,24 @@ def _load_digits() -> tuple[Split, Split, list[str]]:
 
 def _network_reachable(hosts: Sequence[str] = ("storage.googleapis.com", "www.cs.toronto.edu"),
                        timeout: float = 3.0) -> bool:
-    for host in hosts:
-        try:
-            with socket.create_connection((host, 443), timeout=timeout):
-                return True
-        except OSError:
-            continue
-    return False
+    """Whether any host answers on port 443, in at most about `timeout` per host: the probe runs
+    in a daemon thread, because resolving a name (getaddrinfo) is not bounded by the socket's
+    timeout and a machine with a hanging resolver would otherwise wait for minutes."""
+    answered: list[bool] = []
+
+    def probe() -> None:
+        for host in hosts:
+            try:
+                with socket.create_connection((host, 443), timeout=timeout):
+                    answered.append(True)
+                    return
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=probe, daemon=True, name="pdjax-network-probe")
+    thread.start()
+    thread.join(timeout * len(hosts) + 0.5)
+    return bool(answered)
 
 
 def _load_tfds(name: str, *, data_dir: str | None, download: bool) -> tuple[Split, Split, list[str]]:

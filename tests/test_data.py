@@ -191,6 +191,12 @@ def test_tfds_network_probe_is_bounded(monkeypatch):
     assert given == [0.2, 0.2]
     assert time.perf_counter() - start < 0.4 + 1.0
 
+    # A resolver that hangs (getaddrinfo ignores the socket timeout) must not hang the probe.
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    start = time.perf_counter()
+    assert data._network_reachable(hosts=("a.example",), timeout=0.2) is False
+    assert time.perf_counter() - start < 2
+
 
 def test_tfds_unknown_dataset():
     with pytest.raises(data.DataError, match="tfds has no data set 'no_such_set'"):
