@@ -9,6 +9,8 @@ Each host feeds its own share of the global batch (`jax.make_array_from_process_
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Any, Sequence
 
 import jax
@@ -131,6 +133,16 @@ def any_process(flag: bool) -> bool:
     from jax.experimental import multihost_utils
 
     return bool(np.max(multihost_utils.process_allgather(np.asarray([int(bool(flag))], np.int32))))
+
+
+def remove_directory(path: str | Path) -> None:
+    """Deletes `path` (the first process does; the directory is shared) and waits until every
+    process is past that point, so that none reads the directory while it goes. A collective:
+    every process must call it."""
+    path = Path(path)
+    if path.exists() and is_main_process():
+        shutil.rmtree(path)
+    any_process(False)  # a barrier
 
 
 TEXT_BYTES = 4096

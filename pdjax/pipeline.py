@@ -25,7 +25,6 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -209,10 +208,8 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
         raise ValueError(f"kd_rounds {tuple(kd_rounds)} must lie in 1..{prune.rounds} (the pruning rounds)")
     mesh = mesh if mesh is not None else parallel.data_mesh()
     out = Path(out)
-    if restart and out.exists() and parallel.is_main_process():
-        shutil.rmtree(out)
     if restart:
-        parallel.any_process(False)  # a barrier: nobody reads the directory while it goes
+        parallel.remove_directory(out)
     common = dict(data=data, out=out, mesh=mesh, augment=augment, eval_batch_size=eval_batch_size,
                   progress=progress, compute_dtype=compute_dtype)
     rows: list[dict[str, Any]] = []

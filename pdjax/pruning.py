@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -118,10 +117,8 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
     masks_lib.check(variables["params"], current_masks)
     if workdir is not None:
         workdir = Path(workdir)
-        if restart and workdir.exists() and parallel.is_main_process():
-            shutil.rmtree(workdir)
         if restart:
-            parallel.any_process(False)  # a barrier: nobody reads the directory while it goes
+            parallel.remove_directory(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         record = {"fraction": fraction, "scope": scope, "rewind": rewind,
                   "finetune_lr": finetune_lr if rewind == "finetune" else None, "seed": seed,

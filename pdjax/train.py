@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import signal
 import threading
 import time
@@ -303,10 +302,8 @@ class _Store:
         self.ckpt: Checkpointer | None = None
         if self.workdir is None:
             return
-        if restart and self.workdir.exists() and self.main:
-            shutil.rmtree(self.workdir)
         if restart:
-            parallel.any_process(False)  # a barrier: nobody reads the directory while it goes
+            parallel.remove_directory(self.workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         # A directory that other inputs produced is refused before anything in it is touched.
         records.check_or_write(self.workdir / "stage.json", record, what=str(self.workdir), write=self.main)
