@@ -33,3 +33,19 @@ def shared_cifar10() -> Path:
 @pytest.fixture(autouse=True)
 def _quiet_tqdm(monkeypatch):
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="module")
+def small_digits():
+    """700 of the embedded digits (630 train, 70 validation after the hold-out): quick stages."""
+    from pdjax import data
+
+    return data.load("digits", max_train=700)
+
+
+@pytest.fixture(scope="module")
+def tiny_vgg11():
+    """A VGG11 2-8 channels wide, for the digits' 10 classes."""
+    from pdjax import models
+
+    return models.get("vgg11", 10, widths=(2, 4, 4, 4, 8, 8, 8, 8))

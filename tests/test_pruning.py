@@ -10,26 +10,15 @@ import pytest
 from pdjax import data as data_lib
 from pdjax import masks, models, parallel, pruning, train
 
-TINY_VGG11 = (2, 4, 4, 4, 8, 8, 8, 8)
 SCHEDULE = train.Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.1, weight_decay=2e-4)
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return data_lib.load("digits", max_train=700)
+def teacher(tiny_vgg11):
+    return jax.device_get(models.init(tiny_vgg11, jax.random.key(0), (32, 32, 3)))
 
 
-@pytest.fixture(scope="module")
-def model():
-    return models.get("vgg11", 10, widths=TINY_VGG11)
-
-
-@pytest.fixture(scope="module")
-def teacher(model):
-    return jax.device_get(models.init(model, jax.random.key(0), (32, 32, 3)))
-
-
-def test_masked_training_keeps_pruned_weights_exactly_zero(digits, model, teacher):
+def test_masked_training_keeps_pruned_weights_exactly_zero(small_digits, tiny_vgg11, teacher):
     mesh = parallel.data_mesh()
     m = masks.prune_global(teacher["params"], masks.init(teacher["params"]), 0.6)
     optimizer = train.sgd(dataclasses.replace(SCHEDULE, lr=0.1, weight_decay=5e-3), steps_per_epoch=5)
@@ -37,10 +26,10 @@ def test_masked_training_keeps_pruned_weights_exactly_zero(digits, model, teache
     # A stale momentum buffer (as if carried over from dense training) must not revive weights.
     state = state._replace(opt_state=jax.tree.map(jnp.ones_like, state.opt_state))
     state = parallel.replicate(state, mesh)
-    step = train.make_train_step(model, optimizer, mesh, mean=digits.mean, std=digits.std)
+    step = train.make_train_step(tiny_vgg11, optimizer, mesh, mean=small_digits.mean, std=small_digits.std)
     key = parallel.replicate(jax.random.key(0), mesh)
     for epoch in range(2):
-        for batch in data_lib.train_batches(digits.train, 64, seed=0, epoch=epoch):
+        for batch in data_lib.train_batches(small_digits.train, 64, seed=0, epoch=epoch):
             state, _ = step(state, *parallel.put_global_batch(batch, mesh), key)
     params = jax.device_get(state.params)
     pruned_total = kept_moved = 0
@@ -81,11 +70,11 @@ def test_masked_optimizer_zeroes_pruned_updates_even_with_stale_moments(teacher)
         chex.assert_trees_all_equal(dense, plain)
 
 
-def test_masked_fit_with_adam_keeps_pruned_weights_zero(digits, model, teacher):
+def test_masked_fit_with_adam_keeps_pruned_weights_zero(small_digits, tiny_vgg11, teacher):
     import optax
 
     m = masks.prune_global(teacher["params"], masks.init(teacher["params"]), 0.6)
-    result = train.fit(model, digits, SCHEDULE, variables=teacher, masks=m, optimizer=optax.adam(1e-2),
+    result = train.fit(tiny_vgg11, small_digits, SCHEDULE, variables=teacher, masks=m, optimizer=optax.adam(1e-2),
                        workdir=None, seed=0, progress=False)
     moved = 0
     for p, start, mk in zip(jax.tree.leaves(result.variables["params"]), jax.tree.leaves(teacher["params"]),
@@ -98,13 +87,13 @@ def test_masked_fit_with_adam_keeps_pruned_weights_zero(digits, model, teacher):
     assert moved > 0.9 * masks.remaining(m)
 
 
-def run_rounds(model, digits, teacher, workdir, rounds=2, **kw):
-    return pruning.iterative_pruning(model, digits, variables=teacher, schedule=SCHEDULE, rounds=rounds,
+def run_rounds(tiny_vgg11, small_digits, teacher, workdir, rounds=2, **kw):
+    return pruning.iterative_pruning(tiny_vgg11, small_digits, variables=teacher, schedule=SCHEDULE, rounds=rounds,
                                      workdir=workdir, seed=0, progress=False, **kw)
 
 
-def test_rounds_prune_twenty_percent_of_what_is_left_and_resume_mid_round(digits, model, teacher, tmp_path):
-    whole = run_rounds(model, digits, teacher, tmp_path / "whole")
+def test_rounds_prune_twenty_percent_of_what_is_left_and_resume_mid_round(small_digits, tiny_vgg11, teacher, tmp_path):
+    whole = run_rounds(tiny_vgg11, small_digits, teacher, tmp_path / "whole")
     total = masks.total(whole[0].masks)
     left1 = total - round(0.2 * total)
     assert [masks.remaining(r.masks) for r in whole] == [left1, left1 - round(0.2 * left1)]
@@ -123,9 +112,9 @@ def test_rounds_prune_twenty_percent_of_what_is_left_and_resume_mid_round(digits
             raise Killed
 
     with pytest.raises(Killed):
-        run_rounds(model, digits, teacher, tmp_path / "split", on_epoch_end=kill_in_round_2)
+        run_rounds(tiny_vgg11, small_digits, teacher, tmp_path / "split", on_epoch_end=kill_in_round_2)
     seen = []
-    resumed = run_rounds(model, digits, teacher, tmp_path / "split",
+    resumed = run_rounds(tiny_vgg11, small_digits, teacher, tmp_path / "split",
                          on_epoch_end=lambda k, e, _: seen.append((k, e)))
     assert seen == [(2, 2)]  # round 1 and round 2's first epoch came from checkpoints
     for r, w in zip(resumed, whole):
@@ -141,12 +130,12 @@ def test_rounds_prune_twenty_percent_of_what_is_left_and_resume_mid_round(digits
         pruning.load_round(tmp_path / "whole", teacher, sparsity=0.59)
 
 
-def test_rewind_modes_choose_the_starting_weights(digits, model, teacher, tmp_path):
+def test_rewind_modes_choose_the_starting_weights(small_digits, tiny_vgg11, teacher, tmp_path):
     no_training = dataclasses.replace(SCHEDULE, epochs=0)
     trained = jax.tree.map(lambda x: x + 1.0, teacher)  # stands for the trained teacher
 
     def first_round(rewind, **kw):
-        return pruning.iterative_pruning(model, digits, variables=trained, schedule=no_training, rounds=1,
+        return pruning.iterative_pruning(tiny_vgg11, small_digits, variables=trained, schedule=no_training, rounds=1,
                                          workdir=tmp_path / rewind, rewind=rewind, progress=False, **kw)[0]
 
     lr = first_round("lr")
@@ -158,33 +147,33 @@ def test_rewind_modes_choose_the_starting_weights(digits, model, teacher, tmp_pa
     # The masks come from the trained weights in both modes.
     chex.assert_trees_all_equal(weight.masks, lr.masks)
     one_epoch = dataclasses.replace(SCHEDULE, epochs=1)
-    finetune = pruning.iterative_pruning(model, digits, variables=trained, schedule=one_epoch, rounds=1,
+    finetune = pruning.iterative_pruning(tiny_vgg11, small_digits, variables=trained, schedule=one_epoch, rounds=1,
                                          workdir=tmp_path / "finetune", rewind="finetune",
                                          finetune_lr=0.003, progress=False)[0]
     assert finetune.result.history[0]["lr"] == pytest.approx(0.003)
 
 
-def test_layerwise_scope_prunes_every_layer_alike(digits, model, teacher, tmp_path):
-    r = pruning.iterative_pruning(model, digits, variables=teacher, schedule=dataclasses.replace(SCHEDULE, epochs=0),
+def test_layerwise_scope_prunes_every_layer_alike(small_digits, tiny_vgg11, teacher, tmp_path):
+    r = pruning.iterative_pruning(tiny_vgg11, small_digits, variables=teacher, schedule=dataclasses.replace(SCHEDULE, epochs=0),
                                   rounds=1, workdir=tmp_path, scope="layerwise", progress=False)[0]
     for m in jax.tree.leaves(r.masks):
         m = np.asarray(m)
         assert m.sum() == m.size - round(0.2 * m.size)
 
 
-def test_bad_arguments(digits, model, teacher, tmp_path):
+def test_bad_arguments(small_digits, tiny_vgg11, teacher, tmp_path):
     kw = dict(variables=teacher, schedule=SCHEDULE, rounds=1, workdir=tmp_path)
     with pytest.raises(ValueError, match="unknown rewind mode 'weights'"):
-        pruning.iterative_pruning(model, digits, rewind="weights", **kw)
+        pruning.iterative_pruning(tiny_vgg11, small_digits, rewind="weights", **kw)
     with pytest.raises(ValueError, match="needs rewind_variables"):
-        pruning.iterative_pruning(model, digits, rewind="weight", **kw)
+        pruning.iterative_pruning(tiny_vgg11, small_digits, rewind="weight", **kw)
     with pytest.raises(ValueError, match="unknown pruning scope"):
-        pruning.iterative_pruning(model, digits, scope="local", **kw)
+        pruning.iterative_pruning(tiny_vgg11, small_digits, scope="local", **kw)
     with pytest.raises(masks.MaskError, match=r"fraction must be in \[0, 1\), got 1.5"):
-        pruning.iterative_pruning(model, digits, fraction=1.5, **kw)
+        pruning.iterative_pruning(tiny_vgg11, small_digits, fraction=1.5, **kw)
     other = models.init(models.get("vgg11", 10, widths=(2,) * 8), jax.random.key(0), (32, 32, 3))
     with pytest.raises(masks.MaskError, match=r"mask at Conv_1/kernel has shape \(3, 3, 2, 2\)"):
-        pruning.iterative_pruning(model, digits, masks=masks.init(other["params"]), **kw)
+        pruning.iterative_pruning(tiny_vgg11, small_digits, masks=masks.init(other["params"]), **kw)
     assert [pruning.rounds_for_sparsity(s) for s in (0.36, 0.59, 0.79)] == [2, 4, 7]
     with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
         pruning.rounds_for_sparsity(1.0)

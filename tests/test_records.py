@@ -12,33 +12,22 @@ import pytest
 from pdjax import data as data_lib
 from pdjax import distill, masks, models, pruning, records, train
 
-TINY_VGG11 = (2, 4, 4, 4, 8, 8, 8, 8)
 ONE_EPOCH = train.Schedule(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return data_lib.load("digits", max_train=700)
+def _fit(tiny_vgg11, small_digits, workdir, schedule=ONE_EPOCH, **options):
+    return train.fit(tiny_vgg11, small_digits, schedule, workdir=workdir, seed=0, progress=False, **options)
 
 
-@pytest.fixture(scope="module")
-def model():
-    return models.get("vgg11", 10, widths=TINY_VGG11)
-
-
-def _fit(model, digits, workdir, schedule=ONE_EPOCH, **options):
-    return train.fit(model, digits, schedule, workdir=workdir, seed=0, progress=False, **options)
-
-
-def test_a_changed_schedule_is_refused_and_restart_retrains(model, digits, tmp_path):
-    first = _fit(model, digits, tmp_path / "nb")
+def test_a_changed_schedule_is_refused_and_restart_retrains(tiny_vgg11, small_digits, tmp_path):
+    first = _fit(tiny_vgg11, small_digits, tmp_path / "nb")
     faster = dataclasses.replace(ONE_EPOCH, lr=0.5)
     with pytest.raises(records.StaleRunError, match=r"schedule\.lr: 0\.05 there, 0\.5 now.*restart=True"):
-        _fit(model, digits, tmp_path / "nb", faster)
+        _fit(tiny_vgg11, small_digits, tmp_path / "nb", faster)
     # Nothing in the directory was touched by the refused call.
     assert json.loads((tmp_path / "nb" / "stage.json").read_text())["schedule"]["lr"] == 0.05
-    again = _fit(model, digits, tmp_path / "nb", faster, restart=True)
-    in_memory = _fit(model, digits, None, faster)
+    again = _fit(tiny_vgg11, small_digits, tmp_path / "nb", faster, restart=True)
+    in_memory = _fit(tiny_vgg11, small_digits, None, faster)
     assert again.history[0]["train_loss"] != first.history[0]["train_loss"]
     # The restarted run is the new run: the same as one trained in memory, without files.
     assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in in_memory.history]
@@ -47,18 +36,18 @@ def test_a_changed_schedule_is_refused_and_restart_retrains(model, digits, tmp_p
     assert json.loads((tmp_path / "nb" / "stage.json").read_text())["schedule"]["lr"] == 0.5
 
 
-def test_in_memory_training_writes_nothing(model, digits, tmp_path, monkeypatch):
+def test_in_memory_training_writes_nothing(tiny_vgg11, small_digits, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = _fit(model, digits, None)
+    result = _fit(tiny_vgg11, small_digits, None)
     assert list(tmp_path.iterdir()) == []
     assert len(result.history) == 1
     with pytest.raises(ValueError, match="snapshot_epochs .* give a workdir"):
-        _fit(model, digits, None, snapshot_epochs=(1,))
+        _fit(tiny_vgg11, small_digits, None, snapshot_epochs=(1,))
 
 
-def test_other_data_teacher_seed_or_initial_weights_are_refused(model, digits, tmp_path):
-    teacher = distill.Teacher(model, jax.device_get(models.init(model, jax.random.key(5), (32, 32, 3))))
-    _fit(model, digits, tmp_path, teacher=teacher)
+def test_other_data_teacher_seed_or_initial_weights_are_refused(tiny_vgg11, small_digits, tmp_path):
+    teacher = distill.Teacher(tiny_vgg11, jax.device_get(models.init(tiny_vgg11, jax.random.key(5), (32, 32, 3))))
+    _fit(tiny_vgg11, small_digits, tmp_path, teacher=teacher)
     other_teacher = teacher._replace(variables=jax.tree.map(lambda x: x * 1.0001, teacher.variables))
     fewer = data_lib.load("digits", max_train=650)
     cases = [
@@ -71,32 +60,32 @@ def test_other_data_teacher_seed_or_initial_weights_are_refused(model, digits, t
     for options, message in cases:
         options = {"seed": 0, **options}
         with pytest.raises(records.StaleRunError, match=message):
-            train.fit(model, digits, ONE_EPOCH, workdir=tmp_path, progress=False, **options)
+            train.fit(tiny_vgg11, small_digits, ONE_EPOCH, workdir=tmp_path, progress=False, **options)
     with pytest.raises(records.StaleRunError, match=r"data\.train\.images: 630 there, 585 now"):
-        train.fit(model, fewer, ONE_EPOCH, workdir=tmp_path, seed=0, progress=False, teacher=teacher)
+        train.fit(tiny_vgg11, fewer, ONE_EPOCH, workdir=tmp_path, seed=0, progress=False, teacher=teacher)
 
 
-def test_pruning_with_another_fraction_is_refused(model, digits, tmp_path):
-    dense = jax.device_get(models.init(model, jax.random.key(0), (32, 32, 3)))
+def test_pruning_with_another_fraction_is_refused(tiny_vgg11, small_digits, tmp_path):
+    dense = jax.device_get(models.init(tiny_vgg11, jax.random.key(0), (32, 32, 3)))
     schedule = dataclasses.replace(ONE_EPOCH, epochs=0)  # rounds only prune; enough for the record
-    pruning.iterative_pruning(model, digits, variables=dense, schedule=schedule, rounds=1, workdir=tmp_path,
+    pruning.iterative_pruning(tiny_vgg11, small_digits, variables=dense, schedule=schedule, rounds=1, workdir=tmp_path,
                               progress=False)
     with pytest.raises(records.StaleRunError, match=r"fraction: 0\.2 there, 0\.5 now"):
-        pruning.iterative_pruning(model, digits, variables=dense, schedule=schedule, rounds=1, workdir=tmp_path,
+        pruning.iterative_pruning(tiny_vgg11, small_digits, variables=dense, schedule=schedule, rounds=1, workdir=tmp_path,
                                   fraction=0.5, progress=False)
-    rounds = pruning.iterative_pruning(model, digits, variables=dense, schedule=schedule, rounds=1,
+    rounds = pruning.iterative_pruning(tiny_vgg11, small_digits, variables=dense, schedule=schedule, rounds=1,
                                        workdir=tmp_path, fraction=0.5, progress=False, restart=True)
     assert masks.density(rounds[0].masks) == pytest.approx(0.5, abs=0.01)
     # More rounds than before continue the same run.
-    more = pruning.iterative_pruning(model, digits, variables=dense, schedule=schedule, rounds=2,
+    more = pruning.iterative_pruning(tiny_vgg11, small_digits, variables=dense, schedule=schedule, rounds=2,
                                      workdir=tmp_path, fraction=0.5, progress=False)
     assert masks.density(more[1].masks) == pytest.approx(0.25, abs=0.01)
 
 
-def test_a_directory_from_before_records_is_adopted(model, digits, tmp_path):
-    first = _fit(model, digits, tmp_path)
+def test_a_directory_from_before_records_is_adopted(tiny_vgg11, small_digits, tmp_path):
+    first = _fit(tiny_vgg11, small_digits, tmp_path)
     (tmp_path / "stage.json").unlink()
-    again = _fit(model, digits, tmp_path)
+    again = _fit(tiny_vgg11, small_digits, tmp_path)
     assert again.test_accuracy == first.test_accuracy and again.history == first.history
     assert json.loads((tmp_path / "stage.json").read_text())["seed"] == 0
 
