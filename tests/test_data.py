@@ -192,7 +192,11 @@ def test_tfds_network_probe_is_bounded(monkeypatch):
     assert time.perf_counter() - start < 0.4 + 1.0
 
     # A resolver that hangs (getaddrinfo ignores the socket timeout) must not hang the probe.
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    def resolve_slowly(*args, **kwargs):
+        time.sleep(5)  # then fail as a resolver does, inside the probe's thread
+        raise socket.gaierror("temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "create_connection", resolve_slowly)
     start = time.perf_counter()
     assert data._network_reachable(hosts=("a.example",), timeout=0.2) is False
     assert time.perf_counter() - start < 2
