@@ -28,6 +28,10 @@ Any model: the chain rule is one function, `chain_widths`, over the model's widt
 kernels each width sizes, declared with the model: `pdjax.models.width_groups`); it counts
 weights from the built model's parameter shapes (`jax.eval_shape`), so a user's own network
 gets widths from its masks by giving a builder and its groups.
+  - `rule="uniform"` (any model; a baseline, not the paper's): every teacher width times one
+    common factor, chosen so that the student has as many prunable (conv + linear) weights as
+    the chain rule's student from the same masks. It asks whether the per-layer widths the
+    sparsity gives matter, or only the student's size (`uniform_widths`).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from pdjax.masks import MaskError
 from pdjax.sparsity import layer_stats, natural_key
 from pdjax.types import Masks, Widths
 
-RULES = ("chain", "balanced")
+RULES = ("chain", "balanced", "uniform")
 
 
 def _kernels(masks: Masks) -> dict[str, tuple[tuple[int, ...], int]]:
@@ -202,6 +206,34 @@ def chain_widths(build: Callable[[tuple[int, ...]], Any], groups: Sequence[Seque
     return tuple(widths)
 
 
+def _count(shapes: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shape) for shape in shapes.values())
+
+
+def uniform_widths(teacher_widths: Sequence[int], target: int,
+                   shapes: Callable[[Sequence[int]], dict[str, tuple[int, ...]]]) -> tuple[int, ...]:
+    """The teacher's widths times one factor f (each rounded, never below 1), f chosen so that
+    the model's prunable weights come closest to `target`.
+
+    Args:
+      teacher_widths: the widths to scale.
+      target: the number of prunable (conv + linear kernel) weights to match.
+      shapes: the kernel shapes as a function of the widths (`affine_kernel_shapes`).
+    """
+    teacher = np.asarray(teacher_widths, float)
+
+    def widths_at(factor: float) -> tuple[int, ...]:
+        return tuple(max(1, int(round(w * factor))) for w in teacher)
+
+    lo, hi = 0.0, 1.0
+    while _count(shapes(widths_at(hi))) < target and hi < 1e6:
+        hi *= 2
+    for _ in range(60):  # the count grows with the factor: bisect to the step where it crosses
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _count(shapes(widths_at(mid))) < target else (lo, mid)
+    return min((widths_at(lo), widths_at(hi)), key=lambda ws: abs(_count(shapes(ws)) - target))
+
+
 def _num_classes(kernels: dict[str, Any]) -> int:
     """The classifier's outputs: the last top-level Dense kernel of a pdjax model."""
     dense = sorted((p for p in kernels if re.fullmatch(r"Dense_\d+/kernel", p)), key=natural_key)
@@ -218,8 +250,9 @@ def student_widths(model_name: str, masks: Masks, rule: str = "chain", *,
     Args:
       model_name: the teacher's (and student's) architecture, e.g. "vgg19", "resnet18".
       masks: the pruned teacher's mask tree.
-      rule: "chain" (the paper's, any model: `chain_widths` over `pdjax.models.width_groups`)
-        or "balanced" (VGG only); see the module docstring.
+      rule: "chain" (the paper's, any model: `chain_widths` over `pdjax.models.width_groups`),
+        "balanced" (VGG only) or "uniform" (any model: the teacher's widths scaled to the chain
+        student's size); see the module docstring.
       smoothness: weight of the smoothness term of the balanced rule.
       image_shape: the teacher's input images (H, W, C); vgg16_tiny's head depends on it.
       **options: the teacher's model options (e.g. `stem_width=4` for a ResNet).
@@ -245,8 +278,13 @@ def student_widths(model_name: str, masks: Masks, rule: str = "chain", *,
         return widths
     num_classes = _num_classes(_kernels(masks))
     key = (model_name, num_classes, tuple(image_shape), tuple(sorted(options.items())))
-    return chain_widths(_builder(*key), models.width_groups(model_name), masks, image_shape=image_shape,
-                        name=model_name, shapes=_model_shapes(*key))
+    groups, shapes = models.width_groups(model_name), _model_shapes(*key)
+    chain = chain_widths(_builder(*key), groups, masks, image_shape=image_shape, name=model_name, shapes=shapes)
+    if rule == "chain":
+        return chain
+    teacher = _check_teacher(_builder(*key), shapes, {s.path: tuple(s.shape) for s in layer_stats(masks)},
+                             len(groups), image_shape, model_name)
+    return uniform_widths(teacher, _count(shapes(chain)), shapes)
 
 
 @functools.lru_cache(maxsize=None)
@@ -337,22 +375,24 @@ def _vgg_balanced(convs: list, smoothness: float) -> tuple[int, ...]:
 
 
 def prunable_count(model_name: str, num_classes: int, widths: Widths,
-                   image_shape: tuple[int, int, int] = (32, 32, 3)) -> int:
-    """Conv + linear kernel weights of `model_name` at `widths` (shapes only, no arrays)."""
-    model = models.get(model_name, num_classes, widths=widths)
+                   image_shape: tuple[int, int, int] = (32, 32, 3), **options: Any) -> int:
+    """Conv + linear kernel weights of `model_name` at `widths` (shapes only, no arrays);
+    `options` go to `pdjax.models.get` (e.g. `stem_width=4`)."""
+    model = models.get(model_name, num_classes, widths=widths, **options)
     params = jax.eval_shape(lambda: models.init(model, jax.random.key(0), image_shape))["params"]
     return models.count_params(params, prunable_only=True)
 
 
 def compare_rules(model_name: str, masks: Masks, num_classes: int,
-                  image_shape: tuple[int, int, int] = (32, 32, 3)) -> list[dict]:
-    """Each applicable rule's widths and prunable weights beside the teacher's remaining weights."""
+                  image_shape: tuple[int, int, int] = (32, 32, 3), **options: Any) -> list[dict]:
+    """Each applicable rule's widths and prunable weights beside the teacher's remaining weights
+    (`options`: the teacher's model options, as in `student_widths`)."""
     remaining = masks_lib.remaining(masks)
-    rules = RULES if _is_vgg(model_name) else ("chain",)
+    rules = RULES if _is_vgg(model_name) else ("chain", "uniform")
     out = []
     for rule in rules:
-        widths = student_widths(model_name, masks, rule, image_shape=image_shape)
-        count = prunable_count(model_name, num_classes, widths, image_shape)
+        widths = student_widths(model_name, masks, rule, image_shape=image_shape, **options)
+        count = prunable_count(model_name, num_classes, widths, image_shape, **options)
         out.append({"rule": rule, "widths": list(widths), "student_weights": count,
                     "teacher_remaining": remaining, "ratio": count / remaining})
     return out

@@ -45,6 +45,12 @@ def test_vgg_chain_oscillates_and_balanced_does_not_while_matching_the_count():
     # so its density can only be met by its own width, which the smoothness term pulls up.
     assert ratios.max() / ratios.min() < 1.35 and np.all(np.abs(ratios[1:] - 0.5) < 0.01)
     rows = {r["rule"]: r for r in students.compare_rules("vgg19", m, 100)}
+    assert set(rows) == {"chain", "balanced", "uniform"}
+    # The uniform student: every width near one common factor of the teacher's (rounding apart),
+    # with as many weights as the chain student.
+    uniform = np.array(rows["uniform"]["widths"]) / np.array(teacher)
+    assert uniform.max() - uniform.min() < 1 / 64 and rows["uniform"]["widths"] != list(teacher)
+    assert rows["uniform"]["student_weights"] == pytest.approx(rows["chain"]["student_weights"], rel=0.01)
     for rule in ("chain", "balanced"):
         # conv weights match; the dense classifier adds its own.
         assert rows[rule]["student_weights"] == pytest.approx(
@@ -58,8 +64,15 @@ def test_resnet_and_mobilenet_students_match_the_pruned_teacher_within_2_percent
     previous = None
     for rounds in (2, 4, 7):  # 36%, 59%, 79% sparsity
         m = masks.prune_global(params, dense, 1 - 0.8**rounds)
-        (row,) = students.compare_rules(model_name, m, 200)
+        rows = {r["rule"]: r for r in students.compare_rules(model_name, m, 200)}
+        assert set(rows) == {"chain", "uniform"}
+        row = rows["chain"]
         assert abs(row["ratio"] - 1) < 0.02, (rounds, row)
+        # The uniform student: the teacher's widths times one factor, and the chain student's size.
+        uniform = np.array(rows["uniform"]["widths"], float)
+        factors = uniform / np.array(models.default_widths(model_name))
+        assert factors.max() - factors.min() < 2 / min(models.default_widths(model_name)), factors
+        assert abs(rows["uniform"]["student_weights"] / row["student_weights"] - 1) < 0.03, rows
         assert all(w >= 1 for w in row["widths"])
         if previous is not None:  # sparser teacher, narrower student
             assert row["student_weights"] < previous
