@@ -2,38 +2,63 @@
 and widths sized from the pruned teacher's per-layer remaining weights, and distill the pruned
 teacher into it. Arms: VGG19 on CIFAR-100 and ResNet18 on Tiny-ImageNet.
 
-For each sparsity of `kd_rounds` (36/59/79% at 20% per round) the derived student ("st36", ...)
-is trained from scratch, distilled from the unpruned teacher, and distilled from the pruned
-teacher it was derived from. The cost table gives each model's parameters, FLOPs and inference
-images/s measured in the same run: a masked teacher computes as much as the dense one; the
-derived student is what gets faster.
+For each sparsity of `kd_rounds` (36/59/79% at 20% per round) a student is derived by each rule
+of `width_rules` ("st36", ...) and trained in each arm of `student_arms`: from scratch, distilled
+from the unpruned teacher, distilled from the pruned teacher it was derived from. Besides the
+paper's chain rule, pdjax has two more (`pdjax.students`): "uniform", the teacher's widths times
+one factor with as many weights as the chain student (does the per-layer shape matter, or only
+the size?), and "balanced" (VGG only; the ResNet arm skips it). The cost table gives each
+model's parameters, FLOPs and inference images/s measured in the same run beside its test
+accuracy: a masked teacher computes as much as the dense one; the derived student is what gets
+faster.
 
 Presets:
   python experiments/compression_scheme.py --preset demo    # digits, tiny widths, a few minutes on a CPU
-  python experiments/compression_scheme.py --preset cpu     # shared CIFAR-10 JPEGs for both arms, 1/8 widths
+  python experiments/compression_scheme.py --preset cpu     # shared CIFAR-10 JPEGs, 1/16 widths, 3 seeds, 3 rules
   python experiments/compression_scheme.py --preset paper --set resnet_data=folder:/data/tiny-imagenet-200.zip
 
-Overrides: `--set key=value` (e.g. `--set arms=vgg19`, `--set width_rule=balanced`), `--out DIR`,
-`--restart`.
+Overrides: `--set key=value` (e.g. `--set arms=vgg19`, `--set width_rules=chain,balanced`),
+`--out DIR`, `--restart`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import jax
 
 import pdjax
+from pdjax.train import Schedule
 
 EXPERIMENT = "compression_scheme"
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(pdjax.presets.TwoArmConfig):
-    width_rule: str = "chain"  # "chain" (the paper's) or "balanced" (VGG only)
+    # Width rules of the derived students: "chain" (the paper's; always first, the others are
+    # compared with it), "uniform", "balanced" (VGG arms only).
+    width_rules: tuple[str, ...] = ("chain",)
+    student_arms: tuple[str, ...] = pdjax.pipeline.STUDENT_ARMS  # the paper's three baselines
     cost_batch_size: int = 256  # batch of the inference images/s measurement
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = [r for r in self.width_rules if r not in pdjax.students.RULES]
+        if unknown or not self.width_rules or self.width_rules[0] != "chain":
+            raise pdjax.config.ConfigError(
+                f"width_rules={self.width_rules}: start with 'chain', then any of "
+                f"{', '.join(pdjax.students.RULES)}")
+        if not self.student_arms or any(a not in pdjax.pipeline.STUDENT_ARMS for a in self.student_arms):
+            raise pdjax.config.ConfigError(f"student_arms={self.student_arms}: some of "
+                                           f"{', '.join(pdjax.pipeline.STUDENT_ARMS)}")
+
+    def rules(self, arm: str) -> tuple[str, ...]:
+        """The width rules of an arm: "balanced" is defined for VGG only."""
+        return tuple(r for r in self.width_rules if r != "balanced" or arm.startswith("vgg"))
 
 
 def paper() -> Config:
@@ -41,7 +66,19 @@ def paper() -> Config:
 
 
 def cpu() -> Config:
-    return pdjax.presets.two_arm_cpu(Config)
+    # The self-distillation cpu preset's teachers and pruning (`pdjax.presets.two_arm_cpu`: 1/16
+    # width, shared CIFAR-10 JPEGs, 3 seeds), with shorter student schedules: 3 rules x 3
+    # sparsities x 2 arms x 3 seeds = 54 VGG students and 36 ResNet students must fit in the
+    # 2.5 hours. The paper's third baseline (KD from the unpruned teacher) is left out here;
+    # `--set student_arms=scratch,kd_unpruned,kd_pruned` adds it.
+    vgg_student = Schedule(epochs=8, batch_size=128, lr=0.1, milestones=(3, 5, 7), lr_factor=0.2,
+                           weight_decay=5e-4)
+    resnet_student = Schedule(epochs=6, batch_size=128, lr=0.05, milestones=(2, 4, 5), lr_factor=0.2,
+                              weight_decay=5e-4)
+    return pdjax.presets.two_arm_cpu(Config, width_rules=("chain", "uniform", "balanced"),
+                                     student_arms=("scratch", "kd_pruned"),
+                                     vgg_student=vgg_student, vgg_kd=vgg_student,
+                                     resnet_student=resnet_student, resnet_kd=resnet_student)
 
 
 def demo() -> Config:
@@ -49,41 +86,92 @@ def demo() -> Config:
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
+ARM_COLUMNS = {"scratch": "scratch", "kd_pruned": "KD from its pruned teacher", "kd_unpruned": "KD from unpruned"}
 COST_COLUMNS = [("model", "model", "s"), ("widths", "widths", "s"), ("params", "params", ","),
                 ("nonzero_params", "nonzero params", ","), ("flops", "FLOPs / image", ",.0f"),
-                ("images_per_second", "inference images/s", ",.0f"), ("test_accuracy", "test acc", ".4f")]
+                ("images_per_second", "inference images/s", ",.0f"), ("own", "teacher test acc", "s")]
+
+
+def _arm_of(row: dict[str, Any]) -> str:
+    if row["teacher_model"] is None:
+        return "scratch"
+    return "kd_unpruned" if row["teacher_sparsity"] == 0.0 else "kd_pruned"
+
+
+def _mean_std(accuracies: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(accuracies), (statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)
 
 
 def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.ImageData,
               config: Config) -> list[dict[str, Any]]:
-    """Parameters, FLOPs and measured inference speed of the teacher, its pruned rounds and the
-    derived students, all on this machine in this run. Costs do not depend on the weights' values,
-    so freshly initialised variables (with each round's masks applied) stand in for trained ones."""
+    """Parameters, FLOPs and measured inference speed of the teacher, its pruned rounds and every
+    derived student (one row per rule and sparsity), all on this machine in this run, beside
+    test accuracy (a student's per arm, mean ± std over seeds). Costs do not depend on the
+    weights' values, so freshly initialised variables (with each round's masks applied) stand
+    in for trained ones."""
     (taught,) = result.teachers
+    options = config.model_options().get(arm, {})
     teacher_row = next(r for r in result.rows if r["stage"] == taught.stage)
-    teacher = pdjax.models.get(arm, data.num_classes, widths=teacher_row["widths"])
+    teacher = pdjax.models.get(arm, data.num_classes, widths=teacher_row["widths"], **options)
     template = pdjax.models.init(teacher, jax.random.key(0), data.image_shape)
     rows = []
     dense = pdjax.costs.inference_costs(teacher, template, data.image_shape, batch_size=config.cost_batch_size)
-    rows.append({"model": f"{arm} teacher (dense)", "widths": str(teacher_row["widths"]), **dense,
-                 "test_accuracy": teacher_row["test_accuracy"]})
+    rows.append({"model": f"{arm} teacher (dense)", "kind": "teacher", "widths": str(teacher_row["widths"]),
+                 **dense, "test_accuracy": teacher_row["test_accuracy"],
+                 "own": f"{teacher_row['test_accuracy']:.4f}"})
     for k in config.kd_rounds:
         masks, summary = taught.masks[k], taught.pruning[k]  # index 0 is the unpruned teacher
         masked = {**template, "params": pdjax.masks.apply(template["params"], masks)}
         pruned = pdjax.costs.inference_costs(
             teacher, masked, data.image_shape, batch_size=config.cost_batch_size,
             nonzero_params=dense["params"] - pdjax.masks.total(masks) + pdjax.masks.remaining(masks))
-        rows.append({"model": f"{arm} teacher pruned {summary['sparsity']:.0%} (masked)",
-                     "widths": str(teacher_row["widths"]), **pruned, "test_accuracy": summary["test_accuracy"]})
+        rows.append({"model": f"{arm} teacher pruned {summary['sparsity']:.0%} (masked)", "kind": "pruned teacher",
+                     "sparsity": summary["sparsity"], "widths": str(teacher_row["widths"]), **pruned,
+                     "test_accuracy": summary["test_accuracy"], "own": f"{summary['test_accuracy']:.4f}"})
+    students: dict[tuple, dict[str, Any]] = {}
     for r in result.students:
-        if r["teacher"] == f"{arm} pruned" and r["derived_from_sparsity"] is not None:
-            student = pdjax.models.get(arm, data.num_classes, widths=r["widths"])
+        if r["derived_from_sparsity"] is None:
+            continue
+        key = (r["width_rule"], r["derived_from_sparsity"], tuple(r["widths"]))
+        if key not in students:
+            student = pdjax.models.get(arm, data.num_classes, widths=r["widths"], **options)
             variables = pdjax.models.init(student, jax.random.key(0), data.image_shape)
             costs = pdjax.costs.inference_costs(student, variables, data.image_shape,
                                                 batch_size=config.cost_batch_size)
-            rows.append({"model": f"{arm} student st{round(100 * r['derived_from_sparsity'])} (KD from pruned)",
-                         "widths": str(r["widths"]), **costs, "test_accuracy": r["test_accuracy"]})
-    return rows
+            students[key] = {"model": f"{arm} {r['width_rule']} st{round(100 * r['derived_from_sparsity'])}",
+                             "kind": f"{r['width_rule']} student", "rule": r["width_rule"],
+                             "sparsity": r["derived_from_sparsity"], "widths": str(r["widths"]), **costs}
+        mean, std = _mean_std(r["test_accuracies"])
+        students[key].update({_arm_of(r): mean, f"{_arm_of(r)}_std": std,
+                              f"{_arm_of(r)}_text": f"{mean:.4f} ± {std:.4f}"})
+    return rows + list(students.values())
+
+
+def cost_columns(config: Config) -> list[pdjax.reports.Column]:
+    return COST_COLUMNS + [(f"{a}_text", f"{ARM_COLUMNS[a]} (mean ± std)", "s") for a in config.student_arms]
+
+
+def plot_accuracy_vs_params(path: Path, arm: str, rows: list[dict[str, Any]], config: Config) -> None:
+    """Test accuracy against parameters (nonzero ones for a pruned teacher): one marker per
+    student kind (rule and arm), error bars the std over seeds."""
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    errors: dict[str, list[float]] = {}
+    for row in sorted(rows, key=lambda r: r["nonzero_params"]):
+        if row["kind"] == "pruned teacher":
+            points = [("pruned teacher (nonzero params)", row["test_accuracy"], 0.0)]
+        elif row["kind"] == "teacher":
+            points = [("dense teacher", row["test_accuracy"], 0.0)]
+        else:
+            points = [(f"{row['rule']} student, {ARM_COLUMNS[a]}", row[a], row[f"{a}_std"])
+                      for a in config.student_arms if a in row]
+        for label, accuracy, std in points:
+            xs, ys = series.setdefault(label, ([], []))
+            xs.append(row["nonzero_params"])
+            ys.append(accuracy)
+            errors.setdefault(label, []).append(std)
+    pdjax.reports.plot_panels(path, [pdjax.reports.Panel(series, "test accuracy (mean ± std over seeds)", errors)],
+                              xlabel="parameters (nonzero, for a masked teacher)",
+                              title=f"{EXPERIMENT}: {arm}, accuracy against size")
 
 
 RULE_COLUMNS = [("sparsity", "teacher sparsity", ".3f"), ("rule", "rule", "s"), ("widths", "student widths", "s"),
@@ -95,10 +183,11 @@ def rule_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
               config: Config) -> list[dict[str, Any]]:
     """Every applicable width rule beside the other, for each pruned teacher: the widths and the
     student's conv + linear weights against the teacher's remaining weights."""
+    (taught,) = result.teachers
     rows = []
     for k in config.kd_rounds:
-        (taught,) = result.teachers
-        for row in pdjax.students.compare_rules(arm, taught.masks[k], data.num_classes, data.image_shape):
+        for row in pdjax.students.compare_rules(arm, taught.masks[k], data.num_classes, data.image_shape,
+                                                **config.model_options().get(arm, {})):
             rows.append({"sparsity": taught.pruning[k]["sparsity"], **row, "widths": str(row["widths"])})
     return rows
 
@@ -106,22 +195,25 @@ def rule_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__,
                                                        arms=pdjax.presets.ARMS)
-    if config.width_rule not in pdjax.students.RULES:
-        raise pdjax.config.ConfigError(f"width_rule must be one of {', '.join(pdjax.students.RULES)}")
-    if config.width_rule != "chain" and "resnet18" in config.arms:
-        raise pdjax.config.ConfigError(f"width_rule={config.width_rule} is defined for VGG only; "
-                                       "use --set arms=vgg19 or width_rule=chain")
 
     def students(arm: str) -> list[pdjax.pipeline.StudentSpec]:
-        _, train, _, kd = config.arm(arm)
-        return [pdjax.pipeline.StudentSpec("student", arm, scratch=train, kd=kd, width_rule=config.width_rule)]
+        # The chain rule's students keep the stage names of a one-rule run ("student_round_02_...").
+        return [pdjax.pipeline.StudentSpec("student" if rule == "chain" else f"{rule}_student", arm,
+                                           scratch=config.student_schedule(arm), kd=config.arm(arm)[3],
+                                           width_rule=rule, arms=config.student_arms)
+                for rule in config.rules(arm)]
 
     def costs(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.ImageData):
         rows = cost_rows(arm, result, data, config)
         rules = rule_rows(arm, result, data, config)
-        notes = (f"Students derived with the `{config.width_rule}` rule. Costs measured on "
-                 f"{jax.devices()[0].device_kind} ({jax.default_backend()}), batch {config.cost_batch_size}:\n\n"
-                 f"{pdjax.reports.markdown_table(rows, COST_COLUMNS)}\n"
+        plot_accuracy_vs_params(out / arm / "accuracy_vs_params.png", arm, rows, config)
+        skipped = [r for r in config.width_rules if r not in config.rules(arm)]
+        notes = (f"Students derived with the rules {', '.join(config.rules(arm))}"
+                 + (f" ({', '.join(skipped)}: VGG only)" if skipped else "") + ". Costs measured on "
+                 f"{jax.devices()[0].device_kind} ({jax.default_backend()}), batch {config.cost_batch_size}, "
+                 "in the run (another process on the cores would lower the images/s); accuracy is test "
+                 "accuracy, mean ± std over the seeds. `accuracy_vs_params.png` plots it.\n\n"
+                 f"{pdjax.reports.markdown_table(rows, cost_columns(config))}\n"
                  f"Width rules side by side (conv + linear weights of the student; the classifier is "
                  f"dense):\n\n{pdjax.reports.markdown_table(rules, RULE_COLUMNS)}\n")
         return notes, {"costs": rows, "width_rules": rules}

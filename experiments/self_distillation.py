@@ -22,7 +22,6 @@ import sys
 from typing import Any, Sequence
 
 import pdjax
-from pdjax.train import Schedule
 
 EXPERIMENT = "self_distillation"
 
@@ -37,33 +36,10 @@ def paper() -> Config:
 
 
 def cpu() -> Config:
-    # Both arms on the shared CIFAR-10 JPEGs (all 20,000 training images, 10% held out), 1/16
-    # width, 3 student seeds, within 2.5 hours on 2 cores. The ResNet18's stem is narrowed with
-    # its stages (4 wide): at 1/16 width the paper's 64-wide stem at full resolution made the
-    # train step 3.7x slower (162 vs 597 img/s, measured side by side, batch 128, with another
-    # run on the cores) and would not fit. Estimated from uncontended rates (VGG19/16 train 1901
-    # img/s, KD ~0.75 of that; ResNet18/16 ~1000 and ~750): VGG arm ~50 min, ResNet arm ~80 min.
-    # Teachers train longer than students (once, against 5 student arms x 3 seeds), so a KD
-    # student's gain over scratch mixes the teacher's knowledge with its longer training; the
-    # experiment's question, the pruned against the unpruned teacher's student, compares
-    # students of equal budgets. No setting was chosen by looking at test accuracy; these are
-    # the paper's schedule shapes (milestones at 30/60/80% of the epochs, 30/65% in a pruning
-    # round) shortened to the budget.
-    vgg = Schedule(epochs=30, batch_size=128, lr=0.1, milestones=(9, 18, 24), lr_factor=0.2, weight_decay=5e-4)
-    vgg_student = Schedule(epochs=12, batch_size=128, lr=0.1, milestones=(4, 7, 10), lr_factor=0.2,
-                           weight_decay=5e-4)
-    resnet = Schedule(epochs=25, batch_size=128, lr=0.05, milestones=(8, 15, 20), lr_factor=0.2,
-                      weight_decay=5e-4)
-    resnet_student = Schedule(epochs=10, batch_size=128, lr=0.05, milestones=(3, 6, 8), lr_factor=0.2,
-                              weight_decay=5e-4)
-    return Config(vgg_data=pdjax.presets.SHARED_CIFAR10, resnet_data=pdjax.presets.SHARED_CIFAR10,
-                  width_multiplier=1 / 16, seeds=(0, 1, 2), resnet_stem_width=4,
-                  vgg_train=vgg, vgg_student=vgg_student, vgg_kd=vgg_student,
-                  vgg_prune=Schedule(epochs=5, batch_size=128, lr=0.1, milestones=(2, 3), lr_factor=0.1,
-                                     weight_decay=2e-4),
-                  resnet_train=resnet, resnet_student=resnet_student, resnet_kd=resnet_student,
-                  resnet_prune=Schedule(epochs=4, batch_size=128, lr=0.05, milestones=(1, 3), lr_factor=0.1,
-                                        weight_decay=2e-4))
+    # Both arms at 1/16 width on the shared CIFAR-10 JPEGs, 3 seeds (`pdjax.presets.two_arm_cpu`),
+    # within 2.5 hours on 2 cores: from uncontended rates (VGG19/16 train 1901 img/s, KD ~0.75 of
+    # that; ResNet18/16 ~1000 and ~750), VGG arm ~50 min, ResNet arm ~80 min.
+    return pdjax.presets.two_arm_cpu(Config)
 
 
 def demo() -> Config:

@@ -53,6 +53,9 @@ class PruneSpec:
     finetune_lr: float = 1e-3
 
 
+STUDENT_ARMS = ("scratch", "kd_unpruned", "kd_pruned")
+
+
 @dataclasses.dataclass(frozen=True)
 class StudentSpec:
     """One student architecture and its schedules.
@@ -62,9 +65,12 @@ class StudentSpec:
       model: its architecture name.
       scratch: schedule when trained from scratch.
       kd: schedule when distilled.
-      width_rule: None for the model's own widths times `width_multiplier`; "chain" or
-        "balanced" to derive the widths from each pruned teacher's masks.
+      width_rule: None for the model's own widths times `width_multiplier`; "chain",
+        "balanced" or "uniform" to derive the widths from each pruned teacher's masks (see
+        `pdjax.students`).
       width_multiplier: scales the fixed widths.
+      arms: which of its arms are trained: "scratch", "kd_unpruned" (distilled from the unpruned
+        teacher), "kd_pruned" (from each pruned teacher of `kd_rounds`); all three by default.
     """
 
     label: str
@@ -73,6 +79,15 @@ class StudentSpec:
     kd: Schedule
     width_rule: str | None = None
     width_multiplier: float = 1.0
+    arms: tuple[str, ...] = STUDENT_ARMS
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in STUDENT_ARMS]
+        if unknown or not self.arms:
+            raise ValueError(f"student {self.label!r}: arms {self.arms} must be some of {STUDENT_ARMS}")
+        if self.width_rule is not None and self.width_rule not in students_lib.RULES:
+            raise ValueError(f"student {self.label!r}: unknown width rule {self.width_rule!r}; "
+                             f"known: {', '.join(students_lib.RULES)}")
 
 
 # Student seed s trains with `fit(seed=STUDENT_SEED_OFFSET + s)`: the teacher uses `teacher_seed`,
@@ -270,7 +285,7 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
             params = row["params"]
         mean, std = _mean_std(accuracies)
         student_rows.append({
-            "student": spec.label, "model": spec.model, "widths": list(widths),
+            "student": spec.label, "model": spec.model, "width_rule": spec.width_rule, "widths": list(widths),
             "derived_from_sparsity": derived_from, "teacher": kind,
             "teacher_model": None if source is None else source.name,
             "teacher_sparsity": None if source is None else source.sparsity,
@@ -286,10 +301,13 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
         for spec in students:
             if spec.width_rule is None:
                 widths = models.scaled_widths(spec.model, spec.width_multiplier)
-                if i == 0:  # a fixed-width scratch student does not depend on the teacher: trained once
+                # A fixed-width scratch student does not depend on the teacher: trained once.
+                if i == 0 and "scratch" in spec.arms:
                     train_student(f"{spec.label}_scratch", spec, widths, "none (scratch)", None, None)
-                train_student(f"{prefix}{spec.label}_kd_unpruned", spec, widths, f"{name} unpruned", unpruned, None)
-                for k in kd_rounds:
+                if "kd_unpruned" in spec.arms:
+                    train_student(f"{prefix}{spec.label}_kd_unpruned", spec, widths, f"{name} unpruned",
+                                  unpruned, None)
+                for k in kd_rounds if "kd_pruned" in spec.arms else ():
                     train_student(f"{prefix}{spec.label}_kd_round_{k:02d}", spec, widths, f"{name} pruned",
                                   pruned[k], None)
             else:
@@ -299,10 +317,14 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
                                                          image_shape=data.image_shape,
                                                          **model_options.get(spec.model, {}))
                     stem = f"{prefix}{spec.label}_round_{k:02d}"
-                    train_student(f"{stem}_scratch", spec, widths, "none (scratch)", None, source.sparsity)
-                    train_student(f"{stem}_kd_unpruned", spec, widths, f"{name} unpruned", unpruned,
-                                  source.sparsity)
-                    train_student(f"{stem}_kd_pruned", spec, widths, f"{name} pruned", source, source.sparsity)
+                    if "scratch" in spec.arms:
+                        train_student(f"{stem}_scratch", spec, widths, "none (scratch)", None, source.sparsity)
+                    if "kd_unpruned" in spec.arms:
+                        train_student(f"{stem}_kd_unpruned", spec, widths, f"{name} unpruned", unpruned,
+                                      source.sparsity)
+                    if "kd_pruned" in spec.arms:
+                        train_student(f"{stem}_kd_pruned", spec, widths, f"{name} pruned", source,
+                                      source.sparsity)
     return PipelineResult(teacher_results, rows, student_rows, curves)
 
 
@@ -329,7 +351,7 @@ def _arm_label(row: dict[str, Any]) -> str:
 def _student_label(row: dict[str, Any]) -> str:
     label = row["model"]
     if row["derived_from_sparsity"] is not None:
-        label += f" st{round(100 * row['derived_from_sparsity'])} {tuple(row['widths'])}"
+        label += f" {row.get('width_rule') or 'chain'} st{round(100 * row['derived_from_sparsity'])} {tuple(row['widths'])}"
     return label
 
 
@@ -337,7 +359,9 @@ def comparisons(result: PipelineResult) -> list[dict[str, Any]]:
     """Seed-by-seed comparisons of the student arms (see `pdjax.stats.paired`).
 
     Among students of the same architecture and widths: each KD-from-pruned arm against
-    KD from the same teacher unpruned, and each KD arm against scratch. Differences are
+    KD from the same teacher unpruned, and each KD arm against scratch. Among students derived
+    from the same pruned teacher by different width rules: each other rule's arm against the
+    chain rule's student in the same arm (same teacher, or both from scratch). Differences are
     test accuracy of the arm minus that of the arm it is compared with, per seed.
     """
     groups: dict[tuple, list[dict[str, Any]]] = {}
@@ -345,9 +369,10 @@ def comparisons(result: PipelineResult) -> list[dict[str, Any]]:
         groups.setdefault((row["student"], row["model"], tuple(row["widths"])), []).append(row)
     out = []
 
-    def compare(arm: dict[str, Any], baseline: dict[str, Any]) -> None:
+    def compare(arm: dict[str, Any], baseline: dict[str, Any], baseline_label: str | None = None) -> None:
         c = stats.paired(arm["test_accuracies"], baseline["test_accuracies"])
-        out.append({"student": _student_label(arm), "arm": _arm_label(arm), "baseline": _arm_label(baseline),
+        out.append({"student": _student_label(arm), "arm": _arm_label(arm),
+                    "baseline": baseline_label or _arm_label(baseline),
                     "differences": list(c.differences), "mean": c.mean, "std": c.std,
                     "wins": c.wins, "losses": c.losses, "ties": c.ties,
                     "record": f"{c.wins}/{c.losses}/{c.ties}", "t": c.t, "p": c.p, "sign_p": c.sign_p,
@@ -365,6 +390,15 @@ def comparisons(result: PipelineResult) -> list[dict[str, Any]]:
                     compare(row, unpruned)
             if scratch is not None:
                 compare(row, scratch)
+    chain = {(r["model"], r["derived_from_sparsity"], r["teacher_model"], r["teacher_sparsity"]): r
+             for r in result.students if r.get("width_rule") == "chain"}
+    for row in result.students:
+        if row["derived_from_sparsity"] is None or row.get("width_rule") == "chain":
+            continue
+        baseline = chain.get((row["model"], row["derived_from_sparsity"], row["teacher_model"],
+                              row["teacher_sparsity"]))
+        if baseline is not None:
+            compare(row, baseline, f"{_student_label(baseline)}, same arm")
     return out
 
 
@@ -436,7 +470,7 @@ def plot(out: str | Path, result: PipelineResult, title: str) -> None:
             kind = f"KD from {r['teacher_model']} unpruned"
         else:
             kind = f"KD from {r['teacher_model']}"
-        label = f"{r['model']} {kind}"
+        label = f"{r['model']} {r.get('width_rule') or 'chain'} {kind}" if derived else f"{r['model']} {kind}"
         xs, ys = series.setdefault(label, ([], []))
         xs.append(x)
         ys.append(r["test_accuracy"])

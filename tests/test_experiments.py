@@ -222,18 +222,36 @@ def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
 
 def test_compression_smoke(tmp_path):
     module = load_experiment("compression_scheme")
-    results = module.main(SMOKE + one_epoch("vgg_train", "vgg_prune", "vgg_kd") + ["--set", "arms=vgg19",
-                          "--set", "cost_batch_size=16", "--out", str(tmp_path)])
+    results = module.main(SMOKE + one_epoch("vgg_train", "vgg_prune", "vgg_kd") + [
+        "--set", "arms=vgg19", "--set", "cost_batch_size=16", "--set", "width_rules=chain,uniform,balanced",
+        "--set", "student_arms=kd_pruned", "--out", str(tmp_path)])
     r = results["vgg19"]
-    assert [s["teacher"] for s in r["students"]] == ["none (scratch)", "vgg19 unpruned", "vgg19 pruned"]
+    assert [(s["width_rule"], s["teacher"]) for s in r["students"]] == [
+        (rule, "vgg19 pruned") for rule in ("chain", "uniform", "balanced")]
     assert all(s["derived_from_sparsity"] == pytest.approx(0.36, abs=1e-3) for s in r["students"])
-    dense, masked, student = r["costs"]
-    # A masked teacher computes as much as the dense one; the derived student less.
+    dense, masked, *derived = r["costs"]
+    assert [c["rule"] for c in derived] == ["chain", "uniform", "balanced"]
+    # A masked teacher computes as much as the dense one; the derived students less.
     assert masked["flops"] == dense["flops"] and masked["nonzero_params"] < dense["params"]
-    assert student["flops"] < 0.8 * dense["flops"] and student["params"] < 0.8 * dense["params"]
-    assert "inference images/s" in (tmp_path / "vgg19" / "results.md").read_text()
-    assert [w["rule"] for w in r["width_rules"]] == ["chain", "balanced"]
+    for student in derived:
+        assert student["flops"] < 0.8 * dense["flops"] and student["params"] < 0.8 * dense["params"]
+        row = next(s for s in r["students"] if s["width_rule"] == student["rule"] and s["teacher"] == "vgg19 pruned")
+        assert student["kd_pruned"] == pytest.approx(row["test_accuracy"])
+    chain, uniform = derived[0], derived[1]
+    assert abs(uniform["params"] / chain["params"] - 1) < 0.1 and uniform["widths"] != chain["widths"]
+    text = (tmp_path / "vgg19" / "results.md").read_text()
+    assert "inference images/s" in text and "KD from its pruned teacher (mean ± std)" in text
+    assert (tmp_path / "vgg19" / "accuracy_vs_params.png").stat().st_size > 0
+    assert [w["rule"] for w in r["width_rules"]] == ["chain", "balanced", "uniform"]
     assert all(abs(w["ratio"] - 1) < 0.1 for w in r["width_rules"])
+    # Each other rule's student against the chain student of the same arm, seed by seed.
+    against_chain = [c for c in r["comparisons"] if c["baseline"].endswith("same arm")]
+    assert sorted(c["student"].split()[1] for c in against_chain) == ["balanced", "uniform"]
+    assert all(c["arm"] == "KD from vgg19 pruned 36%" for c in against_chain)
+    with pytest.raises(config_lib.ConfigError, match="start with 'chain'"):
+        config_lib.override(module.demo(), ["width_rules=uniform,chain"])
+    with pytest.raises(config_lib.ConfigError, match="student_arms"):
+        config_lib.override(module.demo(), ["student_arms=kd"])
 
 
 def test_a_run_directory_from_before_a_new_config_field_is_still_accepted():
@@ -244,3 +262,14 @@ def test_a_run_directory_from_before_a_new_config_field_is_still_accepted():
     changed = {"config": {**new["config"], "compute_dtype": "bfloat16"}}
     assert config_lib.diff(old, changed, defaults=defaults) == ["config.compute_dtype"]
     assert config_lib.diff(old, new) == ["config.compute_dtype"]  # without defaults: every new key
+
+
+def test_a_student_spec_refuses_unknown_arms_and_rules():
+    from pdjax import pipeline
+
+    schedule = Schedule(epochs=1, batch_size=8, lr=0.1)
+    assert pipeline.StudentSpec("s", "vgg11", schedule, schedule).arms == ("scratch", "kd_unpruned", "kd_pruned")
+    with pytest.raises(ValueError, match=r"arms \('kd',\) must be some of"):
+        pipeline.StudentSpec("s", "vgg11", schedule, schedule, arms=("kd",))
+    with pytest.raises(ValueError, match="unknown width rule 'chian'"):
+        pipeline.StudentSpec("s", "vgg11", schedule, schedule, width_rule="chian")
