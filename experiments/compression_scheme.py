@@ -24,7 +24,6 @@ Overrides: `--set key=value` (e.g. `--set arms=vgg19`, `--set width_rules=chain,
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -92,16 +91,6 @@ COST_COLUMNS = [("model", "model", "s"), ("widths", "widths", "s"), ("params", "
                 ("images_per_second", "inference images/s", ",.0f"), ("own", "teacher test acc", "s")]
 
 
-def _arm_of(row: dict[str, Any]) -> str:
-    if row["teacher_model"] is None:
-        return "scratch"
-    return "kd_unpruned" if row["teacher_sparsity"] == 0.0 else "kd_pruned"
-
-
-def _mean_std(accuracies: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(accuracies), (statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0)
-
-
 def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.ImageData,
               config: Config) -> list[dict[str, Any]]:
     """Parameters, FLOPs and measured inference speed of the teacher, its pruned rounds and every
@@ -120,30 +109,31 @@ def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
                  **dense, "test_accuracy": teacher_row["test_accuracy"],
                  "own": f"{teacher_row['test_accuracy']:.4f}"})
     for k in config.kd_rounds:
-        masks, summary = taught.masks[k], taught.pruning[k]  # index 0 is the unpruned teacher
+        pruned_teacher = taught.rounds[k]
+        masks = pruned_teacher.masks
         masked = {**template, "params": pdjax.masks.apply(template["params"], masks)}
         pruned = pdjax.costs.inference_costs(
             teacher, masked, data.image_shape, batch_size=config.cost_batch_size,
             nonzero_params=dense["params"] - pdjax.masks.total(masks) + pdjax.masks.remaining(masks))
-        rows.append({"model": f"{arm} teacher pruned {summary['sparsity']:.0%} (masked)", "kind": "pruned teacher",
-                     "sparsity": summary["sparsity"], "widths": str(teacher_row["widths"]), **pruned,
-                     "test_accuracy": summary["test_accuracy"], "own": f"{summary['test_accuracy']:.4f}"})
+        rows.append({"model": f"{arm} teacher pruned {pruned_teacher.sparsity:.0%} (masked)", "kind": "pruned teacher",
+                     "sparsity": pruned_teacher.sparsity, "widths": str(teacher_row["widths"]), **pruned,
+                     "test_accuracy": pruned_teacher.test_accuracy, "own": f"{pruned_teacher.test_accuracy:.4f}"})
     students: dict[tuple, dict[str, Any]] = {}
     for r in result.students:
-        if r["derived_from_sparsity"] is None:
+        if r.derived_round is None:
             continue
-        key = (r["width_rule"], r["derived_from_sparsity"], tuple(r["widths"]))
+        key = (r.width_rule, r.derived_round, r.widths)
         if key not in students:
-            student = pdjax.models.get(arm, data.num_classes, widths=r["widths"], **options)
+            student = pdjax.models.get(arm, data.num_classes, widths=r.widths, **options)
             variables = pdjax.models.init(student, jax.random.key(0), data.image_shape)
             costs = pdjax.costs.inference_costs(student, variables, data.image_shape,
                                                 batch_size=config.cost_batch_size)
-            students[key] = {"model": f"{arm} {r['width_rule']} st{round(100 * r['derived_from_sparsity'])}",
-                             "kind": f"{r['width_rule']} student", "rule": r["width_rule"],
-                             "sparsity": r["derived_from_sparsity"], "widths": str(r["widths"]), **costs}
-        mean, std = _mean_std(r["test_accuracies"])
-        students[key].update({_arm_of(r): mean, f"{_arm_of(r)}_std": std,
-                              f"{_arm_of(r)}_text": f"{mean:.4f} ± {std:.4f}"})
+            students[key] = {"model": f"{arm} {r.width_rule} st{round(100 * r.derived_from_sparsity)}",
+                             "kind": f"{r.width_rule} student", "rule": r.width_rule,
+                             "sparsity": r.derived_from_sparsity, "widths": str(list(r.widths)), **costs}
+        std = r.test_accuracy_std or 0.0
+        students[key].update({r.arm: r.test_accuracy, f"{r.arm}_std": std,
+                              f"{r.arm}_text": f"{r.test_accuracy:.4f} ± {std:.4f}"})
     return rows + list(students.values())
 
 
@@ -186,9 +176,9 @@ def rule_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
     (taught,) = result.teachers
     rows = []
     for k in config.kd_rounds:
-        for row in pdjax.students.compare_rules(arm, taught.masks[k], data.num_classes, data.image_shape,
+        for row in pdjax.students.compare_rules(arm, taught.rounds[k].masks, data.num_classes, data.image_shape,
                                                 **config.model_options().get(arm, {})):
-            rows.append({"sparsity": taught.pruning[k]["sparsity"], **row, "widths": str(row["widths"])})
+            rows.append({"sparsity": taught.rounds[k].sparsity, **row, "widths": str(row["widths"])})
     return rows
 
 

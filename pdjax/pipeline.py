@@ -95,32 +95,108 @@ class StudentSpec:
 STUDENT_SEED_OFFSET = 1000
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
+class TeacherRound:
+    """The teacher after one pruning round; round 0 is the unpruned teacher.
+
+    Attributes:
+      round: its number (0: unpruned).
+      sparsity: the fraction of prunable weights its masks remove.
+      test_accuracy: its own (pruning rounds keep their last epoch; round 0 its best).
+      masks: its masks (all kept for round 0).
+      summary: its row of the pruning table in results.json.
+    """
+
+    round: int
+    sparsity: float
+    test_accuracy: float
+    masks: Masks = dataclasses.field(repr=False, compare=False)
+    summary: Mapping[str, Any] = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return "teacher" if self.round == 0 else f"round {self.round} ({self.sparsity:.0%})"
+
+
+@dataclasses.dataclass(frozen=True)
 class TeacherResult:
-    """One teacher and its pruning rounds."""
+    """One teacher and its pruning rounds, keyed by round number (0: the unpruned teacher)."""
 
     name: str  # its architecture
-    pruning: list[dict[str, Any]]  # round 0 (the unpruned teacher) and every round
-    masks: list[Masks]  # the unpruned teacher's (all kept) and every round's
-    mask_labels: list[str]
     stage: str  # the teacher's stage name ("teacher", or "<name>/teacher" with several teachers)
+    rounds: Mapping[int, TeacherRound]
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentRow:
+    """One student arm, over every seed: the paper's table has a row per arm.
+
+    Attributes:
+      student: its `StudentSpec.label`.
+      model, widths: its architecture and widths.
+      width_rule: the rule its widths come from (None: fixed widths).
+      derived_round: the pruning round whose masks gave its widths (None: fixed widths).
+      arm: "scratch", "kd_unpruned" or "kd_pruned".
+      teacher_model: the architecture it was distilled from (None: from scratch).
+      teacher_round: the round of the teacher it was distilled from (0: unpruned; None: scratch).
+      test_accuracies, seeds: per seed.
+    """
+
+    student: str
+    model: str
+    widths: tuple[int, ...]
+    width_rule: str | None
+    derived_round: int | None
+    derived_from_sparsity: float | None
+    arm: str
+    teacher_model: str | None
+    teacher_round: int | None
+    teacher_sparsity: float | None
+    teacher_test_accuracy: float | None
+    student_params: int
+    test_accuracies: tuple[float, ...]
+    seeds: tuple[int, ...]
+
+    @property
+    def test_accuracy(self) -> float:
+        return statistics.fmean(self.test_accuracies)
+
+    @property
+    def test_accuracy_std(self) -> float | None:
+        return statistics.stdev(self.test_accuracies) if len(self.test_accuracies) > 1 else None
+
+    @property
+    def teacher(self) -> str:
+        """The teacher column of the paper's table."""
+        if self.teacher_model is None:
+            return "none (scratch)"
+        return f"{self.teacher_model} {'unpruned' if self.teacher_round == 0 else 'pruned'}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"student": self.student, "model": self.model, "width_rule": self.width_rule,
+                "widths": list(self.widths), "derived_from_sparsity": self.derived_from_sparsity,
+                "teacher": self.teacher, "teacher_model": self.teacher_model,
+                "teacher_sparsity": self.teacher_sparsity, "teacher_test_accuracy": self.teacher_test_accuracy,
+                "student_params": self.student_params, "test_accuracy": self.test_accuracy,
+                "test_accuracy_std": self.test_accuracy_std, "test_accuracies": list(self.test_accuracies),
+                "seeds": list(self.seeds)}
 
 
 @dataclasses.dataclass
 class PipelineResult:
-    """What `prune_then_distill` returns; every list is JSON-able except the masks."""
+    """What `prune_then_distill` returns; `to_json` is its results.json part."""
 
     teachers: list[TeacherResult]
-    rows: list[dict[str, Any]]  # every trained model, one row each
-    students: list[dict[str, Any]]  # the paper's table: student x teacher kind x sparsity
+    rows: list[dict[str, Any]]  # every trained model (a stage), one row each
+    students: list[StudentRow]  # the paper's table: student x teacher kind x sparsity
     curves: dict[str, list[float]]  # validation accuracy per epoch, per stage
 
     def to_json(self) -> dict[str, Any]:
-        return {"teachers": [t.name for t in self.teachers], "rows": self.rows, "students": self.students,
-                "comparisons": comparisons(self),
-                "pruning": [{"teacher": t.name, **r} for t in self.teachers for r in t.pruning],
-                "layer_density": {t.name: {label: [dataclasses.asdict(s) for s in sparsity.layer_stats(m)]
-                                           for label, m in zip(t.mask_labels, t.masks)}
+        return {"teachers": [t.name for t in self.teachers], "rows": self.rows,
+                "students": [s.to_json() for s in self.students], "comparisons": comparisons(self),
+                "pruning": [{"teacher": t.name, **r.summary} for t in self.teachers for r in t.rounds.values()],
+                "layer_density": {t.name: {r.label: [dataclasses.asdict(s) for s in sparsity.layer_stats(r.masks)]
+                                           for r in t.rounds.values()}
                                   for t in self.teachers}}
 
 
@@ -162,13 +238,10 @@ class KDSource(NamedTuple):
     """A teacher a student can be distilled from, with what the reports say about it."""
 
     name: str
+    round: int  # 0: unpruned
     sparsity: float
     teacher: distill.Teacher
     test_accuracy: float
-
-
-def _mean_std(values: list[float]) -> tuple[float, float | None]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: ImageData,
@@ -256,22 +329,24 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
             rewind=prune.rewind, rewind_variables=rewind_variables, finetune_lr=prune.finetune_lr,
             seed=teacher_seed, mesh=mesh, augment=augment, eval_batch_size=eval_batch_size, progress=progress)
         dense_masks = masks_lib.init(result.best_variables["params"])
-        summaries = [r.summary() for r in rounds]
-        pruning_rows = [{"round": 0, "sparsity": 0.0, "remaining": masks_lib.total(dense_masks),
-                         **result.summary()}] + summaries
-        labels = ["teacher"] + [f"round {s['round']} ({s['sparsity']:.0%})" for s in summaries]
-        unpruned = KDSource(name, 0.0, distill.Teacher(model, result.best_variables), result.test_accuracy)
-        pruned = {k: KDSource(name, summaries[k - 1]["sparsity"],
+        teacher_rounds = {0: TeacherRound(0, 0.0, result.test_accuracy, dense_masks,
+                                          {"round": 0, "sparsity": 0.0, "remaining": masks_lib.total(dense_masks),
+                                           **result.summary()})}
+        for r in rounds:
+            summary = r.summary()
+            teacher_rounds[r.round] = TeacherRound(r.round, summary["sparsity"], r.result.test_accuracy, r.masks,
+                                                   summary)
+        unpruned = KDSource(name, 0, 0.0, distill.Teacher(model, result.best_variables), result.test_accuracy)
+        pruned = {k: KDSource(name, k, teacher_rounds[k].sparsity,
                               distill.Teacher(model, rounds[k - 1].variables, rounds[k - 1].masks),
-                              rounds[k - 1].result.test_accuracy) for k in kd_rounds}
-        return (TeacherResult(name, pruning_rows, [dense_masks] + [r.masks for r in rounds], labels,
-                              f"{prefix}teacher"), unpruned, pruned)
+                              teacher_rounds[k].test_accuracy) for k in kd_rounds}
+        return TeacherResult(name, f"{prefix}teacher", teacher_rounds), unpruned, pruned
 
     # 3-4. Students.
-    student_rows: list[dict[str, Any]] = []
+    student_rows: list[StudentRow] = []
 
-    def train_student(name: str, spec: StudentSpec, widths: Sequence[int], kind: str,
-                      source: KDSource | None, derived_from: float | None) -> None:
+    def train_student(name: str, spec: StudentSpec, widths: Sequence[int], arm: str,
+                      source: KDSource | None, derived: KDSource | None) -> None:
         accuracies, params = [], None
         for seed in seeds:
             stage_name = name if len(seeds) == 1 else f"{name}_seed{seed}"
@@ -283,15 +358,15 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
                                        kd_temperature=kd_temperature, kd_alpha=kd_alpha)
             accuracies.append(result.test_accuracy)
             params = row["params"]
-        mean, std = _mean_std(accuracies)
-        student_rows.append({
-            "student": spec.label, "model": spec.model, "width_rule": spec.width_rule, "widths": list(widths),
-            "derived_from_sparsity": derived_from, "teacher": kind,
-            "teacher_model": None if source is None else source.name,
-            "teacher_sparsity": None if source is None else source.sparsity,
-            "teacher_test_accuracy": None if source is None else source.test_accuracy,
-            "student_params": params, "test_accuracy": mean, "test_accuracy_std": std,
-            "test_accuracies": accuracies, "seeds": list(seeds)})
+        student_rows.append(StudentRow(
+            student=spec.label, model=spec.model, widths=tuple(widths), width_rule=spec.width_rule,
+            derived_round=None if derived is None else derived.round,
+            derived_from_sparsity=None if derived is None else derived.sparsity, arm=arm,
+            teacher_model=None if source is None else source.name,
+            teacher_round=None if source is None else source.round,
+            teacher_sparsity=None if source is None else source.sparsity,
+            teacher_test_accuracy=None if source is None else source.test_accuracy,
+            student_params=params, test_accuracies=tuple(accuracies), seeds=tuple(seeds)))
 
     teacher_results = []
     for i, name in enumerate(teachers):
@@ -303,13 +378,11 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
                 widths = models.scaled_widths(spec.model, spec.width_multiplier)
                 # A fixed-width scratch student does not depend on the teacher: trained once.
                 if i == 0 and "scratch" in spec.arms:
-                    train_student(f"{spec.label}_scratch", spec, widths, "none (scratch)", None, None)
+                    train_student(f"{spec.label}_scratch", spec, widths, "scratch", None, None)
                 if "kd_unpruned" in spec.arms:
-                    train_student(f"{prefix}{spec.label}_kd_unpruned", spec, widths, f"{name} unpruned",
-                                  unpruned, None)
+                    train_student(f"{prefix}{spec.label}_kd_unpruned", spec, widths, "kd_unpruned", unpruned, None)
                 for k in kd_rounds if "kd_pruned" in spec.arms else ():
-                    train_student(f"{prefix}{spec.label}_kd_round_{k:02d}", spec, widths, f"{name} pruned",
-                                  pruned[k], None)
+                    train_student(f"{prefix}{spec.label}_kd_round_{k:02d}", spec, widths, "kd_pruned", pruned[k], None)
             else:
                 for k in kd_rounds:
                     source = pruned[k]
@@ -318,13 +391,11 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
                                                          **model_options.get(spec.model, {}))
                     stem = f"{prefix}{spec.label}_round_{k:02d}"
                     if "scratch" in spec.arms:
-                        train_student(f"{stem}_scratch", spec, widths, "none (scratch)", None, source.sparsity)
+                        train_student(f"{stem}_scratch", spec, widths, "scratch", None, source)
                     if "kd_unpruned" in spec.arms:
-                        train_student(f"{stem}_kd_unpruned", spec, widths, f"{name} unpruned", unpruned,
-                                      source.sparsity)
+                        train_student(f"{stem}_kd_unpruned", spec, widths, "kd_unpruned", unpruned, source)
                     if "kd_pruned" in spec.arms:
-                        train_student(f"{stem}_kd_pruned", spec, widths, f"{name} pruned", source,
-                                      source.sparsity)
+                        train_student(f"{stem}_kd_pruned", spec, widths, "kd_pruned", source, source)
     return PipelineResult(teacher_results, rows, student_rows, curves)
 
 
@@ -340,18 +411,18 @@ COMPARISON_COLUMNS = [("student", "student", "s"), ("arm", "arm", "s"), ("baseli
                       ("verdict", "verdict", "s")]
 
 
-def _arm_label(row: dict[str, Any]) -> str:
-    if row["teacher_model"] is None:
+def _arm_label(row: StudentRow) -> str:
+    if row.teacher_model is None:
         return "scratch"
-    if row["teacher_sparsity"] == 0.0:
-        return f"KD from {row['teacher_model']} unpruned"
-    return f"KD from {row['teacher_model']} pruned {row['teacher_sparsity']:.0%}"
+    if row.teacher_round == 0:
+        return f"KD from {row.teacher_model} unpruned"
+    return f"KD from {row.teacher_model} pruned {row.teacher_sparsity:.0%}"
 
 
-def _student_label(row: dict[str, Any]) -> str:
-    label = row["model"]
-    if row["derived_from_sparsity"] is not None:
-        label += f" {row.get('width_rule') or 'chain'} st{round(100 * row['derived_from_sparsity'])} {tuple(row['widths'])}"
+def _student_label(row: StudentRow) -> str:
+    label = row.model
+    if row.derived_from_sparsity is not None:
+        label += f" {row.width_rule} st{round(100 * row.derived_from_sparsity)} {row.widths}"
     return label
 
 
@@ -364,39 +435,35 @@ def comparisons(result: PipelineResult) -> list[dict[str, Any]]:
     chain rule's student in the same arm (same teacher, or both from scratch). Differences are
     test accuracy of the arm minus that of the arm it is compared with, per seed.
     """
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[tuple, list[StudentRow]] = {}
     for row in result.students:
-        groups.setdefault((row["student"], row["model"], tuple(row["widths"])), []).append(row)
+        groups.setdefault((row.student, row.model, row.widths), []).append(row)
     out = []
 
-    def compare(arm: dict[str, Any], baseline: dict[str, Any], baseline_label: str | None = None) -> None:
-        c = stats.paired(arm["test_accuracies"], baseline["test_accuracies"])
+    def compare(arm: StudentRow, baseline: StudentRow, baseline_label: str | None = None) -> None:
+        c = stats.paired(list(arm.test_accuracies), list(baseline.test_accuracies))
         out.append({"student": _student_label(arm), "arm": _arm_label(arm),
                     "baseline": baseline_label or _arm_label(baseline),
                     "differences": list(c.differences), "mean": c.mean, "std": c.std,
                     "wins": c.wins, "losses": c.losses, "ties": c.ties,
                     "record": f"{c.wins}/{c.losses}/{c.ties}", "t": c.t, "p": c.p, "sign_p": c.sign_p,
-                    "verdict": c.verdict, "seeds": arm["seeds"]})
+                    "verdict": c.verdict, "seeds": list(arm.seeds)})
 
     for rows in groups.values():
-        scratch = next((r for r in rows if r["teacher_model"] is None), None)
+        scratch = next((r for r in rows if r.arm == "scratch"), None)
         for row in rows:
-            if row["teacher_model"] is None:
-                continue
-            if row["teacher_sparsity"] > 0:
-                unpruned = next((r for r in rows if r["teacher_model"] == row["teacher_model"]
-                                 and r["teacher_sparsity"] == 0.0), None)
+            if row.arm == "kd_pruned":
+                unpruned = next((r for r in rows if r.arm == "kd_unpruned" and r.teacher_model == row.teacher_model),
+                                None)
                 if unpruned is not None:
                     compare(row, unpruned)
-            if scratch is not None:
+            if row.arm != "scratch" and scratch is not None:
                 compare(row, scratch)
-    chain = {(r["model"], r["derived_from_sparsity"], r["teacher_model"], r["teacher_sparsity"]): r
-             for r in result.students if r.get("width_rule") == "chain"}
+    chain = {(r.model, r.derived_round, r.arm, r.teacher_model): r for r in result.students if r.width_rule == "chain"}
     for row in result.students:
-        if row["derived_from_sparsity"] is None or row.get("width_rule") == "chain":
+        if row.width_rule in (None, "chain"):
             continue
-        baseline = chain.get((row["model"], row["derived_from_sparsity"], row["teacher_model"],
-                              row["teacher_sparsity"]))
+        baseline = chain.get((row.model, row.derived_round, row.arm, row.teacher_model))
         if baseline is not None:
             compare(row, baseline, f"{_student_label(baseline)}, same arm")
     return out
@@ -404,26 +471,26 @@ def comparisons(result: PipelineResult) -> list[dict[str, Any]]:
 
 def student_columns(result: PipelineResult) -> list[reports.Column]:
     columns = [("model", "student", "s")]
-    if any(r["derived_from_sparsity"] is not None for r in result.students):
-        columns += [("derived_from_sparsity", "widths from sparsity", ".2f")]
+    if any(r.derived_from_sparsity is not None for r in result.students):
+        columns += [("width_rule", "width rule", "s"), ("derived_from_sparsity", "widths from sparsity", ".2f")]
     columns += [("teacher", "teacher", "s"), ("teacher_sparsity", "teacher sparsity", ".3f"),
                 ("teacher_test_accuracy", "teacher test acc", ".4f"),
                 ("student_params", "student params", ","), ("test_accuracy", "student test acc", ".4f")]
-    if any(r["test_accuracy_std"] is not None for r in result.students):
+    if any(r.test_accuracy_std is not None for r in result.students):
         columns += [("test_accuracy_std", "± std", ".4f"), ("per_seed", "per seed", "s")]
     return columns
 
 
 def student_table(result: PipelineResult) -> str:
-    rows = [{**r, "per_seed": ", ".join(f"{a:.4f}" for a in r["test_accuracies"])} for r in result.students]
+    rows = [{**r.to_json(), "per_seed": ", ".join(f"{a:.4f}" for a in r.test_accuracies)} for r in result.students]
     return reports.markdown_table(rows, student_columns(result))
 
 
 def report(result: PipelineResult, title: str, notes: str = "") -> str:
     """The markdown report: students (the paper's table), their seed-by-seed comparisons,
     pruning rounds, every stage, and the per-layer density of every round."""
-    pruning_rows = [{"teacher": t.name, **r} for t in result.teachers for r in t.pruning]
-    n_seeds = len(result.students[0]["seeds"]) if result.students else 0
+    pruning_rows = [{"teacher": t.name, **r.summary} for t in result.teachers for r in t.rounds.values()]
+    n_seeds = len(result.students[0].seeds) if result.students else 0
     text = (f"# {title}\n\n{notes}"
             "Test accuracy is that of the epoch with the best validation accuracy, except in pruning "
             "rounds, which keep their last epoch (round 0 is the unpruned teacher).\n\n"
@@ -437,7 +504,7 @@ def report(result: PipelineResult, title: str, notes: str = "") -> str:
             f"## Every trained model\n\n{reports.markdown_table(result.rows, STAGE_COLUMNS)}\n")
     for t in result.teachers:
         text += (f"## Per-layer density of the {t.name} teacher's masks\n\n"
-                 f"{sparsity.report_table(t.masks, t.mask_labels)}\n")
+                 f"{sparsity.report_table([r.masks for r in t.rounds.values()], [r.label for r in t.rounds.values()])}\n")
     return text
 
 
@@ -450,8 +517,9 @@ def plot(out: str | Path, result: PipelineResult, title: str) -> None:
                         title=title)
     for t in result.teachers:
         name = "pruning_density.png" if len(result.teachers) == 1 else f"pruning_density_{t.name}.png"
-        sparsity.plot_density(out / name, t.masks, t.mask_labels, title=f"{t.name}: per-layer density by round")
-    teacher_series = {t.name: ([r["sparsity"] for r in t.pruning], [r["test_accuracy"] for r in t.pruning])
+        sparsity.plot_density(out / name, [r.masks for r in t.rounds.values()], [r.label for r in t.rounds.values()],
+                              title=f"{t.name}: per-layer density by round")
+    teacher_series = {t.name: ([r.sparsity for r in t.rounds.values()], [r.test_accuracy for r in t.rounds.values()])
                       for t in result.teachers}
     reports.plot_series(out / "teacher_vs_sparsity.png", teacher_series, xlabel="sparsity",
                         ylabel="teacher test accuracy", title=title)
@@ -459,23 +527,23 @@ def plot(out: str | Path, result: PipelineResult, title: str) -> None:
     errors: dict[str, list[float]] = {}
     bands: dict[str, tuple[float, float]] = {}
     for r in result.students:
-        if r["teacher_sparsity"] is None and r["derived_from_sparsity"] is None:
-            bands[f"{r['model']} scratch (mean ± std)"] = (r["test_accuracy"], r["test_accuracy_std"] or 0.0)
+        derived = r.derived_from_sparsity is not None
+        if r.arm == "scratch" and not derived:
+            bands[f"{r.model} scratch (mean ± std)"] = (r.test_accuracy, r.test_accuracy_std or 0.0)
             continue
-        derived = r["derived_from_sparsity"] is not None
-        x = r["derived_from_sparsity"] if derived else r["teacher_sparsity"]
-        if r["teacher_model"] is None:
+        x = r.derived_from_sparsity if derived else r.teacher_sparsity
+        if r.arm == "scratch":
             kind = "scratch"
-        elif derived and r["teacher_sparsity"] == 0.0:
-            kind = f"KD from {r['teacher_model']} unpruned"
+        elif derived and r.arm == "kd_unpruned":
+            kind = f"KD from {r.teacher_model} unpruned"
         else:
-            kind = f"KD from {r['teacher_model']}"
-        label = f"{r['model']} {r.get('width_rule') or 'chain'} {kind}" if derived else f"{r['model']} {kind}"
+            kind = f"KD from {r.teacher_model}"
+        label = f"{r.model} {r.width_rule} {kind}" if derived else f"{r.model} {kind}"
         xs, ys = series.setdefault(label, ([], []))
         xs.append(x)
-        ys.append(r["test_accuracy"])
-        errors.setdefault(label, []).append(r["test_accuracy_std"] or 0.0)
-    derived = any(r["derived_from_sparsity"] is not None for r in result.students)
+        ys.append(r.test_accuracy)
+        errors.setdefault(label, []).append(r.test_accuracy_std or 0.0)
+    derived = any(r.derived_from_sparsity is not None for r in result.students)
     # Beside the students, each teacher's own test accuracy per round (pruning rounds keep
     # their last epoch).
     reports.plot_panels(out / "student_vs_teacher_sparsity.png",

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -33,20 +34,22 @@ def test_paired_clear_win_and_degenerate_cases():
         stats.paired([0.1, 0.2], [0.1])
 
 
-def _row(teacher_model, sparsity, accuracies):
-    return {"student": "student", "model": "vgg11", "widths": [4, 8], "derived_from_sparsity": None,
-            "teacher": "x", "teacher_model": teacher_model, "teacher_sparsity": sparsity,
-            "teacher_test_accuracy": None, "student_params": 1, "test_accuracy": sum(accuracies) / 2,
-            "test_accuracy_std": None, "test_accuracies": accuracies, "seeds": [0, 1]}
+def _row(teacher_model, teacher_round, sparsity, accuracies):
+    arm = "scratch" if teacher_model is None else "kd_unpruned" if teacher_round == 0 else "kd_pruned"
+    return pipeline.StudentRow(
+        student="student", model="vgg11", widths=(4, 8), width_rule=None, derived_round=None,
+        derived_from_sparsity=None, arm=arm, teacher_model=teacher_model, teacher_round=teacher_round,
+        teacher_sparsity=sparsity, teacher_test_accuracy=None, student_params=1,
+        test_accuracies=tuple(accuracies), seeds=(0, 1))
 
 
 def test_comparisons_pair_pruned_with_unpruned_of_the_same_teacher_and_kd_with_scratch():
     result = pipeline.PipelineResult(teachers=[], rows=[], curves={}, students=[
-        _row(None, None, [0.60, 0.62]),
-        _row("vgg19", 0.0, [0.61, 0.60]),
-        _row("vgg19", 0.36, [0.65, 0.63]),
-        _row("vgg19_dbl", 0.0, [0.70, 0.70]),
-        _row("vgg19_dbl", 0.59, [0.69, 0.72]),
+        _row(None, None, None, [0.60, 0.62]),
+        _row("vgg19", 0, 0.0, [0.61, 0.60]),
+        _row("vgg19", 2, 0.36, [0.65, 0.63]),
+        _row("vgg19_dbl", 0, 0.0, [0.70, 0.70]),
+        _row("vgg19_dbl", 4, 0.59, [0.69, 0.72]),
     ])
     rows = {(r["arm"], r["baseline"]): r for r in pipeline.comparisons(result)}
     assert set(rows) == {
@@ -61,3 +64,25 @@ def test_comparisons_pair_pruned_with_unpruned_of_the_same_teacher_and_kd_with_s
     assert rows[("KD from vgg19 unpruned", "scratch")]["differences"] == pytest.approx([0.01, -0.02])
     # The same comparisons are in results.json.
     assert result.to_json()["comparisons"] == pipeline.comparisons(result)
+
+
+def test_comparisons_pair_each_width_rule_with_the_chain_student_of_the_same_arm():
+    def derived(rule, widths, teacher_round, accuracies):
+        row = _row(None if teacher_round is None else "vgg19", teacher_round, None if teacher_round is None else 0.36,
+                   accuracies)
+        return dataclasses.replace(row, model="vgg19", widths=widths, width_rule=rule, derived_round=2,
+                                   derived_from_sparsity=0.36, student=f"{rule}_student")
+
+    result = pipeline.PipelineResult(teachers=[], rows=[], curves={}, students=[
+        derived("chain", (3, 5), None, [0.50, 0.52]), derived("chain", (3, 5), 2, [0.55, 0.56]),
+        derived("uniform", (4, 4), None, [0.49, 0.50]), derived("uniform", (4, 4), 2, [0.56, 0.58]),
+    ])
+    rows = {(r["student"], r["arm"], r["baseline"]): r for r in pipeline.comparisons(result)}
+    chain = "vgg19 chain st36 (3, 5)"
+    assert set(rows) == {
+        (chain, "KD from vgg19 pruned 36%", "scratch"),
+        ("vgg19 uniform st36 (4, 4)", "KD from vgg19 pruned 36%", "scratch"),
+        ("vgg19 uniform st36 (4, 4)", "scratch", f"{chain}, same arm"),
+        ("vgg19 uniform st36 (4, 4)", "KD from vgg19 pruned 36%", f"{chain}, same arm")}
+    assert rows[("vgg19 uniform st36 (4, 4)", "KD from vgg19 pruned 36%", f"{chain}, same arm")][
+        "differences"] == pytest.approx([0.01, 0.02])
