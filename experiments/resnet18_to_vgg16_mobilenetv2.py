@@ -30,7 +30,7 @@ STUDENTS = ("resnet18", "vgg16_tiny", "mobilenetv2")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.presets.ExperimentConfig):
+class Config(pdjax.presets.ResNetConfig):  # resnet_stem_width narrows the teacher's stem
     data: str = "folder:data/tiny-imagenet-200.zip"
     students: tuple[str, ...] = STUDENTS
     # PAPER.md's Tiny-ImageNet schedules.

@@ -80,7 +80,20 @@ class ExperimentConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TwoArmConfig(ExperimentConfig):
+class ResNetConfig(ExperimentConfig):
+    """An experiment with ResNet18 models, whose stem can be narrowed."""
+
+    # None: the paper's 64-wide ResNet stem at every width; a number narrows it in every ResNet18
+    # of the run (CPU scale: at 1/16 width the full stem costs 3/4 of the step)
+    resnet_stem_width: int | None = None
+
+    def model_options(self) -> dict[str, dict[str, int]]:
+        """Options of `pdjax.models.get` per architecture (see `prune_then_distill`)."""
+        return {} if self.resnet_stem_width is None else {"resnet18": {"stem_width": self.resnet_stem_width}}
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoArmConfig(ResNetConfig):
     """A VGG19 arm (CIFAR-100 schedules) and a ResNet18 arm (Tiny-ImageNet schedules)."""
 
     arms: tuple[str, ...] = ARMS
@@ -94,13 +107,6 @@ class TwoArmConfig(ExperimentConfig):
     resnet_prune: Schedule = TINY_PRUNE
     resnet_kd: Schedule = TINY_KD
     resnet_student: Schedule | None = None  # the scratch students' schedule; None: resnet_train
-    # None: the paper's 64-wide ResNet stem at every width; a number narrows it (CPU scale: at
-    # 1/16 width the full stem costs 3/4 of the step)
-    resnet_stem_width: int | None = None
-
-    def model_options(self) -> dict[str, dict[str, int]]:
-        """Options of `pdjax.models.get` per architecture (see `prune_then_distill`)."""
-        return {} if self.resnet_stem_width is None else {"resnet18": {"stem_width": self.resnet_stem_width}}
 
     def arm(self, name: str) -> tuple[str, Schedule, Schedule, Schedule]:
         """(data source, train, prune, kd schedules) of an arm."""

@@ -213,11 +213,13 @@ def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
     # The resnet18 student runs the same code as the self-distillation arm (tested below).
     # MobileNetV2 only: a VGG16 student runs the same pipeline code as vgg19_to_vgg11's VGG11.
     results = module.main(SMOKE + one_epoch("teacher_train", "prune", "mobilenet_scratch", "mobilenet_kd")
-                          + ["--set", "students=mobilenetv2", "--out", str(tmp_path)])
+                          + ["--set", "students=mobilenetv2", "--set", "resnet_stem_width=2", "--out", str(tmp_path)])
     assert [s["model"] for s in results["students"]] == ["mobilenetv2"] * 3
     stages = [r["stage"] for r in results["rows"]]
     assert stages[:2] == ["teacher", "mobilenetv2_scratch"] and "mobilenetv2_kd_round_02" in stages
     assert results["config"]["teacher_train"]["epochs"] == 1
+    record = json.loads((tmp_path / "teacher" / "stage.json").read_text())
+    assert record["model"]["stem_width"] == 2  # the narrowed stem reaches the teacher
 
 
 def test_compression_smoke(tmp_path):
