@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "vgg19_to_vgg11.py"
 FAULTS = ROOT / "tests" / "helpers" / "faults.py"  # runs SCRIPT with PDJAX_FAULT_* faults
 # The demo preset, shrunk: 360 training images at batch 64 = 5 steps per epoch, 2 epochs per
-# stage, 2 pruning rounds, one pruned teacher distilled; one CPU device.
-ARGS = ["--preset", "demo", "--set", "max_train=400", "--set", "max_test=100",
+# stage, 2 pruning rounds, one pruned teacher distilled; one CPU device. A VGG11 teacher as wide
+# as its VGG11 student: teacher and scratch student share one compiled step, which keeps the
+# six launches short (what is tested, resuming every kind of stage, does not depend on it).
+ARGS = ["--preset", "demo", "--set", "teachers=vgg11", "--set", "max_train=400", "--set", "max_test=100",
         "--set", "prune_rounds=2", "--set", "kd_rounds=2"]
 for key in ("train", "prune", "kd"):
     ARGS += ["--set", f"{key}.epochs=2", "--set", f"{key}.milestones=1"]
