@@ -7,7 +7,6 @@ import dataclasses
 import importlib.metadata
 import json
 import os
-import shutil
 import signal
 import sys
 from pathlib import Path
@@ -56,8 +55,8 @@ def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False
     """
     out = Path(out)
     saved = out / "config.json"
-    if out.exists() and restart and parallel.is_main_process():
-        shutil.rmtree(out)
+    if restart:  # every process waits until the first has deleted it, so none reads the old config
+        parallel.remove_directory(out)
     if saved.exists():
         old = json.loads(saved.read_text())
         changed = diff(old, dict(config), defaults=defaults)

@@ -275,3 +275,15 @@ def test_a_student_spec_refuses_unknown_arms_and_rules():
         pipeline.StudentSpec("s", "vgg11", schedule, schedule, arms=("kd",))
     with pytest.raises(ValueError, match="unknown width rule 'chian'"):
         pipeline.StudentSpec("s", "vgg11", schedule, schedule, width_rule="chian")
+
+
+def test_a_run_directory_of_another_config_is_refused_and_restart_starts_over(tmp_path):
+    out = runs.prepare(tmp_path / "run", {"config": {"seed": 0}})
+    (out / "teacher").mkdir()
+    assert runs.prepare(out, {"config": {"seed": 0}}) == out and (out / "teacher").exists()  # same config: reused
+    with pytest.raises(runs.RunDirError, match=r"differs in: config.seed\).*--restart"):
+        runs.prepare(out, {"config": {"seed": 1}})
+    assert (out / "teacher").exists()  # nothing deleted by a refusal
+    runs.prepare(out, {"config": {"seed": 1}}, restart=True)
+    assert not (out / "teacher").exists()
+    assert json.loads((out / "config.json").read_text()) == {"config": {"seed": 1}}
