@@ -198,12 +198,21 @@ def _check_processes_agree(out: Path, run_config: Mapping[str, Any]) -> None:
     if len(set(paths)) > 1:
         listed = ", ".join(f"process {i}: {p}" for i, p in enumerate(paths))
         raise RunDirError(f"all processes must share one run directory (--out), got {listed}")
-    configs = parallel.gather_texts(json.dumps(run_config, sort_keys=True))
-    for i, text in enumerate(configs[1:], start=1):
-        if text != configs[0]:
-            changed = diff(json.loads(configs[0]), json.loads(text))
-            raise ConfigError(f"process {i} was given another config than process 0 (differs in: "
-                              f"{', '.join(changed)}); start every process with the same command")
+    other = _first_disagreement(run_config)
+    if other is not None:
+        i, ours, theirs = other
+        raise ConfigError(f"process {i} was given another config than process 0 (differs in: "
+                          f"{', '.join(diff(ours, theirs))}); start every process with the same command")
+
+
+def _first_disagreement(value: Any) -> tuple[int, Any, Any] | None:
+    """Gathers a JSON-able value from every process (a collective); returns the first process
+    whose value differs from process 0's as (its index, process 0's value, its value), or None."""
+    texts = parallel.gather_texts(json.dumps(value, sort_keys=True))
+    for i, text in enumerate(texts[1:], start=1):
+        if text != texts[0]:
+            return i, json.loads(texts[0]), json.loads(text)
+    return None
 
 
 def _check_shared_run_directory(out: Path) -> None:
@@ -236,12 +245,12 @@ def load_data(config: Any, source: str, out: str | Path | None = None) -> data_l
                          max_train=config.max_train, max_test=config.max_test,
                          data_dir=getattr(config, "data_dir", None))
     fingerprint = data_lib.digest(data)
-    texts = parallel.gather_texts(json.dumps(fingerprint, sort_keys=True))
-    for i, text in enumerate(texts[1:], start=1):
-        if text != texts[0]:
-            changes = data_lib.digest_differences(json.loads(texts[0]), json.loads(text))
-            raise DataError(f"the data {source} differs between processes: process {i} has "
-                            f"{'; '.join(changes)} (relative to process 0); give every process the same data")
+    other = _first_disagreement(fingerprint)
+    if other is not None:
+        i, ours, theirs = other
+        raise DataError(f"the data {source} differs between processes: process {i} has "
+                        f"{'; '.join(data_lib.digest_differences(ours, theirs))} (relative to process 0); "
+                        "give every process the same data")
     if out is not None:
         saved = Path(out) / "data.json"
         if saved.exists():

@@ -180,6 +180,12 @@ def test_processes_given_different_run_directories_or_data_stop_at_once(tmp_path
     assert codes == [2, 2], outputs
     assert all("all processes must share one run directory" in o for o in outputs)
     assert not (tmp_path / "a" / "config.json").exists() and not (tmp_path / "b").exists()
+    # Another --set on process 1: refused in every process, naming the key.
+    codes, outputs, _ = _launch(tmp_path / "c", 2, 1, per_process_args={1: ("--set", "seed=1")}, timeout=120)
+    assert codes == [2, 2], outputs
+    assert all("process 1 was given another config than process 0 (differs in: config.seed)" in o
+               for o in outputs)
+    assert not (tmp_path / "c" / "config.json").exists()
     # The same relative data path holds another data set on process 1 (a stale copy): refused,
     # naming what differs, before any training.
     for name, changed in (("p0", False), ("p1", True)):
