@@ -346,6 +346,84 @@ class _Store:
             self.ckpt.close()
 
 
+@dataclasses.dataclass
+class _TrainingPass:
+    """One epoch's pass over the training split, with what every epoch of a `fit` shares: the
+    compiled step, progress bar, metric sums (checked for NaN as they arrive) and the stop
+    request, which saves a checkpoint of the current step and raises `Preempted`."""
+
+    name: str
+    data: data_lib.ImageData
+    schedule: Schedule
+    seed: int
+    mesh: Mesh
+    train_step: CompiledStep
+    key: Any
+    teacher_args: tuple
+    store: "_Store"
+    steps_per_epoch: int
+    log_every: int
+    progress: bool
+    on_step: Callable[[int, Metrics], None] | None
+
+    def run(self, state: TrainState, epoch: int, partial: dict[str, Any], stop: "StopRequest",
+            best: Variables, meta: dict[str, Any]) -> tuple[TrainState, dict[str, float], int, float]:
+        """Trains epoch `epoch` from batch `partial["batch"]` (a run stopped mid-epoch resumes at
+        the batch after the last one it did). Returns (state, metric sums, steps seen, start time)."""
+        steps_per_epoch, single_process = self.steps_per_epoch, jax.process_count() == 1
+        start = time.perf_counter() - partial["seconds"]
+        bar = tqdm(total=steps_per_epoch, initial=partial["batch"],
+                   desc=f"{self.name} {epoch + 1}/{self.schedule.epochs}",
+                   disable=not (self.progress and parallel.is_main_process()), leave=False, dynamic_ncols=True)
+        pending: list[Metrics] = []
+        sums: dict[str, float] = dict(partial["sums"])
+        seen = partial["seen"]
+
+        def collect(upto: int) -> None:
+            nonlocal pending, seen
+            fetched = jax.device_get(pending)
+            for j, m in enumerate(fetched):
+                if not np.isfinite(m["loss"]):
+                    raise FloatingPointError(
+                        f"{self.name}: loss is {m['loss']} at epoch {epoch + 1}, step "
+                        f"{epoch * steps_per_epoch + upto - len(fetched) + j + 1}; the last good "
+                        f"checkpoint is epoch {meta['epoch']} in {self.store.where}")
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+            seen += len(fetched)
+            pending = []
+            bar.update(len(fetched))
+
+        batches = data_lib.train_batches(self.data.train, self.schedule.batch_size, self.seed, epoch,
+                                         start_batch=partial["batch"])
+        for i, batch in enumerate(batches, start=partial["batch"]):
+            state, metrics = self.train_step(state, *parallel.put_global_batch(batch, self.mesh), self.key,
+                                             *self.teacher_args)
+            pending.append(metrics)
+            global_step = epoch * steps_per_epoch + i + 1
+            if self.on_step is not None:
+                self.on_step(global_step, metrics)
+            # With several processes the stop request is agreed (a SIGTERM may reach only one of
+            # them): all stop at the same step. One process checks every step; several every
+            # `log_every` steps, a small all-gather each time.
+            if (single_process or (i + 1) % self.log_every == 0) and parallel.any_process(stop.requested):
+                collect(i + 1)
+                bar.close()
+                meta["partial"] = {"batch": i + 1, "sums": sums, "seen": seen,
+                                   "seconds": time.perf_counter() - start}
+                self.store.save(global_step, {"state": state, "best": best}, meta)
+                raise stop.honour(f"{self.name}: stopped by SIGTERM at epoch {epoch + 1}, batch "
+                                  f"{i + 1}/{steps_per_epoch}; checkpoint saved in {self.store.where}; "
+                                  "run the same command again to resume")
+            if (i + 1) % self.log_every == 0 or i + 1 == steps_per_epoch:
+                collect(i + 1)
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{sums['accuracy'] / seen:.3f}",
+                                img_s=f"{seen * self.schedule.batch_size / elapsed:.0f}")
+        bar.close()
+        return state, sums, seen, start
+
+
 def _optimizer_fingerprint(optimizer: optax.GradientTransformation, params: Params) -> str:
     """A user optimizer has no readable settings: it is known by the digest of its first two
     updates of `params` for a fixed gradient (a changed learning rate, decay or moment shows)."""
@@ -476,69 +554,23 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     teacher_args = () if teacher is None else (parallel.replicate(teacher.masked_variables(), mesh),)
     eval_step = make_eval_step(model, mesh, mean=data.mean, std=data.std)
     key = parallel.replicate(jax.random.key(seed), mesh)
+    training = _TrainingPass(name=name, data=data, schedule=schedule, seed=seed, mesh=mesh, train_step=train_step,
+                             key=key, teacher_args=teacher_args, store=store, steps_per_epoch=steps_per_epoch,
+                             log_every=log_every, progress=progress, on_step=on_step)
     history = list(meta["history"])
     store.metrics(history)
 
-    single_process = jax.process_count() == 1
     if 0 in snapshot_epochs and meta["epoch"] == 0:
         store.snapshot(0, state.variables)
     with store, StopRequest() as stop:
-        # With several processes the stop request is agreed (a SIGTERM may reach only one of
-        # them): all stop at the same step. One process checks every step; several every
-        # `log_every` steps and after each epoch, a small all-gather each time.
+        # Every process agrees on a stop request (see _TrainingPass.run), also after each epoch.
         if parallel.any_process(stop.requested) and meta["epoch"] < schedule.epochs:
             raise stop.honour(f"{name}: stopped by SIGTERM before it started (at epoch {meta['epoch']}); "
                               "run the same command again to resume")
         for epoch in range(meta["epoch"], schedule.epochs):
             # A run stopped mid-epoch (SIGTERM) resumes at the batch after the last one it did.
             partial = meta.pop("partial", None) or {"batch": 0, "sums": {}, "seen": 0, "seconds": 0.0}
-            start = time.perf_counter() - partial["seconds"]
-            bar = tqdm(total=steps_per_epoch, initial=partial["batch"],
-                       desc=f"{name} {epoch + 1}/{schedule.epochs}",
-                       disable=not (progress and main), leave=False, dynamic_ncols=True)
-            pending: list[Metrics] = []
-            sums: dict[str, float] = dict(partial["sums"])
-            seen = partial["seen"]
-
-            def collect(upto: int) -> None:
-                nonlocal pending, seen
-                fetched = jax.device_get(pending)
-                for j, m in enumerate(fetched):
-                    if not np.isfinite(m["loss"]):
-                        raise FloatingPointError(
-                            f"{name}: loss is {m['loss']} at epoch {epoch + 1}, step "
-                            f"{epoch * steps_per_epoch + upto - len(fetched) + j + 1}; the last good "
-                            f"checkpoint is epoch {meta['epoch']} in {store.where}")
-                    for k, v in m.items():
-                        sums[k] = sums.get(k, 0.0) + float(v)
-                seen += len(fetched)
-                pending = []
-                bar.update(len(fetched))
-
-            batches = data_lib.train_batches(data.train, schedule.batch_size, seed, epoch,
-                                             start_batch=partial["batch"])
-            for i, batch in enumerate(batches, start=partial["batch"]):
-                state, metrics = train_step(state, *parallel.put_global_batch(batch, mesh), key,
-                                            *teacher_args)
-                pending.append(metrics)
-                global_step = epoch * steps_per_epoch + i + 1
-                if on_step is not None:
-                    on_step(global_step, metrics)
-                if (single_process or (i + 1) % log_every == 0) and parallel.any_process(stop.requested):
-                    collect(i + 1)
-                    bar.close()
-                    meta["partial"] = {"batch": i + 1, "sums": sums, "seen": seen,
-                                       "seconds": time.perf_counter() - start}
-                    store.save(global_step, {"state": state, "best": best}, meta)
-                    raise stop.honour(f"{name}: stopped by SIGTERM at epoch {epoch + 1}, batch "
-                                      f"{i + 1}/{steps_per_epoch}; checkpoint saved in {store.where}; "
-                                      "run the same command again to resume")
-                if (i + 1) % log_every == 0 or i + 1 == steps_per_epoch:
-                    collect(i + 1)
-                    elapsed = time.perf_counter() - start
-                    bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{sums['accuracy'] / seen:.3f}",
-                                    img_s=f"{seen * schedule.batch_size / elapsed:.0f}")
-            bar.close()
+            state, sums, seen, start = training.run(state, epoch, partial, stop, best, meta)
             val = evaluate(eval_step, state.variables, data.val, eval_batch_size, mesh) if len(data.val) \
                 else {"accuracy": sums["accuracy"] / seen, "loss": sums["loss"] / seen}
             seconds = time.perf_counter() - start
