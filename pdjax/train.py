@@ -203,7 +203,7 @@ def make_eval_step(model: nn.Module, mesh: Mesh, *, mean: Any, std: Any) -> Comp
 def evaluate(eval_step: CompiledStep, variables: Variables, split: data_lib.Split,
              batch_size: int, mesh: Mesh) -> Metrics:
     """Accuracy and mean loss of `variables` on a whole split (clean images)."""
-    n = mesh.devices.size * jax.process_count()
+    n = mesh.devices.size  # every device of every process: a global batch splits over them all
     batch_size = math.ceil(min(batch_size, len(split)) / n) * n
     totals = None
     for batch in data_lib.eval_batches(split, batch_size):
