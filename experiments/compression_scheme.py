@@ -68,8 +68,11 @@ def cpu() -> Config:
     # The self-distillation cpu preset's teachers and pruning (`pdjax.presets.two_arm_cpu`: 1/16
     # width, shared CIFAR-10 JPEGs, 3 seeds), with shorter student schedules: 3 rules x 3
     # sparsities x 2 arms x 3 seeds = 54 VGG students and 36 ResNet students must fit in the
-    # 2.5 hours. The paper's third baseline (KD from the unpruned teacher) is left out here;
-    # `--set student_arms=scratch,kd_unpruned,kd_pruned` adds it.
+    # 2.5 hours. Estimate (not a measurement) from the self-distillation run's uncontended rates
+    # (VGG19/16 student ~9.5 s/epoch, KD ~3 s/epoch more for the teacher; ResNet18/16 ~18 s),
+    # derived students 0.5-0.8x as costly: teachers and pruning ~26 min, VGG students ~55 min,
+    # ResNet students ~53 min, ~2.2 h in all. The paper's third baseline (KD from the unpruned
+    # teacher) is left out here; `--set student_arms=scratch,kd_unpruned,kd_pruned` adds it.
     vgg_student = Schedule(epochs=8, batch_size=128, lr=0.1, milestones=(3, 5, 7), lr_factor=0.2,
                            weight_decay=5e-4)
     resnet_student = Schedule(epochs=6, batch_size=128, lr=0.05, milestones=(2, 4, 5), lr_factor=0.2,
