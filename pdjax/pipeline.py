@@ -126,6 +126,10 @@ class TeacherResult:
     stage: str  # the teacher's stage name ("teacher", or "<name>/teacher" with several teachers)
     rounds: Mapping[int, TeacherRound]
 
+    def masks_and_labels(self) -> tuple[list[Masks], list[str]]:
+        """Every round's masks and label, in round order (for the density tables and plots)."""
+        return [r.masks for r in self.rounds.values()], [r.label for r in self.rounds.values()]
+
 
 @dataclasses.dataclass(frozen=True)
 class StudentRow:
@@ -332,13 +336,13 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
         teacher_rounds = {0: TeacherRound(0, 0.0, result.test_accuracy, dense_masks,
                                           {"round": 0, "sparsity": 0.0, "remaining": masks_lib.total(dense_masks),
                                            **result.summary()})}
-        for r in rounds:
+        by_round = {r.round: r for r in rounds}
+        for k, r in by_round.items():
             summary = r.summary()
-            teacher_rounds[r.round] = TeacherRound(r.round, summary["sparsity"], r.result.test_accuracy, r.masks,
-                                                   summary)
+            teacher_rounds[k] = TeacherRound(k, summary["sparsity"], r.result.test_accuracy, r.masks, summary)
         unpruned = KDSource(name, 0, 0.0, distill.Teacher(model, result.best_variables), result.test_accuracy)
         pruned = {k: KDSource(name, k, teacher_rounds[k].sparsity,
-                              distill.Teacher(model, rounds[k - 1].variables, rounds[k - 1].masks),
+                              distill.Teacher(model, by_round[k].variables, by_round[k].masks),
                               teacher_rounds[k].test_accuracy) for k in kd_rounds}
         return TeacherResult(name, f"{prefix}teacher", teacher_rounds), unpruned, pruned
 
@@ -504,7 +508,7 @@ def report(result: PipelineResult, title: str, notes: str = "") -> str:
             f"## Every trained model\n\n{reports.markdown_table(result.rows, STAGE_COLUMNS)}\n")
     for t in result.teachers:
         text += (f"## Per-layer density of the {t.name} teacher's masks\n\n"
-                 f"{sparsity.report_table([r.masks for r in t.rounds.values()], [r.label for r in t.rounds.values()])}\n")
+                 f"{sparsity.report_table(*t.masks_and_labels())}\n")
     return text
 
 
@@ -517,8 +521,7 @@ def plot(out: str | Path, result: PipelineResult, title: str) -> None:
                         title=title)
     for t in result.teachers:
         name = "pruning_density.png" if len(result.teachers) == 1 else f"pruning_density_{t.name}.png"
-        sparsity.plot_density(out / name, [r.masks for r in t.rounds.values()], [r.label for r in t.rounds.values()],
-                              title=f"{t.name}: per-layer density by round")
+        sparsity.plot_density(out / name, *t.masks_and_labels(), title=f"{t.name}: per-layer density by round")
     teacher_series = {t.name: ([r.sparsity for r in t.rounds.values()], [r.test_accuracy for r in t.rounds.values()])
                       for t in result.teachers}
     reports.plot_series(out / "teacher_vs_sparsity.png", teacher_series, xlabel="sparsity",

@@ -163,11 +163,19 @@ def chain_widths(build: Callable[[tuple[int, ...]], Any], groups: Sequence[Seque
     Raises:
       MaskError: the masks do not have the model's kernels, or a kernel is in two groups.
     """
+    return _chain_and_teacher(build, groups, masks, image_shape, name, shapes)[0]
+
+
+def _chain_and_teacher(build: Callable[[tuple[int, ...]], Any], groups: Sequence[Sequence[str]], masks: Masks,
+                       image_shape: Sequence[int], name: str,
+                       shapes: Callable[[Sequence[int]], dict[str, tuple[int, ...]]] | None
+                       ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """`chain_widths`, and the teacher's widths it solves from the masks on the way."""
     stats = layer_stats(masks)
     kernels = {s.path: s.remaining for s in stats}
     n = len(groups)
     shapes_at = shapes if shapes is not None else affine_kernel_shapes(build, n, image_shape)
-    _check_teacher(build, shapes_at, {s.path: tuple(s.shape) for s in stats}, n, image_shape, name)
+    teacher = _check_teacher(build, shapes_at, {s.path: tuple(s.shape) for s in stats}, n, image_shape, name)
     members = [[path for path in shapes_at([1] * n) if any(re.fullmatch(p, path) for p in patterns)]
                for patterns in groups]
     owner: dict[str, int] = {}
@@ -203,7 +211,7 @@ def chain_widths(build: Callable[[tuple[int, ...]], Any], groups: Sequence[Seque
     if wrong:
         raise ValueError(f"{name}: the shape of {wrong[0]} is not an affine function of the widths "
                          f"({real[wrong[0]]} built, {predicted[wrong[0]]} predicted); chain_widths cannot size it")
-    return tuple(widths)
+    return tuple(widths), teacher
 
 
 def _count(shapes: dict[str, tuple[int, ...]]) -> int:
@@ -278,13 +286,10 @@ def student_widths(model_name: str, masks: Masks, rule: str = "chain", *,
         return widths
     num_classes = _num_classes(_kernels(masks))
     key = (model_name, num_classes, tuple(image_shape), tuple(sorted(options.items())))
-    groups, shapes = models.width_groups(model_name), _model_shapes(*key)
-    chain = chain_widths(_builder(*key), groups, masks, image_shape=image_shape, name=model_name, shapes=shapes)
-    if rule == "chain":
-        return chain
-    teacher = _check_teacher(_builder(*key), shapes, {s.path: tuple(s.shape) for s in layer_stats(masks)},
-                             len(groups), image_shape, model_name)
-    return uniform_widths(teacher, _count(shapes(chain)), shapes)
+    shapes = _model_shapes(*key)
+    chain, teacher = _chain_and_teacher(_builder(*key), models.width_groups(model_name), masks, image_shape,
+                                        model_name, shapes)
+    return chain if rule == "chain" else uniform_widths(teacher, _count(shapes(chain)), shapes)
 
 
 @functools.lru_cache(maxsize=None)
