@@ -216,7 +216,7 @@ def train_stage(stage: str, *, model_name: str, data: ImageData, schedule: Sched
     `pdjax.models.get` (e.g. `{"stem_width": 8}` for a ResNet). With `init_from` (a
     stage directory or a saved tree, see `pdjax.checkpoints.load_variables`) the stage takes
     that trained model instead of training one, and only evaluates it. `fit_options` go to
-    `pdjax.train.fit` (e.g. `snapshot_epochs`).
+    `pdjax.train.fit` (e.g. `on_variables`).
 
     Returns:
       (model, fit result, a results-table row for it).
@@ -318,14 +318,13 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
 
     def train_teacher(name: str, prefix: str) -> tuple[TeacherResult, KDSource, dict[int, KDSource]]:
         # 1. The teacher.
-        snapshots = (prune.rewind_epoch,) if prune.rewind == "weight" else ()
+        point = None
+        if prune.rewind == "weight":
+            point = pruning.RewindPoint(prune.rewind_epoch, out / f"{prefix}teacher" / f"snapshot_{prune.rewind_epoch}")
         widths = models.scaled_widths(name, teacher_width_multiplier)
         model, result, _ = stage(f"{prefix}teacher", name, widths, teacher_schedule, teacher_seed,
-                                 snapshot_epochs=snapshots, init_from=teacher_checkpoint)
-        rewind_variables = None
-        if snapshots:
-            rewind_variables = checkpoints.load_tree(out / f"{prefix}teacher" / f"snapshot_{prune.rewind_epoch}",
-                                                     result.variables)
+                                 on_variables=point, init_from=teacher_checkpoint)
+        rewind_variables = None if point is None else point.variables(result.variables)
         # 2. Pruning.
         rounds = pruning.iterative_pruning(
             model, data, variables=result.best_variables, schedule=prune.schedule,

@@ -5,7 +5,8 @@ retrains under the new masks in `workdir/round_<k>/`:
   - `rewind="lr"` (the paper's learning-rate rewinding): keep the trained weights, reset the
     optimizer, run the full per-round schedule again from its start;
   - `rewind="weight"`: reset the surviving weights to `rewind_variables` (the dense network's
-    weights at an early epoch, as in lottery-ticket work), then run the schedule;
+    weights at an early epoch, as in lottery-ticket work: `RewindPoint` keeps them while the
+    dense network trains), then run the schedule;
   - `rewind="finetune"`: keep the weights and train at a small constant learning rate.
 Every round's fit checkpoints each epoch (masks included) and keeps its last epoch, so a run
 killed mid-round resumes in that round, and any round's teacher can be loaded afterwards.
@@ -23,6 +24,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import jax
 from flax import linen as nn
 from jax.sharding import Mesh
 
@@ -51,6 +53,52 @@ class PruningRound:
         s = sparsity.summary(self.masks)
         return {"round": self.round, "density": s["density"], "sparsity": s["sparsity"],
                 "remaining": s["remaining"], **self.result.summary()}
+
+
+class RewindPoint:
+    """The dense network's weights at epoch `epoch` of its training: weight rewinding's target.
+
+    Pass it to `pdjax.train.fit` as `on_variables`; it keeps that epoch's variables at `path`
+    (saved with `pdjax.checkpoints.save_tree`, so a resumed or finished run still has them) or,
+    with `path=None`, in memory. `variables(template)` gives them back.
+
+        point = pdjax.pruning.RewindPoint(2, "runs/x/teacher/snapshot_2")
+        teacher = pdjax.fit(model, data, schedule, workdir="runs/x/teacher", on_variables=point)
+        rounds = pdjax.pruning.iterative_pruning(..., rewind="weight",
+                                                 rewind_variables=point.variables(teacher.variables))
+    """
+
+    def __init__(self, epoch: int, path: str | Path | None = None):
+        if epoch < 0:
+            raise ValueError(f"the rewind epoch must be >= 0, got {epoch}")
+        self.epoch = epoch
+        self.path = None if path is None else Path(path)
+        self._kept: Variables | None = None
+
+    def __call__(self, epoch: int, variables: Variables) -> None:
+        if epoch != self.epoch:
+            return
+        if self.path is None:
+            self._kept = jax.device_get(variables)
+        else:
+            save_tree(self.path, variables)
+
+    def variables(self, template: Variables) -> Variables:
+        """The kept variables (in `template`'s structure when read from `path`).
+
+        Raises:
+          FileNotFoundError: the training run never passed epoch `epoch` with this point (e.g. its
+            directory was trained before, without it): restart that run to keep the point.
+        """
+        if self.path is None:
+            if self._kept is None:
+                raise FileNotFoundError(f"no variables kept for rewind epoch {self.epoch}: pass this "
+                                        "RewindPoint to fit(on_variables=...) and train past that epoch")
+            return self._kept
+        if not self.path.exists():
+            raise FileNotFoundError(f"no rewind point at {self.path}: the run was trained without keeping "
+                                    f"epoch {self.epoch} (or has not reached it); {records.RESTART_HINT}")
+        return load_tree(self.path, template)
 
 
 def rounds_for_sparsity(target: float, fraction: float = 0.2) -> int:

@@ -121,10 +121,24 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# Keys that records no longer carry, with the value that meant "nothing": a saved record that
+# has one with that value matches a current record without it (runs made before the key was
+# retired resume); any other saved value still counts as a difference.
+RETIRED_KEYS: dict[str, Any] = {
+    "snapshot_epochs": [],  # fit's weight-rewind snapshots moved to pdjax.pruning.RewindPoint
+}
+
+
+def _without_retired(saved: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in saved.items()
+            if not (k in RETIRED_KEYS and k not in current and v == RETIRED_KEYS[k])}
+
+
 def check_or_write(path: str | Path, record: Mapping[str, Any], *, what: str, write: bool = True) -> None:
     """Compares `record` with the one saved at `path`, or saves it there if there is none.
 
-    A directory made before records existed (no file) adopts `record`.
+    A directory made before records existed (no file) adopts `record`; a saved key of
+    `RETIRED_KEYS` that still holds its "nothing" value is not a difference.
 
     Raises:
       StaleRunError: the saved record differs; the message names every difference.
@@ -132,7 +146,7 @@ def check_or_write(path: str | Path, record: Mapping[str, Any], *, what: str, wr
     path = Path(path)
     current = json.loads(json.dumps(record))  # as it will read back
     if path.exists():
-        changes = differences(json.loads(path.read_text()), current)
+        changes = differences(_without_retired(json.loads(path.read_text()), current), current)
         if changes:
             listed = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
             raise StaleRunError(f"{what} holds a run made with other inputs ({listed}); its results would not "

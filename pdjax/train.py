@@ -293,7 +293,7 @@ def _copy(tree: PyTree) -> PyTree:
 
 class _Store:
     """Where a fit keeps what it has done: `workdir/` with checkpoints, stage.json (what
-    produced the run), metrics.jsonl, result.json, best_variables and snapshots. With
+    produced the run), metrics.jsonl, result.json and best_variables. With
     `workdir=None` it keeps nothing: the fit trains in memory."""
 
     def __init__(self, workdir: str | Path | None, restart: bool, record: dict[str, Any]):
@@ -321,10 +321,6 @@ class _Store:
     def save(self, step: int, tree: PyTree, meta: dict[str, Any]) -> None:
         if self.ckpt is not None:
             self.ckpt.save(step, tree, meta)
-
-    def snapshot(self, epoch: int, variables: Variables) -> None:
-        if self.workdir is not None:
-            save_tree(self.workdir / f"snapshot_{epoch}", variables)
 
     def metrics(self, history: list[dict[str, Any]]) -> None:
         if self.workdir is not None and self.main:
@@ -439,7 +435,7 @@ def _optimizer_fingerprint(optimizer: optax.GradientTransformation, params: Para
 def stage_record(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, seed: int,
                  variables: Variables, masks: Masks | None, teacher: distill.Teacher | None,
                  kd_temperature: float, kd_alpha: float, optimizer: optax.GradientTransformation | None,
-                 augment: bool, select_best: bool, snapshot_epochs: tuple[int, ...]) -> dict[str, Any]:
+                 augment: bool, select_best: bool) -> dict[str, Any]:
     """What produces a `fit`: saved as `workdir/stage.json`, compared when it resumes."""
     kd = None
     if teacher is not None:
@@ -451,8 +447,7 @@ def stage_record(model: nn.Module, data: data_lib.ImageData, schedule: Schedule,
                           else _optimizer_fingerprint(optimizer, variables["params"])),
             "seed": seed, "initial_variables": records.tree_digest(variables),
             "masks": records.tree_digest(masks), "teacher": kd, "augment": augment,
-            "select_best": select_best, "snapshot_epochs": list(snapshot_epochs),
-            "data": records.data_digest(data)}
+            "select_best": select_best, "data": records.data_digest(data)}
 
 
 def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
@@ -460,11 +455,11 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         variables: Variables | None = None, masks: Masks | None = None,
         teacher: distill.Teacher | None = None, kd_temperature: float = distill.TEMPERATURE,
         kd_alpha: float = distill.ALPHA, optimizer: optax.GradientTransformation | None = None,
-        augment: bool = True, select_best: bool = True, snapshot_epochs: tuple[int, ...] = (),
-        eval_batch_size: int = 500, name: str = "train", progress: bool = True, log_every: int = 20,
+        augment: bool = True, select_best: bool = True, eval_batch_size: int = 500, name: str = "train", progress: bool = True, log_every: int = 20,
         restart: bool = False,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
-        on_step: Callable[[int, Metrics], None] | None = None) -> FitResult:
+        on_step: Callable[[int, Metrics], None] | None = None,
+        on_variables: Callable[[int, Variables], None] | None = None) -> FitResult:
     """Trains `model` on `data`, resuming from `workdir` if it holds checkpoints.
 
     Each epoch: one pass over the shuffled training split, validation on clean images, an
@@ -496,8 +491,6 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
       augment: random crop and flip on training batches.
       select_best: report (and return as `best_variables`) the best-validation epoch's model;
         False keeps the last epoch's, as pruning rounds do.
-      snapshot_epochs: after these epochs, also save the variables to `workdir/snapshot_<epoch>`
-        (the rewind points of weight rewinding); needs a workdir.
       eval_batch_size: batch size for validation and test.
       name: label of the progress bar.
       progress: show a progress bar (first process only).
@@ -507,6 +500,10 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
       on_step: called with (global step, that step's metrics as device arrays, not waited for)
         right after each train step is dispatched, before any checkpoint of it (the crash tests
         kill the process from here).
+      on_variables: called with (epoch, the model's variables) when a run starts from its
+        initial variables (epoch 0) and after each epoch, before that epoch's checkpoint, so a
+        resumed run never skips one (`pdjax.pruning.RewindPoint` keeps weight rewinding's point
+        this way). Not called for epochs a resumed run had already finished.
 
     Returns:
       A `FitResult`.
@@ -523,15 +520,13 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     if steps_per_epoch == 0:
         raise ValueError(f"batch size {schedule.batch_size} exceeds the {len(data.train)} "
                          "training images")
-    if snapshot_epochs and workdir is None:
-        raise ValueError("snapshot_epochs saves variables in the workdir: give a workdir")
     main = parallel.is_main_process()
 
     if variables is None:
         variables = models.init(model, jax.random.key(seed), data.image_shape)
     record = stage_record(model, data, schedule, seed=seed, variables=variables, masks=masks, teacher=teacher,
                           kd_temperature=kd_temperature, kd_alpha=kd_alpha, optimizer=optimizer,
-                          augment=augment, select_best=select_best, snapshot_epochs=tuple(snapshot_epochs))
+                          augment=augment, select_best=select_best)
     if optimizer is None:
         optimizer = sgd(schedule, steps_per_epoch)
     lr_at = learning_rate(schedule, steps_per_epoch)
@@ -560,8 +555,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     history = list(meta["history"])
     store.metrics(history)
 
-    if 0 in snapshot_epochs and meta["epoch"] == 0:
-        store.snapshot(0, state.variables)
+    if on_variables is not None and meta["epoch"] == 0 and "partial" not in meta:
+        on_variables(0, state.variables)
     with store, StopRequest() as stop:
         # Every process agrees on a stop request (see _TrainingPass.run), also after each epoch.
         if parallel.any_process(stop.requested) and meta["epoch"] < schedule.epochs:
@@ -585,8 +580,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
                 meta["best_epoch"], meta["val_accuracy"] = epoch + 1, val["accuracy"]
             meta.update(epoch=epoch + 1, history=history,
                         train_seconds=meta["train_seconds"] + seconds)
-            if epoch + 1 in snapshot_epochs:  # before the checkpoint: a resume never skips it
-                store.snapshot(epoch + 1, state.variables)
+            if on_variables is not None:  # before the checkpoint: a resume never skips it
+                on_variables(epoch + 1, state.variables)
             store.save((epoch + 1) * steps_per_epoch, {"state": state, "best": best}, meta)
             store.metrics(history)
             if main:

@@ -153,6 +153,32 @@ def test_rewind_modes_choose_the_starting_weights(small_digits, tiny_vgg11, teac
     assert finetune.result.history[0]["lr"] == pytest.approx(0.003)
 
 
+def test_rewind_point_keeps_one_epochs_weights(small_digits, tiny_vgg11, teacher, tmp_path):
+    # Weight rewinding's target: the dense run's variables at one epoch, kept on disk or in memory.
+    on_disk = pruning.RewindPoint(1, tmp_path / "teacher" / "snapshot_1")
+    in_memory, initial = pruning.RewindPoint(1), pruning.RewindPoint(0)
+
+    def keep(epoch, variables):
+        for point in (on_disk, in_memory, initial):
+            point(epoch, variables)
+
+    result = train.fit(tiny_vgg11, small_digits, SCHEDULE, workdir=tmp_path / "teacher", seed=0,
+                       progress=False, on_variables=keep)
+    epoch_1 = on_disk.variables(teacher)
+    chex.assert_trees_all_equal(epoch_1, in_memory.variables(teacher))
+    chex.assert_trees_all_equal(initial.variables(teacher), teacher)  # fit's own init from seed 0
+    for other in (teacher, result.variables):  # neither the start nor the end (epoch 2)
+        assert not np.array_equal(epoch_1["params"]["Conv_0"]["kernel"], other["params"]["Conv_0"]["kernel"])
+    # A finished run that never kept the point says so, and how to get it.
+    late = pruning.RewindPoint(1, tmp_path / "teacher" / "snapshot_late")
+    train.fit(tiny_vgg11, small_digits, SCHEDULE, workdir=tmp_path / "teacher", seed=0, progress=False,
+              on_variables=late)
+    with pytest.raises(FileNotFoundError, match="trained without keeping epoch 1.*restart=True"):
+        late.variables(teacher)
+    with pytest.raises(FileNotFoundError, match="train past that epoch"):
+        pruning.RewindPoint(3).variables(teacher)
+
+
 def test_layerwise_scope_prunes_every_layer_alike(small_digits, tiny_vgg11, teacher, tmp_path):
     r = pruning.iterative_pruning(tiny_vgg11, small_digits, variables=teacher, schedule=dataclasses.replace(SCHEDULE, epochs=0),
                                   rounds=1, workdir=tmp_path, scope="layerwise", progress=False)[0]

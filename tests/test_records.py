@@ -41,8 +41,16 @@ def test_in_memory_training_writes_nothing(tiny_vgg11, small_digits, tmp_path, m
     result = _fit(tiny_vgg11, small_digits, None)
     assert list(tmp_path.iterdir()) == []
     assert len(result.history) == 1
-    with pytest.raises(ValueError, match="snapshot_epochs .* give a workdir"):
-        _fit(tiny_vgg11, small_digits, None, snapshot_epochs=(1,))
+
+
+def test_a_retired_key_with_its_nothing_value_still_resumes(tmp_path):
+    # Runs made before fit's snapshot_epochs moved to pruning.RewindPoint saved "snapshot_epochs": [].
+    record = {"seed": 0, "schedule": {"lr": 0.05}}
+    (tmp_path / "stage.json").write_text(json.dumps({**record, "snapshot_epochs": []}))
+    records.check_or_write(tmp_path / "stage.json", record, what="old run")
+    (tmp_path / "stage.json").write_text(json.dumps({**record, "snapshot_epochs": [2]}))
+    with pytest.raises(records.StaleRunError, match=r"snapshot_epochs: \[2\] there, <absent> now"):
+        records.check_or_write(tmp_path / "stage.json", record, what="old run")
 
 
 def test_other_data_teacher_seed_or_initial_weights_are_refused(tiny_vgg11, small_digits, tmp_path):
