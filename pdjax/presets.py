@@ -123,6 +123,18 @@ class TwoArmConfig(ResNetConfig):
 C = TypeVar("C", bound=TwoArmConfig)
 
 
+# The CPU-scale ResNet18 teacher (1/16 wide, 4-wide stem), its pruning and its students'
+# schedule: shared by self_distillation's, compression_scheme's and resnet18_to_vgg16_mobilenetv2's
+# `cpu` presets, so their teachers are the same network trained the same way.
+CPU_RESNET_WIDTH = 1 / 16
+CPU_RESNET_STEM = 4
+CPU_RESNET_TRAIN = Schedule(epochs=25, batch_size=128, lr=0.05, milestones=(8, 15, 20), lr_factor=0.2,
+                            weight_decay=5e-4)
+CPU_RESNET_PRUNE = Schedule(epochs=4, batch_size=128, lr=0.05, milestones=(1, 3), lr_factor=0.1, weight_decay=2e-4)
+CPU_RESNET_STUDENT = Schedule(epochs=10, batch_size=128, lr=0.05, milestones=(3, 6, 8), lr_factor=0.2,
+                              weight_decay=5e-4)
+
+
 def two_arm_cpu(cls: type[C], **overrides: Any) -> C:
     """Both arms at CPU scale: the shared CIFAR-10 JPEGs (all 20,000 training images, 10% held
     out), teachers 1/16 wide, 3 student seeds; `overrides` replace fields (e.g. the students'
@@ -140,17 +152,13 @@ def two_arm_cpu(cls: type[C], **overrides: Any) -> C:
     vgg = Schedule(epochs=30, batch_size=128, lr=0.1, milestones=(9, 18, 24), lr_factor=0.2, weight_decay=5e-4)
     vgg_student = Schedule(epochs=12, batch_size=128, lr=0.1, milestones=(4, 7, 10), lr_factor=0.2,
                            weight_decay=5e-4)
-    resnet = Schedule(epochs=25, batch_size=128, lr=0.05, milestones=(8, 15, 20), lr_factor=0.2,
-                      weight_decay=5e-4)
-    resnet_student = Schedule(epochs=10, batch_size=128, lr=0.05, milestones=(3, 6, 8), lr_factor=0.2,
-                              weight_decay=5e-4)
-    fields = dict(vgg_data=SHARED_CIFAR10, resnet_data=SHARED_CIFAR10, width_multiplier=1 / 16, seeds=(0, 1, 2),
-                  resnet_stem_width=4, vgg_train=vgg, vgg_student=vgg_student, vgg_kd=vgg_student,
+    fields = dict(vgg_data=SHARED_CIFAR10, resnet_data=SHARED_CIFAR10, width_multiplier=CPU_RESNET_WIDTH,
+                  seeds=(0, 1, 2), resnet_stem_width=CPU_RESNET_STEM, vgg_train=vgg, vgg_student=vgg_student,
+                  vgg_kd=vgg_student,
                   vgg_prune=Schedule(epochs=5, batch_size=128, lr=0.1, milestones=(2, 3), lr_factor=0.1,
                                      weight_decay=2e-4),
-                  resnet_train=resnet, resnet_student=resnet_student, resnet_kd=resnet_student,
-                  resnet_prune=Schedule(epochs=4, batch_size=128, lr=0.05, milestones=(1, 3), lr_factor=0.1,
-                                        weight_decay=2e-4))
+                  resnet_train=CPU_RESNET_TRAIN, resnet_student=CPU_RESNET_STUDENT, resnet_kd=CPU_RESNET_STUDENT,
+                  resnet_prune=CPU_RESNET_PRUNE)
     return cls(**{**fields, **overrides})
 
 

@@ -213,13 +213,34 @@ def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
     # The resnet18 student runs the same code as the self-distillation arm (tested below).
     # MobileNetV2 only: a VGG16 student runs the same pipeline code as vgg19_to_vgg11's VGG11.
     results = module.main(SMOKE + one_epoch("teacher_train", "prune", "mobilenet_scratch", "mobilenet_kd")
-                          + ["--set", "students=mobilenetv2", "--set", "resnet_stem_width=2", "--out", str(tmp_path)])
+                          + ["--set", "students=mobilenetv2", "--set", "resnet_stem_width=2",
+                             "--set", "mobilenet_width_multiplier=0.125", "--out", str(tmp_path)])
     assert [s["model"] for s in results["students"]] == ["mobilenetv2"] * 3
+    widths = {r["stage"]: r["widths"] for r in results["rows"]}
+    assert widths["teacher"] == [4, 8, 16, 32]  # the demo's 1/16 of (64, 128, 256, 512)
+    assert widths["mobilenetv2_scratch"] == [4, 2, 3, 4, 8, 12, 20, 40, 160]  # its own 1/8
+    assert "stand in for the paper's Tiny-ImageNet" in (tmp_path / "results.md").read_text()
     stages = [r["stage"] for r in results["rows"]]
     assert stages[:2] == ["teacher", "mobilenetv2_scratch"] and "mobilenetv2_kd_round_02" in stages
     assert results["config"]["teacher_train"]["epochs"] == 1
     record = json.loads((tmp_path / "teacher" / "stage.json").read_text())
     assert record["model"]["stem_width"] == 2  # the narrowed stem reaches the teacher
+
+
+def test_cpu_presets_share_one_resnet18_teacher():
+    # The ResNet18 teachers of three cpu presets are one network trained one way, so the
+    # self-distillation run's ResNet18 student stands for the one resnet18_to_vgg16_mobilenetv2 leaves out.
+    resnet = load_experiment("resnet18_to_vgg16_mobilenetv2").cpu()
+    self_distillation = load_experiment("self_distillation").cpu()
+    compression = load_experiment("compression_scheme").cpu()
+    teachers = {(c.resnet_train, c.resnet_prune, c.width_multiplier, c.resnet_stem_width, c.resnet_data, c.seed)
+                for c in (self_distillation, compression)}
+    teachers.add((resnet.teacher_train, resnet.prune, resnet.width_multiplier, resnet.resnet_stem_width,
+                  resnet.data, resnet.seed))
+    assert len(teachers) == 1
+    assert (resnet.resnet_scratch, resnet.resnet_kd) == (self_distillation.resnet_student, self_distillation.resnet_kd)
+    assert resnet.seeds == self_distillation.seeds == (0, 1, 2) and resnet.kd_rounds == self_distillation.kd_rounds
+    assert resnet.students == ("vgg16_tiny", "mobilenetv2")
 
 
 def test_compression_smoke(tmp_path):
