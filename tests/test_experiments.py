@@ -214,11 +214,11 @@ def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
     # MobileNetV2 only: a VGG16 student runs the same pipeline code as vgg19_to_vgg11's VGG11.
     results = module.main(SMOKE + one_epoch("teacher_train", "prune", "mobilenet_scratch", "mobilenet_kd")
                           + ["--set", "students=mobilenetv2", "--set", "resnet_stem_width=2",
-                             "--set", "mobilenet_width_multiplier=0.125", "--out", str(tmp_path)])
+                             "--set", "mobilenet_width_multiplier=0.03125", "--out", str(tmp_path)])
     assert [s["model"] for s in results["students"]] == ["mobilenetv2"] * 3
     widths = {r["stage"]: r["widths"] for r in results["rows"]}
     assert widths["teacher"] == [4, 8, 16, 32]  # the demo's 1/16 of (64, 128, 256, 512)
-    assert widths["mobilenetv2_scratch"] == [4, 2, 3, 4, 8, 12, 20, 40, 160]  # its own 1/8
+    assert widths["mobilenetv2_scratch"] == [1, 1, 1, 1, 2, 3, 5, 10, 40]  # its own 1/32
     assert "stand in for the paper's Tiny-ImageNet" in (tmp_path / "results.md").read_text()
     stages = [r["stage"] for r in results["rows"]]
     assert stages[:2] == ["teacher", "mobilenetv2_scratch"] and "mobilenetv2_kd_round_02" in stages
