@@ -66,8 +66,8 @@ def cpu() -> Config:
     # Student widths chosen by validation accuracy only (results/cpu_preset_probe_resnet/, 10
     # epochs from scratch): VGG16-tiny 1/16 0.20 and MobileNetV2 1/16 0.29 barely learn; VGG16-tiny
     # 1/8 0.42 at lr 0.05, and at PAPER.md's lr 0.01 still at chance (0.11) after 4 epochs;
-    # MobileNetV2 1/8 0.32 at lr 0.05 (1/4 is about 2.5x slower per image on this CPU, too slow
-    # for 15 students). Both students stay far below the teacher, as the paper's do.
+    # MobileNetV2 1/8 0.32 at lr 0.05 (1/4: 0.35 for about 2.2x the training time on this CPU,
+    # too slow for 15 students). Both students stay far below the teacher, as the paper's do.
     # Budget (estimated from the probes' and the self-distillation run's rates, not measured
     # uncontended): teacher and pruning ~20 min, VGG16 students ~50 min, MobileNetV2 ~65 min (8
     # epochs), evaluation and compilation ~15 min: ~2.5 h.
