@@ -11,6 +11,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import jax
 import numpy as np
 from PIL import Image
 
@@ -68,7 +69,10 @@ def _launch(out, processes, devices_per_process, *, per_process_env=None, per_pr
     output and the seconds each took."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "PYTEST_XDIST", "PDJAX_FAULT"))}
-    env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices_per_process), TQDM_DISABLE="1")
+    env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices_per_process), TQDM_DISABLE="1",
+               # The suite's compilation cache (not the user's ~/.cache): the launches of one
+               # test compile the same programs.
+               JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
     procs, logs, started = [], [], time.monotonic()
     for i in range(processes):
         launch = dict(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(processes),

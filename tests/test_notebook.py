@@ -15,13 +15,14 @@ def test_the_committed_notebook_has_no_outputs():
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
 
 
-def test_the_example_notebook_runs(tmp_path, monkeypatch):
+def test_the_example_notebook_runs(tmp_path, monkeypatch, test_env):
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # The kernel is a fresh process: one CPU device, as on a user's laptop; it runs in tmp_path.
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    for name, value in test_env.items():  # the suite's XLA settings, not a user's (conftest.py)
+        monkeypatch.setenv(name, value)
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)

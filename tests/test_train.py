@@ -1,4 +1,8 @@
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import chex
 import jax
@@ -44,6 +48,20 @@ def test_eight_devices_compute_what_one_does(digits):
     # and training moved the parameters at all
     init = models.init(models.get("vgg11", 10, widths=TINY_VGG11), jax.random.key(0), (32, 32, 3))
     assert not np.allclose(init["params"]["Conv_0"]["kernel"], one.params["Conv_0"]["kernel"])
+
+
+def test_device_checks_pass_with_pdjax_xla_defaults():
+    """The suite compiles at XLA's optimisation level 0 without pdjax's CPU flags (conftest.py);
+    the 1-vs-8-device checks of the train and KD steps also hold with a user's settings."""
+    tests = Path(__file__).parent
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PDJAX_XLA_DEFAULTS")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-p no:benchmark",
+         f"{tests / 'test_train.py'}::test_eight_devices_compute_what_one_does",
+         f"{tests / 'test_distill.py'}::test_kd_step_on_eight_devices_equals_one"],
+        env={**env, "PDJAX_TEST_USER_XLA": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 passed" in done.stdout
 
 
 def test_train_step_compiles_once(digits):
