@@ -80,10 +80,12 @@ def plot_panels(path: str | Path, panels: Sequence[Panel], *, xlabel: str, title
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), dpi=120, squeeze=False)
     for ax, panel in zip(axes[0], panels):
-        for label, (center, half) in panel.bands.items():
-            line = ax.axhline(center, linestyle="--", linewidth=1, label=label)
+        # Band i takes the color of line i (C0, C1, ...: axhline does not advance the color
+        # cycle), so one band per model, in the order of the models' lines, matches its line.
+        for i, (label, (center, half)) in enumerate(panel.bands.items()):
+            ax.axhline(center, linestyle="--", linewidth=1, label=label, color=f"C{i % 10}")
             if half:
-                ax.axhspan(center - half, center + half, color=line.get_color(), alpha=0.15)
+                ax.axhspan(center - half, center + half, color=f"C{i % 10}", alpha=0.15)
         for label, (xs, ys) in panel.series.items():
             yerr = panel.errors.get(label)
             if yerr is not None and any(yerr):
