@@ -78,7 +78,10 @@ def plot_panels(path: str | Path, panels: Sequence[Panel], *, xlabel: str, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.2), dpi=120, squeeze=False)
+    # A panel of more than 4 lines and bands gets its legend beside the plot, and the room for it.
+    widths = [9.6 if len(p.series) + len(p.bands) > 4 else 6.4 for p in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4.2), dpi=120, squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
     for ax, panel in zip(axes[0], panels):
         # Band i takes the color of line i (C0, C1, ...: axhline does not advance the color
         # cycle), so one band per model, in the order of the models' lines, matches its line.
@@ -95,7 +98,10 @@ def plot_panels(path: str | Path, panels: Sequence[Panel], *, xlabel: str, title
         ax.set_xlabel(xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if len(panel.series) + len(panel.bands) > 4:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
