@@ -511,13 +511,32 @@ def report(result: PipelineResult, title: str, notes: str = "") -> str:
     return text
 
 
+def mean_over_seeds(curves: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """One curve per stage name without its `_seed<s>` suffix: the mean over that stage's seeds,
+    epoch by epoch (over the epochs every seed has). A stage alone in its group keeps its curve
+    and name."""
+    groups: dict[str, list[tuple[str, Sequence[float]]]] = {}
+    for name, ys in curves.items():
+        stem, _, seed = name.rpartition("_seed")
+        groups.setdefault(stem if stem and seed.isdigit() else name, []).append((name, ys))
+    out = {}
+    for stem, members in groups.items():
+        if len(members) == 1:
+            out[members[0][0]] = list(members[0][1])
+        else:
+            n = min(len(ys) for _, ys in members)
+            out[f"{stem} (mean of {len(members)} seeds)"] = [statistics.fmean(ys[i] for _, ys in members)
+                                                            for i in range(n)]
+    return out
+
+
 def plot(out: str | Path, result: PipelineResult, title: str) -> None:
     """Writes curves.png, pruning_density.png (one per teacher with several:
     pruning_density_<teacher>.png), teacher_vs_sparsity.png and student_vs_teacher_sparsity.png
     (mean over seeds with std error bars; a fixed-width scratch student as a band) in `out`."""
     out = Path(out)
-    reports.plot_curves(out / "curves.png", result.curves, xlabel="epoch", ylabel="validation accuracy",
-                        title=title)
+    reports.plot_curves(out / "curves.png", mean_over_seeds(result.curves), xlabel="epoch",
+                        ylabel="validation accuracy", title=title)
     for t in result.teachers:
         name = "pruning_density.png" if len(result.teachers) == 1 else f"pruning_density_{t.name}.png"
         sparsity.plot_density(out / name, *t.masks_and_labels(), title=f"{t.name}: per-layer density by round")

@@ -109,3 +109,10 @@ def test_each_models_scratch_band_has_the_color_of_its_models_line(tmp_path, mon
     import matplotlib.pyplot as plt
 
     plt.close(figures[0])
+
+
+def test_curves_of_one_stage_over_seeds_are_drawn_as_their_mean():
+    curves = {"teacher": [0.1, 0.2], "s_seed0": [0.2, 0.4, 0.5], "s_seed1": [0.4, 0.6], "vgg11/t_seed2": [0.3]}
+    assert pipeline.mean_over_seeds(curves) == {
+        "teacher": [0.1, 0.2], "s (mean of 2 seeds)": [pytest.approx(0.3), pytest.approx(0.5)],
+        "vgg11/t_seed2": [0.3]}
