@@ -83,12 +83,16 @@ def plot_panels(path: str | Path, panels: Sequence[Panel], *, xlabel: str, title
     fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4.2), dpi=120, squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     for ax, panel in zip(axes[0], panels):
-        # Band i takes the color of line i (C0, C1, ...: axhline does not advance the color
-        # cycle), so one band per model, in the order of the models' lines, matches its line.
+        # More than 10 lines: 20 colors, so that no two lines share one.
+        colors = list(plt.get_cmap("tab20").colors if len(panel.series) > 10 else
+                      plt.rcParams["axes.prop_cycle"].by_key()["color"])
+        ax.set_prop_cycle(color=colors)
+        # Band i takes the color of line i (axhline does not advance the color cycle), so one
+        # band per model, in the order of the models' lines, matches its line.
         for i, (label, (center, half)) in enumerate(panel.bands.items()):
-            ax.axhline(center, linestyle="--", linewidth=1, label=label, color=f"C{i % 10}")
+            ax.axhline(center, linestyle="--", linewidth=1, label=label, color=colors[i % len(colors)])
             if half:
-                ax.axhspan(center - half, center + half, color=f"C{i % 10}", alpha=0.15)
+                ax.axhspan(center - half, center + half, color=colors[i % len(colors)], alpha=0.15)
         for label, (xs, ys) in panel.series.items():
             yerr = panel.errors.get(label)
             if yerr is not None and any(yerr):
