@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -79,20 +80,21 @@ def plot_panels(path: str | Path, panels: Sequence[Panel], *, xlabel: str, title
     import matplotlib.pyplot as plt
 
     # A panel of more than 4 lines and bands gets its legend beside the plot, and the room for it.
-    widths = [9.6 if len(p.series) + len(p.bands) > 4 else 6.4 for p in panels]
+    crowded = [len(p.series) + len(p.bands) > 4 for p in panels]
+    widths = [9.6 if c else 6.4 for c in crowded]
     fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4.2), dpi=120, squeeze=False,
                              gridspec_kw={"width_ratios": widths})
-    for ax, panel in zip(axes[0], panels):
+    for ax, panel, beside in zip(axes[0], panels, crowded):
         # More than 10 lines: 20 colors, so that no two lines share one.
         colors = list(plt.get_cmap("tab20").colors if len(panel.series) > 10 else
                       plt.rcParams["axes.prop_cycle"].by_key()["color"])
         ax.set_prop_cycle(color=colors)
         # Band i takes the color of line i (axhline does not advance the color cycle), so one
         # band per model, in the order of the models' lines, matches its line.
-        for i, (label, (center, half)) in enumerate(panel.bands.items()):
-            ax.axhline(center, linestyle="--", linewidth=1, label=label, color=colors[i % len(colors)])
+        for (label, (center, half)), color in zip(panel.bands.items(), itertools.cycle(colors)):
+            ax.axhline(center, linestyle="--", linewidth=1, label=label, color=color)
             if half:
-                ax.axhspan(center - half, center + half, color=colors[i % len(colors)], alpha=0.15)
+                ax.axhspan(center - half, center + half, color=color, alpha=0.15)
         for label, (xs, ys) in panel.series.items():
             yerr = panel.errors.get(label)
             if yerr is not None and any(yerr):
@@ -102,7 +104,7 @@ def plot_panels(path: str | Path, panels: Sequence[Panel], *, xlabel: str, title
         ax.set_xlabel(xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.grid(alpha=0.3)
-        if len(panel.series) + len(panel.bands) > 4:
+        if beside:
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         else:
             ax.legend(fontsize=8)
