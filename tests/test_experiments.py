@@ -265,6 +265,8 @@ def test_compression_smoke(tmp_path):
     text = (tmp_path / "vgg19" / "results.md").read_text()
     assert "inference images/s" in text and "KD from its pruned teacher (mean ± std)" in text
     assert (tmp_path / "vgg19" / "accuracy_vs_params.png").stat().st_size > 0
+    index = (tmp_path / "results.md").read_text()
+    assert all(f"vgg19 {rule} st36 / vgg19 pruned 36%: " in index for rule in ("chain", "uniform", "balanced"))
     assert [w["rule"] for w in r["width_rules"]] == ["chain", "balanced", "uniform"]
     assert all(abs(w["ratio"] - 1) < 0.1 for w in r["width_rules"])
     # Each other rule's student against the chain student of the same arm, seed by seed.
