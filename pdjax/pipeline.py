@@ -195,8 +195,21 @@ class PipelineResult:
     students: list[StudentRow]  # the paper's table: student x teacher kind x sparsity
     curves: dict[str, list[float]]  # validation accuracy per epoch, per stage
 
+    def train_seconds(self) -> dict[str, float]:
+        """The stages' training seconds summed by kind: teachers, pruning rounds (round 0 is the
+        teacher, counted once), students, and their total. Restores, reports and data loading
+        are not in it; nor is whatever else shared the machine taken out."""
+        teacher_stages = {t.stage for t in self.teachers}
+        teachers = sum(r.get("train_seconds") or 0.0 for r in self.rows if r["stage"] in teacher_stages)
+        students = sum(r.get("train_seconds") or 0.0 for r in self.rows if r["stage"] not in teacher_stages)
+        pruning = sum(r.summary.get("train_seconds") or 0.0
+                      for t in self.teachers for k, r in t.rounds.items() if k > 0)
+        return {"teachers": teachers, "pruning": pruning, "students": students,
+                "total": teachers + pruning + students}
+
     def to_json(self) -> dict[str, Any]:
         return {"teachers": [t.name for t in self.teachers], "rows": self.rows,
+                "train_seconds": self.train_seconds(),
                 "students": [s.to_json() for s in self.students], "comparisons": comparisons(self),
                 "pruning": [{"teacher": t.name, **r.summary} for t in self.teachers for r in t.rounds.values()],
                 "layer_density": {t.name: {r.label: [dataclasses.asdict(s) for s in sparsity.layer_stats(r.masks)]
@@ -504,11 +517,19 @@ def report(result: PipelineResult, title: str, notes: str = "") -> str:
             "and two-sided sign test.\n\n"
             f"{reports.markdown_table(comparisons(result), COMPARISON_COLUMNS)}\n"
             f"## Pruning the teachers\n\n{reports.markdown_table(pruning_rows, PRUNING_COLUMNS)}\n"
-            f"## Every trained model\n\n{reports.markdown_table(result.rows, STAGE_COLUMNS)}\n")
+            f"## Every trained model\n\n{reports.markdown_table(result.rows, STAGE_COLUMNS)}\n"
+            f"{_time_note(result.train_seconds())}\n\n")
     for t in result.teachers:
         text += (f"## Per-layer density of the {t.name} teacher's masks\n\n"
                  f"{sparsity.report_table(*t.masks_and_labels())}\n")
     return text
+
+
+def _time_note(seconds: Mapping[str, float]) -> str:
+    return (f"Training time, the stages' `train s` summed: teachers {seconds['teachers']:,.0f} s, pruning "
+            f"rounds {seconds['pruning']:,.0f} s, students {seconds['students']:,.0f} s; "
+            f"{seconds['total']:,.0f} s ({seconds['total'] / 3600:.2f} h) in all. Data loading, "
+            "restores and reports are not in it; another process on the same cores would lengthen it.")
 
 
 def mean_over_seeds(curves: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:

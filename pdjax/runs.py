@@ -162,6 +162,9 @@ def write_index(out: str | Path, experiment: str, preset: str, arms: Mapping[str
             f"{student(r)} / {r['teacher']}"
             + (f" {r['teacher_sparsity']:.0%}" if r.get("teacher_sparsity") else "")
             + f": {r['test_accuracy']:.4f}" for r in results["students"]))
+    total = sum(results["train_seconds"]["total"] for results in arms.values())
+    lines.append(f"\nTraining time, the stages' `train s` summed over the arms: {total:,.0f} s ({total / 3600:.2f} h); "
+                 "each arm's results.md splits it.")
     if parallel.is_main_process():
         reports.write_results(out, {"experiment": experiment, "preset": preset, "arms": dict(arms)},
                               "\n".join(lines) + "\n")

@@ -75,6 +75,12 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
     assert [round(r["sparsity"], 3) for r in results["pruning"]] == [0.0, 0.2, 0.36]
     assert list(results["layer_density"]["vgg19"]) == ["teacher", "round 1 (20%)", "round 2 (36%)"]
     assert results["rows"][0]["params"] > results["rows"][1]["params"]
+    # The time summary counts the teacher once (the pruning table repeats it as round 0).
+    seconds = results["train_seconds"]
+    assert seconds["teachers"] == results["rows"][0]["train_seconds"] == results["pruning"][0]["train_seconds"] > 0
+    assert seconds["pruning"] == pytest.approx(sum(r["train_seconds"] for r in results["pruning"][1:])) > 0
+    assert seconds["students"] == pytest.approx(sum(r["train_seconds"] for r in results["rows"][1:])) > 0
+    assert seconds["total"] == pytest.approx(seconds["teachers"] + seconds["pruning"] + seconds["students"])
     assert results["environment"]["device_count"] == 8 and results["config"]["seed"] == 0
     for name in ("results.md", "results.json", "curves.png", "config.json", "pruning_density.png",
                  "teacher_vs_sparsity.png", "teacher/result.json", "student_scratch/metrics.jsonl",
@@ -84,6 +90,7 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
     markdown = (tmp_path / "results.md").read_text()
     assert "| teacher | vgg19 |" in markdown and "| 2 | 0.360 |" in markdown
     assert "| Conv_0/kernel | 3x3x3x4 |" in markdown
+    assert f"{seconds['total']:,.0f} s ({seconds['total'] / 3600:.2f} h) in all" in markdown
     # Running the same command again trains nothing and reports the same numbers.
     again = vgg19_to_vgg11.main(argv)
     assert [r["test_accuracy"] for r in again["rows"]] == [r["test_accuracy"] for r in results["rows"]]
@@ -266,6 +273,7 @@ def test_compression_smoke(tmp_path):
     assert "inference images/s" in text and "KD from its pruned teacher (mean ± std)" in text
     assert (tmp_path / "vgg19" / "accuracy_vs_params.png").stat().st_size > 0
     index = (tmp_path / "results.md").read_text()
+    assert f"summed over the arms: {r['train_seconds']['total']:,.0f} s" in index
     assert all(f"vgg19 {rule} st36 / vgg19 pruned 36%: " in index for rule in ("chain", "uniform", "balanced"))
     assert [w["rule"] for w in r["width_rules"]] == ["chain", "balanced", "uniform"]
     assert all(abs(w["ratio"] - 1) < 0.1 for w in r["width_rules"])
