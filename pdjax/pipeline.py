@@ -435,11 +435,17 @@ def _arm_label(row: StudentRow) -> str:
     return f"KD from {row.teacher_model} pruned {row.teacher_sparsity:.0%}"
 
 
+def student_name(model: str, width_rule: str | None, derived_from_sparsity: float | None) -> str:
+    """A student's name in reports: its model, and for widths derived from a pruned teacher's
+    sparsity the rule and that sparsity ("vgg19 chain st36"), as one run can hold several."""
+    if derived_from_sparsity is None:
+        return model
+    return f"{model} {width_rule} st{round(100 * derived_from_sparsity)}"
+
+
 def _student_label(row: StudentRow) -> str:
-    label = row.model
-    if row.derived_from_sparsity is not None:
-        label += f" {row.width_rule} st{round(100 * row.derived_from_sparsity)} {row.widths}"
-    return label
+    label = student_name(row.model, row.width_rule, row.derived_from_sparsity)
+    return label if row.derived_from_sparsity is None else f"{label} {row.widths}"
 
 
 def comparisons(result: PipelineResult) -> list[dict[str, Any]]:

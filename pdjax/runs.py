@@ -149,20 +149,13 @@ def _normalization_note(data: data_lib.ImageData) -> str:
 
 def write_index(out: str | Path, experiment: str, preset: str, arms: Mapping[str, dict[str, Any]]) -> None:
     """A top-level results.md/results.json for an experiment with several arms (sub-directories)."""
-    def student(r: Mapping[str, Any]) -> str:
-        # A student derived from a pruned teacher's sparsity is named by its rule and that
-        # sparsity ("vgg19 chain st36"): one arm can hold several of the same model.
-        if r.get("width_rule") is None:
-            return r["model"]
-        return f"{r['model']} {r['width_rule']} st{round(100 * r['derived_from_sparsity'])}"
-
     lines = [f"# {experiment}, preset `{preset}`\n"]
     for arm, results in arms.items():
         lines.append(f"- [{arm}]({arm}/results.md): " + ", ".join(
-            f"{student(r)} / {r['teacher']}"
+            f"{pipeline.student_name(r['model'], r['width_rule'], r['derived_from_sparsity'])} / {r['teacher']}"
             + (f" {r['teacher_sparsity']:.0%}" if r.get("teacher_sparsity") else "")
             + f": {r['test_accuracy']:.4f}" for r in results["students"]))
-    total = sum(results["train_seconds"]["total"] for results in arms.values())
+    total = sum(r["train_seconds"]["total"] for r in arms.values())
     lines.append(f"\nTraining time, the stages' `train s` summed over the arms: {total:,.0f} s ({total / 3600:.2f} h); "
                  "each arm's results.md splits it.")
     if parallel.is_main_process():
