@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 f"--preset {preset}`\n\nData: {config.data}; widths x{config.width_multiplier:g}; "
                 f"{config.train.epochs} epochs; test accuracy of the best-validation epoch.\n\n"
                 + pdjax.reports.markdown_table(rows, columns)
-                + f"\nDevices: {env.get('device_count')} x {env.get('device_kind')}.\n")
+                + f"\n{pdjax.runs.machine_note(env)}\n")
     results = {**run_config, "rows": rows, "environment": env}
     pdjax.reports.write_results(out, results, markdown)
     print(markdown)

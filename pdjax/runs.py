@@ -4,9 +4,11 @@ refused if changed), data checks across processes, reports, the CLI. The library
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import os
+import platform
 import signal
 import sys
 from pathlib import Path
@@ -28,18 +30,41 @@ class RunDirError(ValueError):
     """The run directory was made by a different configuration."""
 
 
+def _host_cpu() -> tuple[str, str]:
+    """The host CPU's model name and a digest of its instruction-set flags (Linux's
+    /proc/cpuinfo; elsewhere what `platform` knows, and no digest). On the CPU backend XLA
+    compiles for the host's instruction set: a virtual machine may only say "AMD EPYC", the
+    digest tells two such hosts apart."""
+    model, flags = "", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = " ".join(sorted(value.split()))
+    except OSError:
+        pass
+    digest = hashlib.sha256(flags.encode()).hexdigest()[:12] if flags else ""
+    return model or platform.processor() or platform.machine(), digest
+
+
 def environment() -> dict[str, Any]:
-    """Versions and devices, recorded with every result."""
+    """Versions, devices and the host CPU, recorded with every result. Pillow decodes the
+    JPEGs of image folders, so its version is among them."""
     versions = {}
-    for package in ("pdjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+    for package in ("pdjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "pillow"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     devices = jax.devices()
+    cpu, cpu_flags = _host_cpu()
     return {"versions": versions, "backend": jax.default_backend(),
             "device_kind": devices[0].device_kind, "device_count": len(devices),
-            "process_count": jax.process_count()}
+            "process_count": jax.process_count(), "host_cpu": cpu, "host_cpu_flags": cpu_flags,
+            "host_cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False,
@@ -130,7 +155,7 @@ def write_report(out: str | Path, result: Any, experiment: str, preset: str,
     title = f"{experiment}, preset `{preset}`"
     data_note = (f"Data: {results['data']['source']} ({len(data.train)} train, {len(data.val)} val, "
                  f"{len(data.test)} test, {data.num_classes} classes). Normalization: "
-                 f"{_normalization_note(data)}.\n\n")
+                 f"{_normalization_note(data)}.\n\n{machine_note(results['environment'])}\n\n")
     markdown = pipeline.report(result, title, data_note + notes)
     if parallel.is_main_process():
         reports.write_results(out, results, markdown)
@@ -138,6 +163,16 @@ def write_report(out: str | Path, result: Any, experiment: str, preset: str,
         print(f"\n{pipeline.student_table(result)}\n"
               f"results in {out}")
     return results
+
+
+def machine_note(env: Mapping[str, Any]) -> str:
+    """One line of a report naming the machine of `environment()`."""
+    return (f"Machine: {env['process_count']} process(es), {env['device_count']} x {env['device_kind']} "
+            f"({env['backend']} backend), host CPU {env['host_cpu']} ({env['host_cpu_count']} cores, "
+            f"flags {env['host_cpu_flags'] or 'unknown'}); "
+            f"jax {env['versions']['jax']}. The same command reproduces these numbers exactly on "
+            "the same kind of host with the same versions; on another CPU XLA can round "
+            "differently and give other numbers.")
 
 
 def _normalization_note(data: data_lib.ImageData) -> str:

@@ -92,6 +92,10 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
     assert "| teacher | vgg19 |" in markdown and "| 2 | 0.360 |" in markdown
     assert "| Conv_0/kernel | 3x3x3x4 |" in markdown
     assert f"{seconds['total']:,.0f} s ({seconds['total'] / 3600:.2f} h) in all" in markdown
+    # The machine is recorded: on the CPU backend another CPU model can give other floats.
+    env = results["environment"]
+    assert env["host_cpu"] and env["host_cpu_count"] >= 1 and env["versions"]["pillow"]
+    assert f"8 x cpu (cpu backend), host CPU {env['host_cpu']}" in markdown
     # Running the same command again trains nothing and reports the same numbers.
     again = vgg19_to_vgg11.main(argv)
     assert [r["test_accuracy"] for r in again["rows"]] == [r["test_accuracy"] for r in results["rows"]]
@@ -233,6 +237,18 @@ def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
     assert results["config"]["teacher_train"]["epochs"] == 1
     record = json.loads((tmp_path / "teacher" / "stage.json").read_text())
     assert record["model"]["stem_width"] == 2  # the narrowed stem reaches the teacher
+
+
+def test_mixed_precision_smoke(tmp_path):
+    module = load_experiment("mixed_precision")
+    results = module.main(["--preset", "demo", "--set", "max_train=200", "--set", "max_test=100",
+                           "--set", "models=vgg11", "--set", "seeds=0", "--out", str(tmp_path)]
+                          + one_epoch("train"))
+    assert [(r["model"], r["compute dtype"], r["seeds"]) for r in results["rows"]] == [
+        ("vgg11", "float32", 1), ("vgg11", "bfloat16", 1)]
+    assert all(0.0 <= r["mean"] <= 1.0 for r in results["rows"])
+    markdown = (tmp_path / "results.md").read_text()
+    assert f"host CPU {results['environment']['host_cpu']}" in markdown and "| vgg11 | bfloat16 | 1 |" in markdown
 
 
 def test_cpu_presets_share_one_resnet18_teacher():
