@@ -39,17 +39,26 @@ def test_two_processes_train_like_one(tmp_path):
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
     assert (a["processes"], a["devices"]) == (1, 4)
     assert (b["processes"], b["devices"]) == (2, 4)
-    np.testing.assert_allclose(b["losses"], a["losses"], rtol=1e-5)
-    assert b["accuracy"] == a["accuracy"]
-    # Reduction order differs (gloo between processes, in-process otherwise), and BatchNorm on 4
-    # images per device amplifies rounding over the steps: on some CPUs the two runs differ by
-    # up to ~3e-4 in a weight. What must hold is that the runs differ by a small fraction (1%)
-    # of what training changed in each layer, plus float rounding in leaves that barely move
-    # (conv biases before BatchNorm). Measured: at most 0.4% of the change.
-    for x, y, x0 in zip(a["params"], b["params"], a["initial_params"]):
-        x, y, x0 = map(np.asarray, (x, y, x0))
-        assert np.max(np.abs(y - x)) <= 1e-2 * np.max(np.abs(x - x0)) + 1e-6
-    # Training moved the parameters, so the comparison is not of untouched initial values.
+    # One step from the same weights on the same batch: only the order of the reductions differs
+    # (gloo between processes, in-process otherwise). A batch split, data order or gradient
+    # average that differed between the two would show in the loss or in the update.
+    for x, y in zip(a["single_steps"], b["single_steps"]):
+        np.testing.assert_allclose(y["loss"], x["loss"], rtol=1e-6)
+        for p, q, p0 in zip(x["params"], y["params"], a["initial_params"]):
+            p, q, p0 = map(np.asarray, (p, q, p0))
+            # Within 0.1% of what the step changed in the layer, plus rounding in leaves that
+            # barely move (conv biases before BatchNorm).
+            assert np.max(np.abs(q - p)) <= 1e-3 * np.max(np.abs(p - p0)) + 1e-6
+    np.testing.assert_allclose(b["evaluation"]["loss"], a["evaluation"]["loss"], rtol=1e-6)
+    assert b["evaluation"]["accuracy"] == a["evaluation"]["accuracy"]
+    # Chained, the training loop's way: the first step is the same computation as above. Later
+    # steps are not compared tightly: BatchNorm on 4 images per device and these 2-channel
+    # layers turn a rounding difference into a flipped ReLU or max-pool choice now and then (on
+    # one AMD EPYC host at XLA level 0: losses equal to 1e-6 for two steps, then 1e-4 apart and
+    # a weight 17% of its change apart after the fourth), so the chained check is that training
+    # moved and stayed close.
+    np.testing.assert_allclose(b["losses"][0], a["losses"][0], rtol=1e-6)
+    np.testing.assert_allclose(b["losses"], a["losses"], rtol=1e-2)
     assert a["losses"][0] != a["losses"][-1]
 
 

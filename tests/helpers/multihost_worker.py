@@ -4,8 +4,8 @@
 
 With NUM_PROCESSES > 1 it joins JAX's distributed runtime on localhost:PORT (CPU collectives
 over gloo), builds the global mesh over every process's devices, feeds only its own rows of
-each global batch, runs a few train steps and an evaluation, and (process 0 only) writes the
-results to OUT as JSON.
+each global batch, runs four chained train steps, then one step from the initial state on each of
+the same batches, and an evaluation, and (process 0 only) writes the results to OUT as JSON.
 """
 
 import json
@@ -35,19 +35,35 @@ split = data_lib.Split(images, labels)
 schedule = train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4)
 optimizer = train.sgd(schedule, steps_per_epoch=4)
 initial = [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(variables["params"])]
-state = parallel.replicate(train.TrainState.create(variables, optimizer), mesh)
+
+
+def fresh_state():
+    # The step donates its state: each use gets its own replicated copy.
+    return parallel.replicate(train.TrainState.create(variables, optimizer), mesh)
+
+
+def flat(params):
+    return [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(jax.device_get(params))]
+
+
 step = train.make_train_step(model, optimizer, mesh, mean=(127.0,) * 3, std=(64.0,) * 3)
 key = jax.random.key(1)
-losses = []
-for batch in data_lib.train_batches(split, 16, seed=0, epoch=0):
+batches = list(data_lib.train_batches(split, 16, seed=0, epoch=0))
+# The training loop's way: four chained steps.
+state, losses = fresh_state(), []
+for batch in batches:
     state, metrics = step(state, *parallel.put_global_batch(batch, mesh), key)
     losses.append(float(metrics["loss"]))
+# Each batch's step from the same initial state: what one step computes, without the growth of
+# rounding differences over chained steps.
+single = []
+for batch in batches:
+    after, metrics = step(fresh_state(), *parallel.put_global_batch(batch, mesh), key)
+    single.append({"loss": float(metrics["loss"]), "params": flat(after.params)})
 eval_step = train.make_eval_step(model, mesh, mean=(127.0,) * 3, std=(64.0,) * 3)
-accuracy = train.evaluate(eval_step, state.variables, split, 24, mesh)["accuracy"]
-params = jax.device_get(state.params)
+evaluation = train.evaluate(eval_step, fresh_state().variables, split, 24, mesh)
 if parallel.is_main_process():
     with open(out, "w") as f:
         json.dump({"processes": jax.process_count(), "devices": jax.device_count(),
-                   "losses": losses, "accuracy": accuracy,
-                   "params": [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(params)],
+                   "losses": losses, "single_steps": single, "evaluation": evaluation,
                    "initial_params": initial}, f)
