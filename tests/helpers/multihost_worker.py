@@ -34,7 +34,6 @@ labels = rng.integers(0, 10, (64,), dtype=np.int32)
 split = data_lib.Split(images, labels)
 schedule = train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4)
 optimizer = train.sgd(schedule, steps_per_epoch=4)
-initial = [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(variables["params"])]
 
 
 def fresh_state():
@@ -45,6 +44,8 @@ def fresh_state():
 def flat(params):
     return [np.asarray(p).ravel().tolist() for p in jax.tree.leaves(jax.device_get(params))]
 
+
+initial = flat(variables["params"])
 
 step = train.make_train_step(model, optimizer, mesh, mean=(127.0,) * 3, std=(64.0,) * 3)
 key = jax.random.key(1)
