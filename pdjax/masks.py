@@ -10,6 +10,7 @@ Usage:
     masks = pdjax.masks.init(params)
     masks = pdjax.masks.prune_global(params, masks, 0.2)   # one round: 20% of what is left
     pdjax.masks.density(masks)                              # 0.8
+    pdjax.masks.prune_random_like(masks, reference, seed=0) # reference's per-layer counts, random positions
     logits = model.apply({"params": pdjax.masks.apply(params, masks), ...}, x)
 """
 
@@ -174,6 +175,50 @@ def prune_layerwise(params: Params, masks: Masks, fraction: float) -> Masks:
     meta, weights, kept = _flat_prunable(params, masks)
     return _rebuild(meta, [_drop_smallest(w, k, round(fraction * int(k.sum())))
                            for w, k in zip(weights, kept)])
+
+
+def layer_remaining(masks: Masks) -> dict[str, int]:
+    """Kept weights of every prunable leaf, by path ('Conv_0/kernel' -> count)."""
+    return {path_str(path): int(np.asarray(jax.device_get(m)).sum())
+            for path, m in jax.tree_util.tree_flatten_with_path(masks, is_leaf=is_none)[0] if m is not None}
+
+
+def prune_random_like(masks: Masks, reference: Masks, seed: int | tuple[int, ...]) -> Masks:
+    """Random pruning with another mask tree's per-layer counts: every prunable leaf keeps exactly
+    as many weights as `reference` keeps there, chosen uniformly at random among the weights
+    `masks` still keeps (open_lth's `randomly_prune`, jaxpruner's random pruner). With the
+    magnitude round's masks as `reference`, it is the control that keeps the layer-wise sparsity
+    of magnitude pruning and drops its choice of which weights.
+
+    Args:
+      masks: the current masks; the result is a subset of them (masks only shrink).
+      reference: masks of the same structure whose per-layer kept counts are matched.
+      seed: seeds numpy's generator (`numpy.random.default_rng(seed)`): the same masks on every
+        host and every run.
+
+    Raises:
+      MaskError: the trees differ in structure, or `reference` keeps more weights in a layer than
+        `masks` still does.
+    """
+    check_same_structure(masks, reference)
+    rng = np.random.default_rng(seed)
+    m_leaves, treedef = jax.tree.flatten(masks, is_leaf=is_none)
+    r_leaves = treedef.flatten_up_to(reference)
+    paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(masks, is_leaf=is_none)[0]]
+    out = []
+    for path, m, r in zip(paths, m_leaves, r_leaves):
+        if m is None:
+            out.append(None)
+            continue
+        kept = np.asarray(jax.device_get(m), bool)
+        count = int(np.asarray(jax.device_get(r)).sum())
+        alive = np.flatnonzero(kept.ravel())
+        if count > len(alive):
+            raise MaskError(f"{path}: the reference keeps {count} weights, the current masks only {len(alive)}")
+        chosen = np.zeros(kept.size, bool)
+        chosen[rng.choice(alive, size=count, replace=False)] = True
+        out.append(jnp.asarray(chosen.reshape(kept.shape)))
+    return jax.tree.unflatten(treedef, out)
 
 
 def remaining(masks: Masks) -> int:

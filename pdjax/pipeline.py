@@ -51,6 +51,7 @@ class PruneSpec:
     rewind: str = "lr"  # "lr" (the paper), "weight" (to the teacher at rewind_epoch), "finetune"
     rewind_epoch: int = 0
     finetune_lr: float = 1e-3
+    criterion: str = "magnitude"  # or "random", "none" (the controls; see pdjax.pruning)
 
 
 STUDENT_ARMS = ("scratch", "kd_unpruned", "kd_pruned")
@@ -343,7 +344,7 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
             model, data, variables=result.best_variables, schedule=prune.schedule,
             rounds=prune.rounds, workdir=out / f"{prefix}pruning", fraction=prune.fraction, scope=prune.scope,
             rewind=prune.rewind, rewind_variables=rewind_variables, finetune_lr=prune.finetune_lr,
-            seed=teacher_seed, mesh=mesh, augment=augment, eval_batch_size=eval_batch_size, progress=progress)
+            criterion=prune.criterion, seed=teacher_seed, mesh=mesh, augment=augment, eval_batch_size=eval_batch_size, progress=progress)
         dense_masks = masks_lib.init(result.best_variables["params"])
         teacher_rounds = {0: TeacherRound(0, 0.0, result.test_accuracy, dense_masks,
                                           {"round": 0, "sparsity": 0.0, "remaining": masks_lib.total(dense_masks),

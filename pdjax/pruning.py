@@ -1,7 +1,16 @@
-"""Iterative magnitude pruning with rewinding (PAPER.md, "Pruning").
+"""Iterative pruning with rewinding (PAPER.md, "Pruning"), and its two controls.
 
 Each round prunes `fraction` of the still-unpruned prunable weights (globally by default), then
-retrains under the new masks in `workdir/round_<k>/`:
+retrains under the new masks in `workdir/round_<k>/`. Which weights a round removes is the
+`criterion`:
+  - `magnitude` (the paper): the smallest |w|;
+  - `random`: in every layer exactly as many as the magnitude round removes (or as a given
+    `reference` sequence's round keeps), at random positions (`pdjax.masks.prune_random_like`):
+    the layer-wise sparsity of magnitude pruning without its choice of weights;
+  - `none`: nothing (dense rewinding): the teacher gets exactly the extra training of the
+    pruning sequence, rounds, epochs and rewinding alike, and stays dense; its round k is "as
+    much training as pruned round k, no sparsity".
+After pruning, each round retrains:
   - `rewind="lr"` (the paper's learning-rate rewinding): keep the trained weights, reset the
     optimizer, run the full per-round schedule again from its start;
   - `rewind="weight"`: reset the surviving weights to `rewind_variables` (the dense network's
@@ -15,6 +24,9 @@ Usage:
     rounds = pdjax.pruning.iterative_pruning(model, data, variables=teacher, schedule=per_round,
                                              rounds=7, workdir="runs/x/pruning")
     rounds[1].masks, rounds[1].variables     # the 36%-sparse teacher (round 2)
+    dense = pdjax.pruning.iterative_pruning(..., criterion="none", workdir="runs/x/dense")
+    random = pdjax.pruning.iterative_pruning(..., criterion="random", workdir="runs/x/random",
+                                             reference=[r.masks for r in rounds])
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 from flax import linen as nn
@@ -34,10 +46,11 @@ from pdjax import parallel, records, sparsity
 from pdjax.checkpoints import load_tree, save_tree
 from pdjax.files import write_json_atomic
 from pdjax.train import FitResult, Schedule, fit
-from pdjax.types import Masks, Variables
+from pdjax.types import Masks, Params, Variables
 
 REWIND_MODES = ("lr", "weight", "finetune")
 SCOPES = ("global", "layerwise")
+CRITERIA = ("magnitude", "random", "none")
 
 
 @dataclasses.dataclass
@@ -119,7 +132,8 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
                       fraction: float = 0.2,
                       scope: str = "global", rewind: str = "lr",
                       rewind_variables: Variables | None = None, finetune_lr: float = 1e-3,
-                      masks: Masks | None = None, seed: int = 0, mesh: Mesh | None = None,
+                      masks: Masks | None = None, criterion: str = "magnitude",
+                      reference: Sequence[Masks] | None = None, seed: int = 0, mesh: Mesh | None = None,
                       augment: bool = True, eval_batch_size: int = 500, progress: bool = True,
                       restart: bool = False, on_round_end: Callable[[PruningRound], None] | None = None,
                       on_epoch_end: Callable[[int, int, dict], None] | None = None) -> list[PruningRound]:
@@ -141,7 +155,14 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
       rewind_variables: the weights to rewind to (required for `rewind="weight"`).
       finetune_lr: the constant learning rate of `rewind="finetune"`.
       masks: starting masks (default: nothing pruned).
-      seed: base seed; round k trains with seed + k.
+      criterion: which weights a round removes: `magnitude`, `random` or `none` (see the module
+        docstring).
+      reference: `random` only: one mask tree per round (e.g. a magnitude sequence's
+        `[r.masks for r in rounds]`); round k keeps, in every layer, exactly as many weights as
+        `reference[k - 1]` does. Default: as many as magnitude pruning of this sequence's own
+        weights would keep.
+      seed: base seed; round k trains with seed + k, and a random round draws its positions
+        from `numpy.random.default_rng((seed, k))`.
       mesh, augment, eval_batch_size, progress: as in `pdjax.train.fit`.
       restart: delete `workdir` first and prune from the start.
       on_round_end: called with each finished round.
@@ -154,6 +175,12 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
         raise ValueError(f"unknown rewind mode {rewind!r}; known: {', '.join(REWIND_MODES)}")
     if scope not in SCOPES:
         raise ValueError(f"unknown pruning scope {scope!r}; known: {', '.join(SCOPES)}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown pruning criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+    if reference is not None and criterion != "random":
+        raise ValueError(f"reference masks only apply to criterion='random', not {criterion!r}")
+    if reference is not None and len(reference) < rounds:
+        raise ValueError(f"reference has {len(reference)} rounds of masks, {rounds} are asked for")
     if rewind == "weight" and rewind_variables is None:
         raise ValueError("rewind='weight' needs rewind_variables (the weights to rewind to)")
     if not 0.0 <= fraction < 1.0:
@@ -171,7 +198,8 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
         record = {"fraction": fraction, "scope": scope, "rewind": rewind,
                   "finetune_lr": finetune_lr if rewind == "finetune" else None, "seed": seed,
                   "variables": records.tree_digest(variables), "masks": records.tree_digest(current_masks),
-                  "rewind_variables": records.tree_digest(rewind_variables)}
+                  "rewind_variables": records.tree_digest(rewind_variables), "criterion": criterion,
+                  "reference": None if reference is None else [records.tree_digest(m) for m in reference[:rounds]]}
         records.check_or_write(workdir / "pruning.json", record, what=str(workdir),
                                write=parallel.is_main_process())
     current = variables
@@ -179,7 +207,8 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
     for k in range(1, rounds + 1):
         # Deterministic from the previous round's last epoch, so a resumed run recomputes
         # exactly the masks its checkpoint holds.
-        new_masks = prune(current["params"], current_masks, fraction)
+        new_masks = prune_round(current["params"], current_masks, fraction, criterion=criterion, prune=prune,
+                                reference=None if reference is None else reference[k - 1], seed=(seed, k))
         start = rewind_variables if rewind == "weight" else current
         result = fit(model, data, schedule, workdir=round_dir(workdir, k), seed=seed + k, mesh=mesh,
                      variables=start, masks=new_masks, augment=augment, select_best=False,
@@ -199,6 +228,30 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
         if on_round_end is not None:
             on_round_end(finished)
     return out
+
+
+def prune_round(params: Params, masks: Masks, fraction: float, *, criterion: str = "magnitude",
+                prune: Callable[[Params, Masks, float], Masks] = masks_lib.prune_global,
+                reference: Masks | None = None, seed: int | tuple[int, ...] = 0) -> Masks:
+    """One round's new masks by `criterion` (see the module docstring).
+
+    Args:
+      params, masks: the current weights and masks.
+      fraction: share of the still-kept weights that magnitude pruning removes.
+      criterion: `magnitude`, `random` or `none` (returns `masks` unchanged).
+      prune: the magnitude rule (`pdjax.masks.prune_global` or `prune_layerwise`).
+      reference: `random` only: the masks whose per-layer counts to keep (default: the
+        magnitude round's on these weights).
+      seed: the random round's generator seed.
+    """
+    if criterion == "none":
+        return masks
+    if criterion == "magnitude":
+        return prune(params, masks, fraction)
+    if criterion == "random":
+        counts = reference if reference is not None else prune(params, masks, fraction)
+        return masks_lib.prune_random_like(masks, counts, seed)
+    raise ValueError(f"unknown pruning criterion {criterion!r}; known: {', '.join(CRITERIA)}")
 
 
 def load_round(workdir: str | Path, template: Variables, *, round: int | None = None,

@@ -129,16 +129,31 @@ RETIRED_KEYS: dict[str, Any] = {
 }
 
 
+# Keys added to records later, with the value that reproduces what records without them meant: a
+# current record that has one with that value matches a saved record without it (runs made before
+# the key existed resume); any other current value still counts as a difference.
+ADDED_KEYS: dict[str, Any] = {
+    "criterion": "magnitude",  # pruning.json: the pruning criterion (magnitude was the only one)
+    "reference": None,  # pruning.json: the reference masks of random pruning
+}
+
+
 def _without_retired(saved: dict[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in saved.items()
             if not (k in RETIRED_KEYS and k not in current and v == RETIRED_KEYS[k])}
+
+
+def _without_added(current: Mapping[str, Any], saved: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in current.items()
+            if not (k in ADDED_KEYS and k not in saved and v == ADDED_KEYS[k])}
 
 
 def check_or_write(path: str | Path, record: Mapping[str, Any], *, what: str, write: bool = True) -> None:
     """Compares `record` with the one saved at `path`, or saves it there if there is none.
 
     A directory made before records existed (no file) adopts `record`; a saved key of
-    `RETIRED_KEYS` that still holds its "nothing" value is not a difference.
+    `RETIRED_KEYS` that still holds its "nothing" value, or a current key of `ADDED_KEYS` that
+    holds the value records without it meant, is not a difference.
 
     Raises:
       StaleRunError: the saved record differs; the message names every difference.
@@ -146,7 +161,8 @@ def check_or_write(path: str | Path, record: Mapping[str, Any], *, what: str, wr
     path = Path(path)
     current = json.loads(json.dumps(record))  # as it will read back
     if path.exists():
-        changes = differences(_without_retired(json.loads(path.read_text()), current), current)
+        saved = json.loads(path.read_text())
+        changes = differences(_without_retired(saved, current), _without_added(current, saved))
         if changes:
             listed = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
             raise StaleRunError(f"{what} holds a run made with other inputs ({listed}); its results would not "

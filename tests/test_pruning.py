@@ -203,3 +203,65 @@ def test_bad_arguments(small_digits, tiny_vgg11, teacher, tmp_path):
     assert [pruning.rounds_for_sparsity(s) for s in (0.36, 0.59, 0.79)] == [2, 4, 7]
     with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
         pruning.rounds_for_sparsity(1.0)
+
+
+def test_random_round_keeps_the_magnitude_rounds_layer_counts_at_other_positions():
+    # Literal layers: a 2x4 and a 3x6x7 kernel plus a bias that is never pruned.
+    rng = np.random.default_rng(0)
+    params = {"a": {"kernel": jnp.asarray(rng.normal(size=(2, 4)), jnp.float32), "bias": jnp.zeros(4)},
+              "b": {"kernel": jnp.asarray(rng.normal(size=(3, 6, 7)), jnp.float32)}}
+    start = {"a": {"kernel": jnp.ones((2, 4), bool), "bias": None}, "b": {"kernel": jnp.ones((3, 6, 7), bool)}}
+    start["b"]["kernel"] = start["b"]["kernel"].at[0].set(False)  # 42 of 126 already pruned
+    magnitude = pruning.prune_round(params, start, 0.5, criterion="magnitude")
+    random = pruning.prune_round(params, start, 0.5, criterion="random", seed=(0, 1))
+    assert masks.layer_remaining(magnitude) == masks.layer_remaining(random)
+    assert sum(masks.layer_remaining(magnitude).values()) == 8 + 84 - round(0.5 * (8 + 84))
+    assert jax.tree.structure(random, is_leaf=masks.is_none) == jax.tree.structure(start, is_leaf=masks.is_none)
+    assert random["a"]["bias"] is None
+    assert not np.array_equal(random["b"]["kernel"], magnitude["b"]["kernel"])
+    assert not np.any(np.asarray(random["b"]["kernel"])[0])  # only weights still kept are chosen
+    # The same seed draws the same positions; another seed other ones.
+    chex.assert_trees_all_equal(random, pruning.prune_round(params, start, 0.5, criterion="random", seed=(0, 1)))
+    assert not np.array_equal(pruning.prune_round(params, start, 0.5, criterion="random", seed=(0, 2))["b"]["kernel"],
+                              random["b"]["kernel"])
+    # Counts taken from a reference tree instead of this round's magnitude masks.
+    reference = {"a": {"kernel": jnp.zeros((2, 4), bool).at[0, 0].set(True), "bias": None},
+                 "b": {"kernel": jnp.zeros((3, 6, 7), bool).at[1, :2].set(True)}}
+    matched = pruning.prune_round(params, start, 0.5, criterion="random", reference=reference, seed=3)
+    assert masks.layer_remaining(matched) == {"a/kernel": 1, "b/kernel": 14}
+    with pytest.raises(masks.MaskError, match="b/kernel: the reference keeps 126 weights, the current masks only 84"):
+        masks.prune_random_like(start, masks.init(params), seed=0)
+    # Dense rewinding prunes nothing.
+    assert pruning.prune_round(params, start, 0.5, criterion="none") is start
+
+
+def test_control_sequences_retrain_like_magnitude_pruning(small_digits, tiny_vgg11, teacher, tmp_path):
+    one_epoch = dataclasses.replace(SCHEDULE, epochs=1)
+
+    def sequence(criterion, **kw):
+        return pruning.iterative_pruning(tiny_vgg11, small_digits, variables=teacher, schedule=one_epoch, rounds=2,
+                                         workdir=tmp_path / criterion, criterion=criterion, seed=0, progress=False,
+                                         **kw)
+
+    magnitude = sequence("magnitude")
+    random = sequence("random", reference=[r.masks for r in magnitude])
+    dense = sequence("none")
+    for m, r in zip(magnitude, random):
+        assert masks.layer_remaining(r.masks) == masks.layer_remaining(m.masks)
+        assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(r.masks), jax.tree.leaves(m.masks)))
+        assert r.summary()["sparsity"] == m.summary()["sparsity"] > 0
+    for d in dense:
+        assert d.summary()["sparsity"] == 0.0 and len(d.result.history) == 1
+    # Round 2 of dense rewinding has trained as long as round 2 of magnitude pruning, from round 1.
+    assert not np.array_equal(dense[1].variables["params"]["Conv_0"]["kernel"],
+                              dense[0].variables["params"]["Conv_0"]["kernel"])
+    assert [h["lr"] for h in dense[1].result.history] == [h["lr"] for h in magnitude[1].result.history]
+    # The criterion is part of what produced the rounds: a directory of one is refused for another.
+    from pdjax.records import StaleRunError
+    with pytest.raises(StaleRunError, match="criterion: none there, magnitude now"):
+        pruning.iterative_pruning(tiny_vgg11, small_digits, variables=teacher, schedule=one_epoch, rounds=2,
+                                  workdir=tmp_path / "none", seed=0, progress=False)
+    with pytest.raises(ValueError, match="unknown pruning criterion 'smallest'"):
+        sequence("smallest")
+    with pytest.raises(ValueError, match="reference masks only apply to criterion='random'"):
+        sequence("magnitude", reference=[r.masks for r in magnitude])

@@ -53,6 +53,17 @@ def test_a_retired_key_with_its_nothing_value_still_resumes(tmp_path):
         records.check_or_write(tmp_path / "stage.json", record, what="old run")
 
 
+def test_an_added_key_with_its_old_meaning_still_resumes(tmp_path):
+    # Pruning directories made before the criterion existed saved no "criterion": magnitude pruning.
+    old = {"seed": 0, "fraction": 0.2}
+    (tmp_path / "pruning.json").write_text(json.dumps(old))
+    records.check_or_write(tmp_path / "pruning.json", {**old, "criterion": "magnitude", "reference": None},
+                           what="old pruning")
+    with pytest.raises(records.StaleRunError, match=r"criterion: <absent> there, random now"):
+        records.check_or_write(tmp_path / "pruning.json", {**old, "criterion": "random", "reference": None},
+                               what="old pruning")
+
+
 def test_other_data_teacher_seed_or_initial_weights_are_refused(tiny_vgg11, small_digits, tmp_path):
     teacher = distill.Teacher(tiny_vgg11, jax.device_get(models.init(tiny_vgg11, jax.random.key(5), (32, 32, 3))))
     _fit(tiny_vgg11, small_digits, tmp_path, teacher=teacher)
