@@ -82,7 +82,7 @@ class PdjaxSetup:
     def optimizer(self):
         schedule = train_lib.Schedule(epochs=1, batch_size=len(self.labels), lr=0.1,
                                       weight_decay=5e-4)
-        return train_lib.sgd(schedule, steps_per_epoch=1000)
+        return train_lib.sgd(schedule)
 
     def state(self, masks: Any = None) -> train_lib.TrainState:
         state = train_lib.TrainState.create(self.variables, self.optimizer(), masks)

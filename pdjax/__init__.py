@@ -23,6 +23,10 @@ from pdjax import xla_flags as _xla_flags
 
 _xla_flags.apply()  # before JAX's first computation; see pdjax/xla_flags.py
 
+from pdjax import compilation as _compilation  # noqa: E402
+
+_compilation.enable_cache()  # a persistent compilation cache; PDJAX_COMPILATION_CACHE=0 turns it off
+
 from pdjax import (checkpoints, config, costs, data, distill, masks, models, parallel, pipeline, presets,
                    pruning, reports, runs, sparsity, students, train)
 from pdjax.checkpoints import Checkpointer

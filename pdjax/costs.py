@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from pdjax import compilation
 from pdjax.models import count_params
 from pdjax.types import Variables
 
@@ -23,7 +24,9 @@ def _forward(model: nn.Module):
 
 def xla_flops(jitted: Any, *args: Any) -> float:
     """Floating-point operations of one call of a jitted function, as XLA counts them."""
-    analysis = jitted.lower(*args).compile().cost_analysis()
+    # Run never: compiled cheaply (the backend's optimisation level does not change XLA's count).
+    options = compilation.ONE_OFF_OPTIONS if jax.default_backend() == "cpu" else None
+    analysis = jitted.lower(*args).compile(compiler_options=options).cost_analysis()
     if isinstance(analysis, list):  # older JAX returned one dict per device
         analysis = analysis[0]
     return float(analysis.get("flops", float("nan")))

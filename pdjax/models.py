@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from pdjax import compilation
 from pdjax.layers import (Conv, Dense, batch_norm, he_normal, he_normal_fan_out, max_pool_2x2, small_normal,
                           torch_linear_bias, torch_linear_kernel)
 from pdjax.types import PRNGKey, Variables, Widths
@@ -368,11 +369,10 @@ def init(model: nn.Module, key: PRNGKey, image_shape: Sequence[int]) -> Variable
     """
     x = jnp.zeros((1, *image_shape), jnp.float32)
 
-    @jax.jit
     def _init(key: PRNGKey) -> Variables:
         return model.init({"params": key}, x, train=False)
 
-    variables = dict(_init(key))
+    variables = dict(compilation.one_off(_init)(key))  # run once: compiled cheaply
     variables.setdefault("batch_stats", {})
     return variables
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 
 from pdjax import data as data_lib
-from pdjax import checkpoints, parallel, pipeline, reports
+from pdjax import checkpoints, compilation, parallel, pipeline, reports
 from pdjax.config import ConfigError, diff, parse_args, to_dict
 from pdjax.data import DataError
 from pdjax.masks import MaskError
@@ -95,12 +95,9 @@ def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False
 
 
 def enable_compilation_cache() -> None:
-    """Keeps compiled XLA programs on disk, so that stages and resumed runs that compile the same
-    step (every pruning round does) reuse it. `JAX_COMPILATION_CACHE_DIR` overrides the place."""
-    if jax.config.jax_compilation_cache_dir is None:
-        path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pdjax" / "xla"
-        jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    """Keeps compiled XLA programs on disk (`pdjax.compilation.enable_cache`, which `import pdjax`
+    already did unless turned off), so that stages and resumed runs reuse them."""
+    compilation.enable_cache()
 
 
 def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> Any:

@@ -9,7 +9,9 @@ Usage:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
 import math
 import signal
 import threading
@@ -56,19 +58,67 @@ class Schedule:
                              f"lr={self.lr}")
 
 
-def learning_rate(schedule: Schedule, steps_per_epoch: int) -> optax.Schedule:
-    """The step-wise learning rate, changed once per epoch at the milestones."""
-    boundaries = {int(m) * steps_per_epoch: schedule.lr_factor for m in schedule.milestones}
-    return optax.piecewise_constant_schedule(schedule.lr, boundaries)
+def learning_rate(schedule: Schedule, epoch: int) -> np.float32:
+    """The learning rate of (0-based) `epoch`: `lr` times `lr_factor` for every milestone passed.
+
+    Computed on the host in float32, one rounding per milestone, exactly as optax's
+    `piecewise_constant_schedule` computes it inside a step, so moving it out of the compiled
+    step changed no bit of training."""
+    value = np.float32(schedule.lr)
+    for milestone in sorted(schedule.milestones):
+        if epoch >= milestone:
+            value = np.float32(np.float32(schedule.lr_factor) * value)
+    return value
 
 
-def sgd(schedule: Schedule, steps_per_epoch: int) -> optax.GradientTransformation:
-    """SGD with (Nesterov) momentum and weight decay added to the gradient, as PyTorch's SGD."""
-    return optax.chain(
-        optax.add_decayed_weights(schedule.weight_decay),
-        optax.sgd(learning_rate(schedule, steps_per_epoch), momentum=schedule.momentum or None,
-                  nesterov=schedule.nesterov and bool(schedule.momentum)),
-    )
+def _sgd_rule(learning_rate: Any, weight_decay: Any, momentum: Any, *,
+              nesterov: bool) -> optax.GradientTransformation:
+    # optax.sgd's chain (trace, then the learning rate) after the weight decay; a momentum of 0
+    # leaves the gradient exactly as it is (g + 0 * trace).
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.trace(decay=momentum, nesterov=nesterov),
+                       optax.scale_by_learning_rate(learning_rate))
+
+
+@functools.cache
+def _sgd(nesterov: bool) -> optax.GradientTransformationExtraArgs:
+    # One update function per nesterov flag: every schedule's SGD shares it, so one compiled
+    # train step serves them all (the numbers live in the optimizer state).
+    return optax.inject_hyperparams(functools.partial(_sgd_rule, nesterov=nesterov))(
+        learning_rate=0.0, weight_decay=0.0, momentum=0.0)
+
+
+SGD_HYPERPARAMS = ("learning_rate", "weight_decay", "momentum")
+
+
+def sgd(schedule: Schedule) -> optax.GradientTransformationExtraArgs:
+    """SGD with (Nesterov) momentum and weight decay added to the gradient, as PyTorch's SGD.
+
+    The learning rate, weight decay and momentum are values in the optimizer state
+    (`optax.inject_hyperparams`), not constants of the compiled step: `fit` sets each epoch's
+    learning rate there (`with_learning_rate`), so a new schedule, a pruning round's rewound
+    one or a notebook cell's other learning rate reuses the same compiled train step. `init`
+    starts them at the schedule's `lr`, `weight_decay` and `momentum`.
+    """
+    rule = _sgd(bool(schedule.nesterov and schedule.momentum))
+    values = {"learning_rate": schedule.lr, "weight_decay": schedule.weight_decay, "momentum": schedule.momentum}
+
+    def init(params: Params) -> optax.OptState:
+        state = rule.init(params)
+        return state._replace(hyperparams={k: jnp.asarray(np.float32(values[k])) for k in state.hyperparams})
+
+    return optax.GradientTransformationExtraArgs(init, rule.update)
+
+
+def is_sgd(optimizer: optax.GradientTransformation) -> bool:
+    """Whether `optimizer` is pdjax's `sgd` (its learning rate is set by `fit` each epoch)."""
+    return optimizer.update is _sgd(False).update or optimizer.update is _sgd(True).update
+
+
+def with_learning_rate(opt_state: optax.OptState, lr: Any) -> optax.OptState:
+    """`sgd`'s optimizer state with its learning rate set to `lr` (a float32 scalar array,
+    replicated like the state)."""
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
 
 
 class TrainState(NamedTuple):
@@ -129,10 +179,37 @@ def prepare_images(images: Array, key: PRNGKey | None, *, mean: Any, std: Any,
     return data_lib.normalize(images, mean, std)
 
 
+_STEPS: collections.OrderedDict[Any, CompiledStep] = collections.OrderedDict()
+_STEPS_KEPT = 16
+
+
+def _reused(key: tuple, build: Callable[[], CompiledStep]) -> CompiledStep:
+    """The step built earlier for the same `key` in this process, else `build()` (kept for the
+    next caller: the last `_STEPS_KEPT` steps)."""
+    try:
+        hash(key)
+    except TypeError:  # a module with unhashable settings: built each time
+        return build()
+    if key in _STEPS:
+        _STEPS.move_to_end(key)
+        return _STEPS[key]
+    step = _STEPS[key] = build()
+    while len(_STEPS) > _STEPS_KEPT:
+        _STEPS.popitem(last=False)
+    return step
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.ravel(values))
+
+
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh, *,
                     mean: Any, std: Any, augment: bool = True, teacher: nn.Module | None = None,
                     temperature: float = distill.TEMPERATURE, alpha: float = distill.ALPHA) -> CompiledStep:
-    """Builds the train step, jitted over `mesh`.
+    """Builds the train step, jitted over `mesh`; the same arguments in the same process (the
+    same model, mesh, normalisation, teacher architecture and optimizer update rule: every
+    `sgd` schedule shares one) return the step already built, so it is traced and compiled
+    once.
 
     Without a teacher: `step(state, images, labels, key) -> (state, metrics)`, cross-entropy.
     With `teacher` (a module): `step(state, images, labels, key, teacher_variables)`, the KD
@@ -146,6 +223,15 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, m
     and with a teacher `kd_loss`, `ce_loss`, `teacher_accuracy`.
     """
 
+    key = ("train", model, optimizer.update, mesh, _floats(mean), _floats(std), augment, teacher,
+           float(temperature), float(alpha))
+    return _reused(key, lambda: _build_train_step(model, optimizer, mesh, mean=mean, std=std, augment=augment,
+                                                  teacher=teacher, temperature=temperature, alpha=alpha))
+
+
+def _build_train_step(model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh, *, mean: Any,
+                      std: Any, augment: bool, teacher: nn.Module | None, temperature: float,
+                      alpha: float) -> CompiledStep:
     optimizer = masks_lib.masked_optimizer(optimizer)
 
     def step(state: TrainState, images: Array, labels: Array, key: PRNGKey,
@@ -187,7 +273,13 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, m
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh, *, mean: Any, std: Any) -> CompiledStep:
-    """Builds `eval(variables, images, labels, weights) -> sums` (loss, correct, count)."""
+    """Builds `eval(variables, images, labels, weights) -> sums` (loss, correct, count); built
+    once per model, mesh and normalisation in a process, like `make_train_step`."""
+    return _reused(("eval", model, mesh, _floats(mean), _floats(std)),
+                   lambda: _build_eval_step(model, mesh, mean=mean, std=std))
+
+
+def _build_eval_step(model: nn.Module, mesh: Mesh, *, mean: Any, std: Any) -> CompiledStep:
 
     def step(variables: Variables, images: Array, labels: Array, weights: Array):
         x = prepare_images(images, None, mean=mean, std=std, augment=False)
@@ -286,8 +378,10 @@ class StopRequest:
         return Preempted(message)
 
 
+@jax.jit
 def _copy(tree: PyTree) -> PyTree:
-    # The state is donated to the next step: the best model must own its buffers.
+    # The state is donated to the next step: the best model must own its buffers. One program
+    # per tree, not one per leaf shape.
     return jax.tree.map(jnp.copy, tree)
 
 
@@ -528,8 +622,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
                           kd_temperature=kd_temperature, kd_alpha=kd_alpha, optimizer=optimizer,
                           augment=augment, select_best=select_best)
     if optimizer is None:
-        optimizer = sgd(schedule, steps_per_epoch)
-    lr_at = learning_rate(schedule, steps_per_epoch)
+        optimizer = sgd(schedule)
+    sets_learning_rate = is_sgd(optimizer)
     state = parallel.replicate(TrainState.create(variables, optimizer, masks), mesh)
     best = _copy(state.variables)
     meta: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "val_accuracy": -1.0, "history": [],
@@ -565,11 +659,14 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         for epoch in range(meta["epoch"], schedule.epochs):
             # A run stopped mid-epoch (SIGTERM) resumes at the batch after the last one it did.
             partial = meta.pop("partial", None) or {"batch": 0, "sums": {}, "seen": 0, "seconds": 0.0}
+            lr = learning_rate(schedule, epoch)
+            if sets_learning_rate:  # the epoch's learning rate reaches the compiled step as a value
+                state = state._replace(opt_state=with_learning_rate(state.opt_state, parallel.replicate(lr, mesh)))
             state, sums, seen, start = training.run(state, epoch, partial, stop, best, meta)
             val = evaluate(eval_step, state.variables, data.val, eval_batch_size, mesh) if len(data.val) \
                 else {"accuracy": sums["accuracy"] / seen, "loss": sums["loss"] / seen}
             seconds = time.perf_counter() - start
-            record = {"epoch": epoch + 1, "lr": float(lr_at(epoch * steps_per_epoch)),
+            record = {"epoch": epoch + 1, "lr": float(lr),
                       **{f"train_{k}" if k in ("loss", "accuracy") else k: v / seen for k, v in sums.items()},
                       "val_loss": val["loss"], "val_accuracy": val["accuracy"],
                       "seconds": round(seconds, 3),

@@ -77,7 +77,7 @@ def setup():
 def kd_steps(setup, mesh, teacher_variables_list, steps=2):
     digits, student, teacher, _ = setup
     schedule = train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4)
-    optimizer = train.sgd(schedule, 10)
+    optimizer = train.sgd(schedule)
     state = parallel.replicate(train.TrainState.create(
         models.init(student, jax.random.key(0), (32, 32, 3)), optimizer), mesh)
     step = train.make_train_step(student, optimizer, mesh, mean=digits.mean, std=digits.std, teacher=teacher)

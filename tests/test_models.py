@@ -188,3 +188,16 @@ def test_mobilenetv2_stem_stride_2_leaves_a_2x2_map_at_64px():
         return state["intermediates"]["Conv_1"]["__call__"][0].shape  # the last 1x1 conv
     assert final_map() == (1, 2, 2, 1280)
     assert final_map(stem_strides=1) == (1, 4, 4, 1280)
+
+
+@pytest.mark.parametrize("name", ["vgg19", "resnet18", "mobilenetv2"])  # each family's layers
+def test_cheap_init_compile_gives_the_values_of_a_full_one(name):
+    # models.init compiles at XLA:CPU backend level 1 (pdjax.compilation.one_off): a one-off
+    # function need not be optimised, and its values must be level 2's, bit for bit (level 0's
+    # are not: this test fails with level 0 in ONE_OFF_OPTIONS).
+    model = models.get(name, 10, widths=models.scaled_widths(name, 1 / 32))
+    cheap = models.init(model, jax.random.key(3), (32, 32, 3))
+    full = jax.jit(lambda key: model.init({"params": key}, jnp.zeros((1, 32, 32, 3)), train=False),
+                   compiler_options={"xla_backend_optimization_level": 2})(jax.random.key(3))
+    for a, b in zip(jax.tree.leaves(cheap), jax.tree.leaves(dict(full))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

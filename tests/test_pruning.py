@@ -21,7 +21,7 @@ def teacher(tiny_vgg11):
 def test_masked_training_keeps_pruned_weights_exactly_zero(small_digits, tiny_vgg11, teacher):
     mesh = parallel.data_mesh()
     m = masks.prune_global(teacher["params"], masks.init(teacher["params"]), 0.6)
-    optimizer = train.sgd(dataclasses.replace(SCHEDULE, lr=0.1, weight_decay=5e-3), steps_per_epoch=5)
+    optimizer = train.sgd(dataclasses.replace(SCHEDULE, lr=0.1, weight_decay=5e-3))
     state = train.TrainState.create(teacher, optimizer, m)
     # A stale momentum buffer (as if carried over from dense training) must not revive weights.
     state = state._replace(opt_state=jax.tree.map(jnp.ones_like, state.opt_state))

@@ -25,7 +25,7 @@ def digits():
 def run_steps(mesh, digits, steps=3, batch_size=16):
     model = models.get("vgg11", 10, widths=TINY_VGG11)
     schedule = train.Schedule(epochs=1, batch_size=batch_size, lr=0.05, weight_decay=5e-4)
-    optimizer = train.sgd(schedule, steps_per_epoch=10)
+    optimizer = train.sgd(schedule)
     variables = models.init(model, jax.random.key(0), (32, 32, 3))
     state = parallel.replicate(train.TrainState.create(variables, optimizer), mesh)
     step = train.make_train_step(model, optimizer, mesh, mean=digits.mean, std=digits.std)
@@ -86,7 +86,7 @@ def test_eval_step_compiles_once_with_a_padded_last_batch(digits):
 def test_sgd_matches_pytorch_nesterov_with_weight_decay_in_the_gradient():
     schedule = train.Schedule(epochs=3, batch_size=1, lr=0.1, milestones=(1, 2), lr_factor=0.2,
                               weight_decay=0.01)
-    optimizer = train.sgd(schedule, steps_per_epoch=2)
+    optimizer = train.sgd(schedule)
     w = jnp.array([1.0, -2.0])
     state = optimizer.init(w)
     grads = [jnp.array([0.5, 0.1]), jnp.array([-0.3, 0.2]), jnp.array([0.1, 0.1]),
@@ -98,16 +98,41 @@ def test_sgd_matches_pytorch_nesterov_with_weight_decay_in_the_gradient():
         d = np.asarray(g) + 0.01 * ref_w
         buf = 0.9 * buf + d
         ref_w = ref_w - lr * (d + 0.9 * buf)
+        state = train.with_learning_rate(state, jnp.asarray(train.learning_rate(schedule, t // 2)))
         updates, state = optimizer.update(g, state, w)
         w = optax.apply_updates(w, updates)
     np.testing.assert_allclose(w, ref_w, rtol=1e-6)
 
 
-def test_learning_rate_steps_at_epoch_milestones():
+def test_learning_rate_steps_at_epoch_milestones_as_optax_computes_it():
     schedule = train.Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160), lr_factor=0.2)
-    lr = train.learning_rate(schedule, steps_per_epoch=10)
-    assert [float(lr(s)) for s in (0, 599, 600, 1199, 1200, 1600, 1999)] == pytest.approx(
+    assert [float(train.learning_rate(schedule, e)) for e in (0, 59, 60, 119, 120, 160, 199)] == pytest.approx(
         [0.1, 0.1, 0.02, 0.02, 0.004, 0.0008, 0.0008])
+    # Bit for bit the float32 value optax's schedule computes inside a step (what fit used before).
+    in_step = optax.piecewise_constant_schedule(0.1, {m * 10: 0.2 for m in (60, 120, 160)})
+    for epoch in range(200):
+        assert np.float32(in_step(epoch * 10)) == train.learning_rate(schedule, epoch)
+
+
+def test_one_train_step_serves_every_schedule(digits):
+    # A pruning round's rewound schedule, a teacher's and a notebook cell's other learning rate
+    # share the compiled step: the schedule's numbers are values in the optimizer state.
+    mesh = parallel.data_mesh()
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    variables = models.init(model, jax.random.key(0), (32, 32, 3))
+    steps, results = set(), []
+    for schedule in (train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4),
+                     train.Schedule(epochs=1, batch_size=16, lr=0.2, milestones=(1,), weight_decay=1e-3, momentum=0.8)):
+        optimizer = train.sgd(schedule)
+        step = train.make_train_step(model, optimizer, mesh, mean=digits.mean, std=digits.std)
+        steps.add(id(step))
+        state = parallel.replicate(train.TrainState.create(variables, optimizer), mesh)
+        batch = next(iter(data_lib.train_batches(digits.train, 16, seed=0, epoch=0)))
+        state, _ = step(state, *parallel.put_global_batch(batch, mesh), parallel.replicate(jax.random.key(1), mesh))
+        results.append(jax.device_get(state.params))
+    assert len(steps) == 1 and step.traces == 1
+    # ... and each schedule still trains with its own numbers.
+    assert not np.allclose(results[0]["Conv_0"]["kernel"], results[1]["Conv_0"]["kernel"])
 
 
 def test_batch_size_must_divide_over_devices():

@@ -33,7 +33,7 @@ images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
 labels = rng.integers(0, 10, (64,), dtype=np.int32)
 split = data_lib.Split(images, labels)
 schedule = train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4)
-optimizer = train.sgd(schedule, steps_per_epoch=4)
+optimizer = train.sgd(schedule)
 
 
 def fresh_state():
