@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from pathlib import Path
@@ -126,6 +127,12 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "",
     return out
 
 
+def _stop(message: str) -> None:
+    """A bad command line: one `error:` line on stderr, exit status 2, before anything runs."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def parse_args(experiment: str, presets: Mapping[str, Callable[[], C]],
                argv: Sequence[str] | None = None, doc: str | None = None) -> tuple[str, C, Path, bool]:
     """Command line of an experiment script: `--preset`, `--set key=value`, `--out`, `--restart`.
@@ -142,10 +149,10 @@ def parse_args(experiment: str, presets: Mapping[str, Callable[[], C]],
                         help="delete the run directory's checkpoints and results and start over")
     args = parser.parse_args(argv)
     if args.preset not in presets:
-        parser.error(f"unknown preset {args.preset!r}; known: {', '.join(presets)}")
+        _stop(f"unknown preset {args.preset!r}; known: {', '.join(presets)}")
     try:
         config = override(presets[args.preset](), args.overrides)
     except ConfigError as err:
-        parser.error(str(err))
+        _stop(str(err))
     out = Path(args.out) if args.out else Path("runs") / experiment / args.preset
     return args.preset, config, out, args.restart

@@ -13,6 +13,7 @@ Usage:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import chex
@@ -21,10 +22,24 @@ import jax.numpy as jnp
 import optax
 
 from pdjax import masks as masks_lib
-from pdjax.types import Array, Masks, Variables
+from pdjax.types import Array, Masks, SpecError, Variables
 
 TEMPERATURE = 10.0
 ALPHA = 0.95
+
+
+@dataclasses.dataclass(frozen=True)
+class KDSpec:
+    """The KD loss's settings (PAPER.md: T = 10, alpha = 0.95), checked here, once."""
+
+    temperature: float = TEMPERATURE
+    alpha: float = ALPHA
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise SpecError(f"kd.temperature={self.temperature} must be > 0")
+        if not 0 <= self.alpha <= 1:
+            raise SpecError(f"kd.alpha={self.alpha} must lie in [0, 1]")
 
 
 class Teacher(NamedTuple):

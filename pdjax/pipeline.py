@@ -40,18 +40,7 @@ from pdjax.train import FitResult, Schedule, fit
 from pdjax.types import Masks
 
 
-@dataclasses.dataclass(frozen=True)
-class PruneSpec:
-    """How the teacher is pruned (see `pdjax.pruning.iterative_pruning`)."""
-
-    schedule: Schedule
-    rounds: int = 7
-    fraction: float = 0.2
-    scope: str = "global"  # or "layerwise"
-    rewind: str = "lr"  # "lr" (the paper), "weight" (to the teacher at rewind_epoch), "finetune"
-    rewind_epoch: int = 0
-    finetune_lr: float = 1e-3
-    criterion: str = "magnitude"  # or "random", "none" (the controls; see pdjax.pruning)
+PruneSpec = pruning.PruneSpec  # how each teacher is pruned (its home is pdjax.pruning)
 
 
 STUDENT_ARMS = ("scratch", "kd_unpruned", "kd_pruned")

@@ -46,11 +46,50 @@ from pdjax import parallel, records, sparsity
 from pdjax.checkpoints import load_tree, save_tree
 from pdjax.files import write_json_atomic
 from pdjax.train import FitResult, Schedule, fit
-from pdjax.types import Masks, Params, Variables
+from pdjax.types import Masks, Params, SpecError, Variables
 
 REWIND_MODES = ("lr", "weight", "finetune")
 SCOPES = ("global", "layerwise")
 CRITERIA = ("magnitude", "random", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneSpec:
+    """How a teacher is pruned (see `iterative_pruning`); each value is checked here, once.
+
+    Attributes:
+      schedule: each round's retraining schedule.
+      rounds: number of rounds; round k leaves density (1 - fraction)^k.
+      fraction: share of the still-kept weights a round removes, in [0, 1).
+      scope: "global" (one ranking over the network) or "layerwise".
+      rewind: "lr" (the paper), "weight" (to the teacher at `rewind_epoch`) or "finetune".
+      rewind_epoch: the teacher epoch whose weights `rewind="weight"` restores.
+      finetune_lr: the constant learning rate of `rewind="finetune"`.
+      criterion: "magnitude" (the paper), "random" or "none" (the controls; module docstring).
+    """
+
+    schedule: Schedule
+    rounds: int = 7
+    fraction: float = 0.2
+    scope: str = "global"
+    rewind: str = "lr"
+    rewind_epoch: int = 0
+    finetune_lr: float = 1e-3
+    criterion: str = "magnitude"
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.rounds >= 0, f"rounds={self.rounds} must be >= 0"),
+            (0.0 <= self.fraction < 1.0, f"fraction={self.fraction} must lie in [0, 1)"),
+            (self.scope in SCOPES, f"scope={self.scope!r}: use one of {', '.join(SCOPES)}"),
+            (self.rewind in REWIND_MODES, f"rewind={self.rewind!r}: use one of {', '.join(REWIND_MODES)}"),
+            (self.rewind_epoch >= 0, f"rewind_epoch={self.rewind_epoch} must be >= 0"),
+            (self.finetune_lr > 0, f"finetune_lr={self.finetune_lr} must be > 0"),
+            (self.criterion in CRITERIA, f"criterion={self.criterion!r}: use one of {', '.join(CRITERIA)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SpecError(f"prune.{message}")
 
 
 @dataclasses.dataclass

@@ -17,13 +17,14 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 
 from pdjax import data as data_lib
-from pdjax import checkpoints, compilation, parallel, pipeline, reports
+from pdjax import checkpoints, compilation, controls, parallel, pipeline, reports
 from pdjax.config import ConfigError, diff, parse_args, to_dict
 from pdjax.data import DataError
 from pdjax.masks import MaskError
 from pdjax.records import StaleRunError
 from pdjax.files import write_json_atomic
 from pdjax.train import Preempted, Schedule, StopRequest
+from pdjax.types import SpecError
 
 
 class RunDirError(ValueError):
@@ -108,7 +109,7 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     try:
         with StopRequest():  # SIGTERM anywhere in the run stops it at the next checkpoint
             return main(argv)
-    except (DataError, ConfigError, RunDirError, MaskError, checkpoints.CheckpointMismatchError,
+    except (DataError, ConfigError, SpecError, RunDirError, MaskError, checkpoints.CheckpointMismatchError,
             StaleRunError) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -138,27 +139,51 @@ PEER_FAILURE_WORDS = ("connection reset", "connection refused", "gloo", "heartbe
                       "broken pipe", "socket closed")
 
 
+def _results(result: Any, run_config: Mapping[str, Any], data: data_lib.ImageData,
+             extra: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """results.json's content for a result with `to_json`, and the report's data and machine lines."""
+    results = {**run_config, "environment": environment(),
+               "data": {"source": run_config.get("config", {}).get("data"), "train": len(data.train),
+                        "val": len(data.val), "test": len(data.test), "classes": data.num_classes,
+                        "normalization": data.normalization, "mean": list(data.mean), "std": list(data.std)},
+               **result.to_json(), **(extra or {})}
+    data_note = (f"Data: {results['data']['source']} ({len(data.train)} train, {len(data.val)} val, "
+                 f"{len(data.test)} test, {data.num_classes} classes). Normalization: "
+                 f"{_normalization_note(data)}.\n\n{machine_note(results['environment'])}\n\n")
+    return results, data_note
+
+
 def write_report(out: str | Path, result: Any, experiment: str, preset: str,
                  run_config: Mapping[str, Any], data: data_lib.ImageData, notes: str = "",
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Writes results.json (with `extra` merged in), results.md (with `notes` before the tables)
     and the plots of a `pdjax.pipeline` result; returns the JSON."""
     out = Path(out)
-    results = {**run_config, "environment": environment(),
-               "data": {"source": run_config.get("config", {}).get("data"), "train": len(data.train),
-                        "val": len(data.val), "test": len(data.test), "classes": data.num_classes,
-                        "normalization": data.normalization, "mean": list(data.mean), "std": list(data.std)},
-               **result.to_json(), **(extra or {})}
+    results, data_note = _results(result, run_config, data, extra)
     title = f"{experiment}, preset `{preset}`"
-    data_note = (f"Data: {results['data']['source']} ({len(data.train)} train, {len(data.val)} val, "
-                 f"{len(data.test)} test, {data.num_classes} classes). Normalization: "
-                 f"{_normalization_note(data)}.\n\n{machine_note(results['environment'])}\n\n")
     markdown = pipeline.report(result, title, data_note + notes)
     if parallel.is_main_process():
         reports.write_results(out, results, markdown)
         pipeline.plot(out, result, f"{experiment} ({preset})")
         print(f"\n{pipeline.student_table(result)}\n"
               f"results in {out}")
+    return results
+
+
+def write_controls_report(out: str | Path, result: Any, experiment: str, preset: str,
+                          run_config: Mapping[str, Any], data: data_lib.ImageData) -> dict[str, Any]:
+    """Writes results.json, results.md, controls.png and curves.png of a `pdjax.controls` result."""
+    out = Path(out)
+    results, data_note = _results(result, run_config, data, None)
+    title = f"{experiment}, preset `{preset}`"
+    markdown = controls.report(result, title, data_note)
+    if parallel.is_main_process():
+        reports.write_results(out, results, markdown)
+        controls.plot(out / "controls.png", result, f"{experiment} ({preset})")
+        reports.plot_curves(out / "curves.png", pipeline.mean_over_seeds(
+            {k: v for k, v in result.curves.items() if "student_" in k}), xlabel="epoch",
+            ylabel="student validation accuracy", title=f"{experiment} ({preset}): students, mean over seeds")
+        print(f"\n{controls.answer(result)}\nresults in {out}")
     return results
 
 
@@ -213,10 +238,9 @@ def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Seque
             raise ConfigError(f"arms must be some of {', '.join(arms)}, got {chosen}")
     parallel.initialize_distributed()
     n = jax.device_count()
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, Schedule) and value.batch_size % n:
-            raise ConfigError(f"{field.name}.batch_size={value.batch_size} does not split over the {n} "
+    for name, value in _schedules(config):
+        if value.batch_size % n:
+            raise ConfigError(f"{name}.batch_size={value.batch_size} does not split over the {n} "
                               f"devices; use a multiple of {n}")
     run_config = {"experiment": experiment, "preset": preset, "config": to_dict(config)}
     defaults = {"experiment": experiment, "preset": preset, "config": to_dict(type(config)())}
@@ -224,6 +248,18 @@ def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Seque
     out = prepare(out, run_config, restart=restart, defaults=defaults)
     _check_shared_run_directory(out)
     return preset, config, out, run_config
+
+
+def _schedules(config: Any, prefix: str = "") -> list[tuple[str, Schedule]]:
+    """Every `Schedule` of a config, nested specs included, with its dotted key."""
+    out = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, Schedule):
+            out.append((f"{prefix}{field.name}", value))
+        elif dataclasses.is_dataclass(value):
+            out += _schedules(value, f"{prefix}{field.name}.")
+    return out
 
 
 def _check_processes_agree(out: Path, run_config: Mapping[str, Any]) -> None:

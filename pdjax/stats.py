@@ -80,3 +80,126 @@ def paired(a: Sequence[float], b: Sequence[float], *, level: float = 0.05) -> Pa
     else:
         verdict = "within the seed-to-seed spread: no measurable difference"
     return Paired(differences, mean, std, wins, losses, n - wins - losses, t, p, sign_p, verdict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Nested:
+    """A contrast between two arms measured on several teachers, each with several student seeds
+    (differences are arm a - arm b, paired by teacher and seed).
+
+    Method: the mean difference of each teacher (over its seeds), then a one-sample t-test and
+    t-interval over those teacher means, with teachers - 1 degrees of freedom. For a balanced
+    design with teachers as a random effect this is the exact test of a mixed model's fixed
+    effect (the teacher-by-arm interaction is its error term), and its variance holds both
+    levels: Var(teacher mean) = var_teacher + var_seed / seeds. It needs no variance estimate
+    that a handful of teachers cannot give (a mixed model's REML), and is not anticonservative
+    with few teachers as a hierarchical bootstrap is. With one teacher it falls back to a paired
+    t-test over the student seeds, conditional on that teacher (`method` says so).
+
+    Attributes:
+      mean: mean of the differences (of the teacher means: equal for a balanced design).
+      low, high: its 95% (1 - level) confidence interval.
+      p: two-sided p-value (None when undefined: one difference, or no spread).
+      df: degrees of freedom of the test.
+      teachers, seeds: number of teachers, and of seeds per teacher (the smallest).
+      teacher_means: each teacher's mean difference, in teacher order.
+      var_teacher, var_seed: variance components of the difference (one-way random-effects
+        ANOVA, var_teacher floored at 0; None where not estimable).
+      mde: the smallest true difference this design detects with `power` at `level`
+        (two-sided): (t_{1-level/2, df} + t_{power, df}) x the standard error.
+      method: how the interval was made, in words.
+    """
+
+    mean: float
+    low: float | None
+    high: float | None
+    p: float | None
+    df: int
+    teachers: int
+    seeds: int
+    teacher_means: tuple[float, ...]
+    var_teacher: float | None
+    var_seed: float | None
+    mde: float | None
+    method: str
+
+
+def _t_quantile(q: float, df: int) -> float:
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.t.ppf(q, df))
+
+
+def detectable(standard_error: float, df: int, *, level: float = 0.05, power: float = 0.8) -> float:
+    """The minimum detectable effect of a two-sided t-test: (t_{1-level/2} + t_{power}) x SE."""
+    return (_t_quantile(1 - level / 2, df) + _t_quantile(power, df)) * standard_error
+
+
+def planned_mde(sd_teacher: float, sd_seed: float, teachers: int, seeds: int, *, level: float = 0.05,
+                power: float = 0.8) -> float:
+    """The minimum detectable effect of `nested` for a planned design: `teachers` teachers with
+    `seeds` seeds each, given the spread of the paired difference between teachers
+    (`sd_teacher`) and between seeds of one teacher (`sd_seed`)."""
+    if teachers < 2:
+        raise ValueError("a design over teachers needs at least two teachers")
+    se = math.sqrt(sd_teacher ** 2 / teachers + sd_seed ** 2 / (teachers * seeds))
+    return detectable(se, teachers - 1, level=level, power=power)
+
+
+def nested(differences: Sequence[Sequence[float]], *, level: float = 0.05, power: float = 0.8) -> Nested:
+    """The contrast of two arms over teachers and their student seeds (see `Nested`).
+
+    Args:
+      differences: one sequence per teacher of the per-seed differences a - b.
+      level: 1 - the interval's coverage, and the test's level.
+      power: for the minimum detectable effect.
+
+    Usage:
+        c = pdjax.stats.nested([[0.012, 0.004], [0.020, 0.015], [-0.003, 0.006]])
+        c.mean, (c.low, c.high), c.p, c.mde
+    """
+    from scipy import stats as scipy_stats
+
+    groups = [[float(d) for d in g] for g in differences if len(g)]
+    if not groups:
+        raise ValueError("a nested contrast needs at least one difference")
+    means = tuple(statistics.fmean(g) for g in groups)
+    n_teachers, n_seeds = len(groups), min(len(g) for g in groups)
+    within = [statistics.variance(g) for g in groups if len(g) > 1]
+    var_seed = statistics.fmean(within) if within else None
+    if n_teachers > 1:
+        values, df = list(means), n_teachers - 1
+        method = (f"t-interval over the {n_teachers} teachers' mean differences ({df} df): teacher-to-teacher "
+                  "and seed-to-seed variation both in it")
+        var_teacher = None
+        if var_seed is not None:
+            var_teacher = max(0.0, statistics.variance(means) - var_seed / statistics.fmean(len(g) for g in groups))
+    else:
+        values, df = groups[0], len(groups[0]) - 1
+        method = (f"paired t over {len(values)} student seeds of one teacher ({df} df): conditional on that "
+                  "teacher, its variation is not in it")
+        var_teacher = None
+    mean = statistics.fmean(values)
+    if df < 1:
+        return Nested(mean, None, None, None, df, n_teachers, n_seeds, means, var_teacher, var_seed, None, method)
+    se = statistics.stdev(values) / math.sqrt(len(values))
+    if se == 0:
+        return Nested(mean, mean, mean, None, df, n_teachers, n_seeds, means, var_teacher, var_seed, 0.0, method)
+    half = _t_quantile(1 - level / 2, df) * se
+    p = float(2 * scipy_stats.t.sf(abs(mean / se), df))
+    return Nested(mean, mean - half, mean + half, p, df, n_teachers, n_seeds, means, var_teacher, var_seed,
+                  detectable(se, df, level=level, power=power), method)
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None stays None and is not counted):
+    the k-th smallest of m is multiplied by m - k + 1, then made non-decreasing, capped at 1.
+    Rejecting where the adjusted p < level controls the family-wise error rate at that level."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(order)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for k, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p))
+        out[i] = running
+    return out

@@ -33,7 +33,7 @@ from pdjax import masks as masks_lib
 from pdjax import models, parallel, records
 from pdjax.checkpoints import Checkpointer, save_tree
 from pdjax.files import write_json_atomic, write_jsonl_atomic
-from pdjax.types import Array, Masks, Metrics, Params, PRNGKey, PyTree, Variables
+from pdjax.types import Array, Masks, Metrics, Params, PRNGKey, PyTree, SpecError, Variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +54,8 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr < 0:
-            raise ValueError(f"bad schedule: epochs={self.epochs}, batch_size={self.batch_size}, "
-                             f"lr={self.lr}")
+            raise SpecError(f"bad schedule: epochs={self.epochs}, batch_size={self.batch_size}, "
+                            f"lr={self.lr}")
 
 
 def learning_rate(schedule: Schedule, epoch: int) -> np.float32:

@@ -19,3 +19,8 @@ Masks = Mapping[str, Any]
 # Channel widths of a model: a VGG plan's conv widths, a ResNet's per-stage widths, ...
 Widths = Sequence[int]
 Metrics = dict[str, float]
+
+
+class SpecError(ValueError):
+    """A setting out of range, found when its spec (a schedule, a pruning or KD spec) is built,
+    before anything trains. The experiment CLI prints it as one `error:` line (exit 2)."""
