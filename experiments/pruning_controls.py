@@ -15,6 +15,11 @@ Presets (one family each):
   python experiments/pruning_controls.py --preset paper       # VGG19 -> VGG11, CIFAR-100, PAPER.md's schedules
   python experiments/pruning_controls.py --preset paper_resnet --set data=folder:/data/tiny-imagenet-200.zip
 
+A run too long for one sitting can be split by teacher, each part in its own directory
+(`--set teacher_seeds=0 --out runs/controls_t0`, ...), and pooled into one report without
+training: `--pool runs/controls_t0 runs/controls_t1 ... --out DIR` with the whole design's
+`teacher_seeds`; each part's config must be the pooled one but for its teacher seeds.
+
 Overrides: `--set key=value` on any nested key (`--set teacher_seeds=0,1,2,3`,
 `--set prune.rewind=weight`, `--set student_kd.epochs=30`, `--set kd.temperature=4`),
 `--out DIR` (default runs/pruning_controls/<preset>), `--restart`. Results in the run
@@ -23,6 +28,7 @@ directory: results.md, results.json, controls.png, curves.png.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any, Sequence
 
@@ -54,25 +60,38 @@ def _shaped(epochs: int, lr: float) -> Schedule:
 
 def cpu() -> ControlsConfig:
     # VGG19 -> VGG11 at the vgg19_to_vgg11 cpu preset's widths and teacher schedule (teacher
-    # 1/8, student 1/16, 30 teacher epochs). The student schedule and the numbers of teachers
-    # and seeds: results/pruning_controls_cpu/README.md ("Design") gives the probe and the budget.
+    # 1/8, student 1/16, 30 teacher epochs, 7 rounds of 20%). Chosen on validation accuracy and
+    # measured times only (results/pruning_controls_cpu/README.md, "Design"):
+    # - students 30 epochs: the probe (experiments/student_schedule_probe.py --family vgg) had the
+    #   20-epoch students still rising in their last epochs (KD best val 0.617 at epoch 20 of 20),
+    #   the 30-epoch ones flat over their last 10 epochs (KD 0.648, best at epoch 20 of 30); 40
+    #   epochs reach a higher plateau (0.666) for a third more time than the budget has;
+    # - pruning rounds of 3 epochs (milestones at 30/65% as PAPER.md's 39/84 of 130), not the
+    #   vgg19_to_vgg11 preset's 6: 3 sequences x 7 rounds per teacher is most of the cost;
+    # - 4 teachers x 2 student seeds: the design of smallest detectable effect that fits 4 hours
+    #   here (a teacher, its 3 sequences: ~26 min; 4 KD students: ~15 min a seed); with the
+    #   earlier runs' seed spread of the paired difference (1.1 points) and no teacher-to-teacher
+    #   spread it detects 1.6 points (80% power), more with teacher spread; 1 point would need
+    #   7 teachers x 2 seeds (about 6.5 hours) even without it.
     return ControlsConfig(
         data=pdjax.presets.SHARED_CIFAR10, teacher=ModelSpec("vgg19", 1 / 8), student=ModelSpec("vgg11", 1 / 16),
-        teacher_train=_shaped(30, 0.1), student_scratch=_shaped(20, 0.1), student_kd=_shaped(20, 0.1),
-        prune=PruneSpec(Schedule(epochs=4, batch_size=128, lr=0.1, milestones=(1, 3), lr_factor=0.1,
+        teacher_train=_shaped(30, 0.1), student_scratch=_shaped(30, 0.1), student_kd=_shaped(30, 0.1),
+        prune=PruneSpec(Schedule(epochs=3, batch_size=128, lr=0.1, milestones=(1, 2), lr_factor=0.1,
                                  weight_decay=2e-4)),
-        rounds=(7,), teacher_seeds=(0, 1, 2, 3), seeds=(0, 1, 2))
+        rounds=(7,), teacher_seeds=(0, 1, 2, 3), seeds=(0, 1))
 
 
 def cpu_resnet() -> ControlsConfig:
     # ResNet18 -> VGG16-tiny at the resnet18_to_vgg16_mobilenetv2 cpu preset's widths and teacher
-    # (ResNet18 1/16 with a 4-wide stem, 25 epochs, rounds of 4 epochs; VGG16-tiny 1/8).
+    # (ResNet18 1/16 with a 4-wide stem, 25 epochs, rounds of 4 epochs; VGG16-tiny 1/8). The
+    # student schedule is not probed yet: run `experiments/student_schedule_probe.py --family
+    # resnet` and set it (and the seeds) from it and the measured times before the full run.
     p = pdjax.presets
     return ControlsConfig(
         data=p.SHARED_CIFAR10, teacher=ModelSpec("resnet18", p.CPU_RESNET_WIDTH, p.CPU_RESNET_STEM),
         student=ModelSpec("vgg16_tiny", 1 / 8), teacher_train=p.CPU_RESNET_TRAIN,
-        student_scratch=_shaped(10, 0.05), student_kd=_shaped(10, 0.05), prune=PruneSpec(p.CPU_RESNET_PRUNE),
-        rounds=(7,), teacher_seeds=(0, 1, 2, 3), seeds=(0, 1, 2))
+        student_scratch=_shaped(20, 0.05), student_kd=_shaped(20, 0.05), prune=PruneSpec(p.CPU_RESNET_PRUNE),
+        rounds=(7,), teacher_seeds=(0, 1, 2, 3), seeds=(0, 1))
 
 
 def demo() -> ControlsConfig:
@@ -88,9 +107,15 @@ PRESETS = {"paper": paper, "paper_resnet": paper_resnet, "cpu": cpu, "cpu_resnet
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    pooled = argparse.ArgumentParser(add_help=False)
+    pooled.add_argument("--pool", nargs="+", default=None, metavar="RUN_DIR")
+    parts, argv = pooled.parse_known_args(argv)
     preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__)
     data = pdjax.runs.load_data(config, config.data, out)
-    result = pdjax.controls.run(config, out=out, data=data)
+    if parts.pool is None:
+        result = pdjax.controls.run(config, out=out, data=data)
+    else:
+        result = pdjax.controls.pool(config, pdjax.runs.load_parts(parts.pool, run_config, vary=("teacher_seeds",)))
     return pdjax.runs.write_controls_report(out, result, EXPERIMENT, preset, run_config, data)
 
 

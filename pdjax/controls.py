@@ -260,7 +260,7 @@ class ControlsResult:
         return {"teachers": [dataclasses.asdict(t) for t in self.teachers],
                 "students": [dataclasses.asdict(s) for s in self.students],
                 "contrasts": self.contrasts(), "best_epochs": self.best_epochs(), "rows": self.rows,
-                "train_seconds": self.train_seconds()}
+                "train_seconds": self.train_seconds(), "curves": self.curves}
 
     def train_seconds(self) -> dict[str, float]:
         """Training seconds summed by kind (teachers, pruning and control rounds, students)."""
@@ -269,6 +269,33 @@ class ControlsResult:
             kind = "students" if "student_" in row["stage"] else "rounds" if "/round_" in row["stage"] else "teachers"
             kinds[kind] += row.get("train_seconds") or 0.0
         return {**kinds, "total": sum(kinds.values())}
+
+
+def pool(config: ControlsConfig, parts: Sequence[dict[str, Any]]) -> ControlsResult:
+    """One result from the results.json of several runs of the same design on different teacher
+    seeds (a run too long for one sitting, split by `--set teacher_seeds=...`). Each part brings
+    its teachers and their students; the scratch students, which every part trains alike, come
+    from the first part. `config.teacher_seeds` must be the union of the parts' teachers.
+
+    Raises:
+      ValueError: a teacher seed is in two parts, or in none.
+    """
+    result = ControlsResult(config, [], [], [], {})
+    seen: set[int] = set()
+    for i, part in enumerate(parts):
+        teachers = [TeacherArm(**t) for t in part["teachers"]]
+        mine = {t.teacher_seed for t in teachers}
+        if mine & seen:
+            raise ValueError(f"teacher seeds {sorted(mine & seen)} are in more than one part")
+        seen |= mine
+        result.teachers += teachers
+        result.students += [Student(**s) for s in part["students"] if s["arm"] != "scratch" or i == 0]
+        result.rows += [r for r in part["rows"] if "student_scratch" not in r["stage"] or i == 0]
+        result.curves.update({k: v for k, v in part.get("curves", {}).items()
+                              if "student_scratch" not in k or i == 0})
+    if seen != set(config.teacher_seeds):
+        raise ValueError(f"the parts hold teacher seeds {sorted(seen)}, the config names {sorted(config.teacher_seeds)}")
+    return result
 
 
 def _round_of(arm: str, round: int) -> int | None:
@@ -451,6 +478,7 @@ def plot(path: str | Path, result: ControlsResult, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.lines
     import matplotlib.pyplot as plt
 
     config = result.config
@@ -459,21 +487,23 @@ def plot(path: str | Path, result: ControlsResult, title: str) -> None:
     n_t = len(config.teacher_seeds)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.6), dpi=120, gridspec_kw={"width_ratios": [1.3, 1]})
     for i, label in enumerate(labels):
-        for j, t in enumerate(config.teacher_seeds):
-            members = [s for s in result.students if s.label == label and (s.arm == "scratch" or s.teacher_seed == t)]
-            if not members:
-                continue
-            x = i + (j - (n_t - 1) / 2) * 0.7 / max(n_t, 1)
-            ys = [100 * s.test_accuracy for s in members]
-            left.scatter([x] * len(ys), ys, s=10, color=colors[j % len(colors)], alpha=0.6,
-                         label=f"teacher seed {t}" if i == 1 else None)
-            left.hlines(statistics.fmean(ys), x - 0.06, x + 0.06, color=colors[j % len(colors)], linewidth=2)
-            if label == "scratch":
-                break  # shared by every teacher
+        if label == "scratch":  # no teacher: one group, shared by every teacher
+            groups = [(None, i, "gray", [s for s in result.students if s.label == label])]
+        else:
+            groups = [(t, i + (j - (n_t - 1) / 2) * 0.7 / n_t, colors[j % len(colors)],
+                       [s for s in result.students if s.label == label and s.teacher_seed == t])
+                      for j, t in enumerate(config.teacher_seeds)]
+        for _, x, color, members in groups:
+            if members:
+                ys = [100 * s.test_accuracy for s in members]
+                left.scatter([x] * len(ys), ys, s=10, color=color, alpha=0.6)
+                left.hlines(statistics.fmean(ys), x - 0.06, x + 0.06, color=color, linewidth=2)
+    handles = [matplotlib.lines.Line2D([], [], color=colors[j % len(colors)], marker="o", linestyle="",
+                                       label=f"teacher seed {t}") for j, t in enumerate(config.teacher_seeds)]
     left.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
     left.set_ylabel("student test accuracy, % (dots: seeds; bars: means)")
     left.grid(alpha=0.3, axis="y")
-    left.legend(fontsize=8)
+    left.legend(handles=handles, fontsize=8)
     contrasts = result.contrasts()
     for i, row in enumerate(contrasts):
         for j, m in enumerate(row["teacher_means"]):
@@ -487,7 +517,7 @@ def plot(path: str | Path, result: ControlsResult, title: str) -> None:
     right.axvline(0, color="gray", linewidth=1)
     right.set_yticks(range(len(contrasts)), [r["contrast"] for r in contrasts], fontsize=8)
     right.invert_yaxis()
-    right.set_xlabel("difference, points (black: pooled mean, 95% interval; dots: per teacher)")
+    right.set_xlabel("difference, points\n(black: pooled mean and 95% interval; dots: per teacher)")
     right.grid(alpha=0.3, axis="x")
     fig.suptitle(title)
     fig.tight_layout()

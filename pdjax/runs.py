@@ -306,6 +306,29 @@ def _check_shared_run_directory(out: Path) -> None:
                           "all hosts share")
 
 
+def load_parts(directories: Sequence[str | Path], run_config: Mapping[str, Any],
+               vary: Sequence[str]) -> list[dict[str, Any]]:
+    """The results.json of finished runs that are parts of the run `run_config` describes: each
+    must have its experiment and config but for the keys `vary`.
+
+    Raises:
+      RunDirError: a directory has no results.json, or another experiment or config.
+    """
+    parts = []
+    for directory in directories:
+        path = Path(directory) / "results.json"
+        if not path.exists():
+            raise RunDirError(f"{directory} has no results.json: pool finished runs only")
+        part = json.loads(path.read_text())
+        changed = [k for k in diff(part.get("config", {}), run_config["config"])
+                   if k.split(".")[0] not in vary]
+        if part.get("experiment") != run_config["experiment"] or changed:
+            raise RunDirError(f"{directory} is not a part of this run (differs in: "
+                              f"{', '.join(changed) or 'experiment'})")
+        parts.append(part)
+    return parts
+
+
 def load_data(config: Any, source: str, out: str | Path | None = None) -> data_lib.ImageData:
     """Loads `source` with a config's data fields (val_fraction, seed, max_train, ...).
 

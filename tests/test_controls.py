@@ -107,3 +107,23 @@ def test_config_checks_its_values():
     with pytest.raises(SpecError, match="teacher_seeds=\\(0, 0\\)"):
         controls.ControlsConfig(teacher_seeds=(0, 0))
     assert controls.ControlsConfig(criteria=("magnitude", "none")).arms == ("scratch", "unpruned", "magnitude", "dense")
+
+
+def test_runs_split_by_teacher_pool_into_the_same_report(demo, tmp_path):
+    module, out, results = demo
+    for t in (0, 1):  # what `--set teacher_seeds=<t>` would have written
+        part = {**results, "config": {**results["config"], "teacher_seeds": [t]},
+                "teachers": [x for x in results["teachers"] if x["teacher_seed"] == t],
+                "students": [s for s in results["students"] if s["teacher_seed"] in (t, None)],
+                "rows": [r for r in results["rows"] if not r["stage"].startswith(f"teacher_seed{1 - t}/")]}
+        (tmp_path / f"t{t}").mkdir()
+        (tmp_path / f"t{t}" / "results.json").write_text(json.dumps(part))
+    pooled = module.main(ARGV + ["--pool", str(tmp_path / "t0"), str(tmp_path / "t1"), "--out", str(tmp_path / "all")])
+    assert pooled["contrasts"] == results["contrasts"] and len(pooled["students"]) == len(results["students"])
+    assert (tmp_path / "all" / "results.md").exists()
+    from pdjax import runs
+
+    with pytest.raises(runs.RunDirError, match=r"t0 is not a part of this run \(differs in: kd.alpha\)"):
+        module.main(ARGV + ["--set", "kd.alpha=0.5", "--pool", str(tmp_path / "t0"), "--out", str(tmp_path / "x")])
+    with pytest.raises(ValueError, match=r"the parts hold teacher seeds \[0\], the config names \[0, 1\]"):
+        module.main(ARGV + ["--pool", str(tmp_path / "t0"), "--out", str(tmp_path / "y")])
