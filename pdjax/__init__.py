@@ -10,6 +10,9 @@
   pdjax.students   student widths from a pruned teacher's masks (`student_widths`)
   pdjax.distill    the KD loss (`kd_loss`) and `Teacher`; KD steps via `fit(..., teacher=...)`
   pdjax.pipeline   the whole method for one teacher and its students (`prune_then_distill`)
+  pdjax.controls   pruned teachers against dense-rewinding and random-pruning controls (`run`)
+  pdjax.stats      paired and two-level (teachers, seeds) comparisons, Holm's correction
+  pdjax.artifacts  any finished stage back in one call (`load_stage`), export for serving (`export`)
   pdjax.parallel   the device mesh (`data_mesh`), sharding helpers, multi-host start-up
   pdjax.checkpoints  orbax checkpoints (`Checkpointer`)
   pdjax.presets    PAPER.md's schedules; the two-arm experiments' config
@@ -27,8 +30,8 @@ from pdjax import compilation as _compilation  # noqa: E402
 
 _compilation.enable_cache()  # a persistent compilation cache; PDJAX_COMPILATION_CACHE=0 turns it off
 
-from pdjax import (checkpoints, config, costs, data, distill, masks, models, parallel, pipeline, presets,
-                   pruning, reports, runs, sparsity, students, train)
+from pdjax import (artifacts, checkpoints, config, controls, costs, data, distill, masks, models, parallel,
+                   pipeline, presets, pruning, reports, runs, sparsity, stats, students, train)
 from pdjax.checkpoints import Checkpointer
 from pdjax.data import DataError, ImageData, Split, load
 from pdjax.models import count_params
@@ -38,8 +41,8 @@ from pdjax.train import FitResult, Schedule, TrainState, evaluate, fit, make_eva
 __version__ = "0.1.0"
 
 __all__ = [
-    "checkpoints", "config", "costs", "data", "distill", "masks", "models", "parallel", "pipeline", "presets", "pruning",
-    "reports", "runs", "sparsity", "students", "train",
+    "artifacts", "checkpoints", "config", "controls", "costs", "data", "distill", "masks", "models", "parallel", "pipeline", "presets", "pruning",
+    "reports", "runs", "sparsity", "stats", "students", "train",
     "Checkpointer", "DataError", "ImageData", "Split", "load", "count_params", "data_mesh",
     "FitResult", "Schedule", "TrainState", "evaluate", "fit", "make_eval_step", "make_train_step",
     "sgd", "__version__",

@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from pdjax import data as data_lib
-from pdjax import distill
+from pdjax import artifacts, distill
 from pdjax import masks as masks_lib
 from pdjax import models, parallel, records
 from pdjax.checkpoints import Checkpointer, save_tree
@@ -390,7 +390,8 @@ class _Store:
     produced the run), metrics.jsonl, result.json and best_variables. With
     `workdir=None` it keeps nothing: the fit trains in memory."""
 
-    def __init__(self, workdir: str | Path | None, restart: bool, record: dict[str, Any]):
+    def __init__(self, workdir: str | Path | None, restart: bool, record: dict[str, Any],
+                 described: dict[str, Any] | None = None):
         self.main = parallel.is_main_process()
         self.workdir = None if workdir is None else Path(workdir)
         self.ckpt: Checkpointer | None = None
@@ -401,6 +402,8 @@ class _Store:
         self.workdir.mkdir(parents=True, exist_ok=True)
         # A directory that other inputs produced is refused before anything in it is touched.
         records.check_or_write(self.workdir / "stage.json", record, what=str(self.workdir), write=self.main)
+        if described is not None and self.main:  # what pdjax.artifacts.load_stage rebuilds the model from
+            write_json_atomic(self.workdir / "model.json", described)
         self.ckpt = Checkpointer(self.workdir / "checkpoints")
 
     @property
@@ -420,11 +423,13 @@ class _Store:
         if self.workdir is not None and self.main:
             write_jsonl_atomic(self.workdir / "metrics.jsonl", history)
 
-    def finish(self, best: Variables, summary: dict[str, Any]) -> None:
+    def finish(self, best: Variables, summary: dict[str, Any], masks: Masks | None = None) -> None:
         if self.workdir is None:
             return
         if not (self.workdir / "best_variables").exists():
             save_tree(self.workdir / "best_variables", best)
+        if masks is not None and not (self.workdir / "masks").exists():
+            save_tree(self.workdir / "masks", masks)
         if self.main:
             write_json_atomic(self.workdir / "result.json", summary)
 
@@ -628,7 +633,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     best = _copy(state.variables)
     meta: dict[str, Any] = {"epoch": 0, "best_epoch": 0, "val_accuracy": -1.0, "history": [],
                             "train_seconds": 0.0}
-    store = _Store(workdir, restart, record)
+    store = _Store(workdir, restart, record, artifacts.describe(model, data, masked=masks is not None))
     restored = store.restore({"state": state, "best": best})
     if restored is not None:
         (tree, meta) = restored
@@ -701,5 +706,5 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
                        best_epoch=meta["best_epoch"], val_accuracy=meta["val_accuracy"],
                        test_accuracy=test["accuracy"], test_loss=test["loss"], history=history,
                        train_seconds=meta["train_seconds"])
-    store.finish(best, result.summary())
+    store.finish(best, result.summary(), result.masks)
     return result
