@@ -21,10 +21,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("stage", help="a finished stage directory (teacher/, pruning/round_02/, student_.../)")
     parser.add_argument("out", help="the directory to write model.jax and model.json to")
     parser.add_argument("--platforms", default="cpu,cuda,tpu", help="comma-separated lowering platforms")
+    parser.add_argument("--onnx", action="store_true", help="also write OUT/model.onnx (needs the onnx extra)")
     args = parser.parse_args(argv)
     try:
         out = artifacts.export(args.stage, args.out, platforms=tuple(p for p in args.platforms.split(",") if p))
-    except (artifacts.StageError, FileNotFoundError) as err:
+        if args.onnx:
+            artifacts.export_onnx(args.stage, args.out)
+    except (artifacts.StageError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"exported {args.stage} to {out / artifacts.EXPORT_FILE} ({', '.join(args.platforms.split(','))})")

@@ -92,7 +92,7 @@ class VGG(nn.Module):
                 x = nn.relu(batch_norm(train, dtype=self.dtype)(x))
         if not self.head:
             # The map is 2x2 here on 32x32 inputs: average it to one vector.
-            x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+            x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))  # by keyword: jax2onnx patches it so
         x = x.reshape(x.shape[0], -1)
         for width in self.head:
             x = nn.relu(Dense(width, dtype=self.dtype, kernel_init=self.dense_init)(x))

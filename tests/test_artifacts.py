@@ -111,3 +111,33 @@ def test_exported_stage_runs_without_pdjax_and_matches_apply(stages, small_digit
     refused = subprocess.run([sys.executable, "-m", "pdjax.export", str(tmp_path), str(tmp_path / "x")],
                              capture_output=True, text=True, env={**os.environ, **test_env}, timeout=300)
     assert refused.returncode == 2 and refused.stderr.strip().startswith("error:") and "no stage.json" in refused.stderr
+
+
+def test_onnx_export_runs_in_onnxruntime_like_apply(stages, small_digits, tmp_path):
+    pytest.importorskip("jax2onnx", reason="the onnx extra is not installed (pip install -e '.[onnx]')")
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install -e '.[onnx]')")
+    _, dirs = stages
+    images = small_digits.test.images[:100]
+    for name in ("round", "student"):
+        stage = artifacts.load_stage(dirs[name])
+        path = artifacts.export_onnx(stage, tmp_path / name)
+        session = ort.InferenceSession(str(path))
+        served = session.run(None, {session.get_inputs()[0].name: images})[0]
+        np.testing.assert_allclose(served, artifacts.logits(stage, images), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["vgg16_tiny", "resnet18", "mobilenetv2"])
+def test_every_model_family_converts_to_onnx(name):
+    pytest.importorskip("jax2onnx", reason="the onnx extra is not installed (pip install -e '.[onnx]')")
+    ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install -e '.[onnx]')")
+    from jax2onnx import to_onnx
+    import jax.numpy as jnp
+
+    model = models.get(name, 10, widths=models.scaled_widths(name, 1 / 32))
+    variables = models.init(model, jax.random.key(0), (32, 32, 3))
+    forward = lambda images: model.apply(variables, images.astype(jnp.float32) / 255.0, train=False)  # noqa: E731
+    onnx_model = to_onnx(forward, [jax.ShapeDtypeStruct((4, 32, 32, 3), jnp.uint8)])
+    session = ort.InferenceSession(onnx_model.SerializeToString())
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    served = session.run(None, {session.get_inputs()[0].name: images})[0]
+    np.testing.assert_allclose(served, np.asarray(forward(images)), rtol=1e-5, atol=1e-5)
