@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 _, result, _ = pdjax.pipeline.train_stage(
                     f"{model}_{dtype}_seed{seed}", model_name=model, data=data, schedule=config.train,
                     out=out, seed=seed, widths=widths, augment=config.augment,
-                    eval_batch_size=config.eval_batch_size, compute_dtype=dtype)
+                    eval_batch_size=config.eval_batch_size, compute_dtype=dtype,
+                    tensorboard=out / "tensorboard" if config.log == "tensorboard" else None)
                 accs.append(result.test_accuracy)
                 seconds.append(result.train_seconds)
             rows.append({"model": model, "compute dtype": dtype, "seeds": len(accs),

@@ -44,6 +44,7 @@ from pdjax import distill, models, parallel, presets, pruning, reports, stats
 from pdjax.data import ImageData
 from pdjax.distill import KDSpec
 from pdjax.pruning import PruneSpec
+from pdjax.tensorboard import LOGS
 from pdjax.train import Schedule
 from pdjax.types import SpecError
 
@@ -121,6 +122,7 @@ class ControlsConfig:
     augment: bool = True
     eval_batch_size: int = 500
     compute_dtype: str = "float32"
+    log: str = "none"  # "tensorboard": live curves of every stage under <run dir>/tensorboard/
 
     def __post_init__(self) -> None:
         checks = [
@@ -138,6 +140,7 @@ class ControlsConfig:
             (self.compute_dtype in models.COMPUTE_DTYPES,
              f"compute_dtype={self.compute_dtype!r}: use one of {', '.join(models.COMPUTE_DTYPES)}"),
             (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
+            (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -321,8 +324,9 @@ def run(config: ControlsConfig, *, out: str | Path, data: ImageData, mesh: Mesh 
 
     mesh = mesh if mesh is not None else parallel.data_mesh()
     out = Path(out)
+    logs = out / "tensorboard" if config.log == "tensorboard" else None
     common = dict(data=data, out=out, mesh=mesh, augment=config.augment, eval_batch_size=config.eval_batch_size,
-                  progress=progress, compute_dtype=config.compute_dtype)
+                  progress=progress, compute_dtype=config.compute_dtype, tensorboard=logs)
     result = ControlsResult(config, [], [], [], {})
     needed = max(config.rounds)
 
@@ -360,7 +364,8 @@ def run(config: ControlsConfig, *, out: str | Path, data: ImageData, mesh: Mesh 
                 workdir=out / prefix / arm, fraction=spec.fraction, scope=spec.scope, rewind=spec.rewind,
                 finetune_lr=spec.finetune_lr, criterion=criterion,
                 reference=reference if criterion == "random" else None, seed=t, mesh=mesh, augment=config.augment,
-                eval_batch_size=config.eval_batch_size, progress=progress)
+                eval_batch_size=config.eval_batch_size, progress=progress,
+                tensorboard=None if logs is None else logs / prefix / arm)
             if criterion == "magnitude":
                 reference = [r.masks for r in rounds]
             for r in rounds:

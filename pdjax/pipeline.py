@@ -34,6 +34,7 @@ from jax.sharding import Mesh
 
 from pdjax import checkpoints, distill, masks as masks_lib, models, parallel, pruning, reports
 from pdjax import sparsity, stats, students as students_lib
+from pdjax import tensorboard as tensorboard_lib
 from pdjax.presets import ExperimentConfig
 from pdjax.data import ImageData
 from pdjax.train import FitResult, Schedule, fit
@@ -212,14 +213,15 @@ def train_stage(stage: str, *, model_name: str, data: ImageData, schedule: Sched
                 mesh: Any = None, augment: bool = True, eval_batch_size: int = 500,
                 progress: bool = True, compute_dtype: str = "float32",
                 init_from: str | Path | None = None, model_options: Mapping[str, Any] | None = None,
-                **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
+                tensorboard: str | Path | None = None, **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
     """Trains one model as a named stage of an experiment, in `out/<stage>/` (resumable).
 
     `compute_dtype` is the model's (see `pdjax.models`, mixed precision); `model_options` go to
     `pdjax.models.get` (e.g. `{"stem_width": 8}` for a ResNet). With `init_from` (a
     stage directory or a saved tree, see `pdjax.checkpoints.load_variables`) the stage takes
     that trained model instead of training one, and only evaluates it. `fit_options` go to
-    `pdjax.train.fit` (e.g. `on_variables`).
+    `pdjax.train.fit` (e.g. `on_variables`). With `tensorboard` (a directory), the stage's curves
+    go to `tensorboard/<stage>/` (`pdjax.tensorboard`).
 
     Returns:
       (model, fit result, a results-table row for it).
@@ -231,7 +233,7 @@ def train_stage(stage: str, *, model_name: str, data: ImageData, schedule: Sched
         schedule = dataclasses.replace(schedule, epochs=0)
     result = fit(model, data, schedule, workdir=Path(out) / stage, seed=seed, mesh=mesh,
                  augment=augment, eval_batch_size=eval_batch_size, name=stage, progress=progress,
-                 **fit_options)
+                 writer=tensorboard_lib.for_stage(tensorboard, stage), **fit_options)
     params = result.best_variables["params"]
     row = {"stage": stage, "model": model_name,
            "widths": list(widths) if widths is not None else list(models.default_widths(model_name)),
@@ -305,8 +307,9 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
     out = Path(out)
     if restart:
         parallel.remove_directory(out)
+    logs = out / "tensorboard" if config.log == "tensorboard" else None
     common = dict(data=data, out=out, mesh=mesh, augment=augment, eval_batch_size=eval_batch_size,
-                  progress=progress, compute_dtype=compute_dtype)
+                  progress=progress, compute_dtype=compute_dtype, tensorboard=logs)
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[float]] = {}
 
@@ -333,7 +336,8 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
             model, data, variables=result.best_variables, schedule=prune.schedule,
             rounds=prune.rounds, workdir=out / f"{prefix}pruning", fraction=prune.fraction, scope=prune.scope,
             rewind=prune.rewind, rewind_variables=rewind_variables, finetune_lr=prune.finetune_lr,
-            criterion=prune.criterion, seed=teacher_seed, mesh=mesh, augment=augment, eval_batch_size=eval_batch_size, progress=progress)
+            criterion=prune.criterion, seed=teacher_seed, mesh=mesh, augment=augment, eval_batch_size=eval_batch_size, progress=progress,
+            tensorboard=None if logs is None else logs / f"{prefix}pruning")
         dense_masks = masks_lib.init(result.best_variables["params"])
         teacher_rounds = {0: TeacherRound(0, 0.0, result.test_accuracy, dense_masks,
                                           {"round": 0, "sparsity": 0.0, "remaining": masks_lib.total(dense_masks),

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from pdjax.config import ConfigError
 from pdjax.models import COMPUTE_DTYPES
+from pdjax.tensorboard import LOGS
 from pdjax.train import Schedule
 
 # CIFAR-100, VGG: teacher, scratch students and KD; each pruning round.
@@ -56,6 +57,7 @@ class ExperimentConfig:
     kd_alpha: float = 0.95
     compute_dtype: str = "float32"  # "bfloat16": mixed precision (parameters stay float32)
     teacher_checkpoint: str | None = None  # a trained teacher (stage dir or saved tree) to use
+    log: str = "none"  # "tensorboard": live curves of every stage under <run dir>/tensorboard/
 
     def __post_init__(self) -> None:
         checks = [
@@ -69,6 +71,7 @@ class ExperimentConfig:
             (self.kd_temperature > 0, f"kd_temperature={self.kd_temperature} must be > 0"),
             (0 <= self.kd_alpha <= 1, f"kd_alpha={self.kd_alpha} must lie in [0, 1]"),
             (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
+            (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
         ]
         for ok, message in checks:
             if not ok:

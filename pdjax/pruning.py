@@ -43,6 +43,7 @@ from jax.sharding import Mesh
 from pdjax import data as data_lib
 from pdjax import masks as masks_lib
 from pdjax import parallel, records, sparsity
+from pdjax import tensorboard as tensorboard_lib
 from pdjax.checkpoints import load_tree, save_tree
 from pdjax.files import write_json_atomic
 from pdjax.train import FitResult, Schedule, fit
@@ -175,7 +176,8 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
                       reference: Sequence[Masks] | None = None, seed: int = 0, mesh: Mesh | None = None,
                       augment: bool = True, eval_batch_size: int = 500, progress: bool = True,
                       restart: bool = False, on_round_end: Callable[[PruningRound], None] | None = None,
-                      on_epoch_end: Callable[[int, int, dict], None] | None = None) -> list[PruningRound]:
+                      on_epoch_end: Callable[[int, int, dict], None] | None = None,
+                      tensorboard: str | Path | None = None) -> list[PruningRound]:
     """Runs (or resumes) `rounds` rounds of prune-then-retrain.
 
     Args:
@@ -206,6 +208,7 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
       restart: delete `workdir` first and prune from the start.
       on_round_end: called with each finished round.
       on_epoch_end: called with (round, epoch, metrics) after each epoch's checkpoint.
+      tensorboard: a directory: each round's curves go to `tensorboard/round_<k>/`.
 
     Returns:
       One `PruningRound` per round, in order.
@@ -252,7 +255,7 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
         result = fit(model, data, schedule, workdir=round_dir(workdir, k), seed=seed + k, mesh=mesh,
                      variables=start, masks=new_masks, augment=augment, select_best=False,
                      eval_batch_size=eval_batch_size, name=f"prune round {k}/{rounds}",
-                     progress=progress,
+                     progress=progress, writer=tensorboard_lib.for_stage(tensorboard, f"round_{k:02d}"),
                      on_epoch_end=(None if on_epoch_end is None
                                    else lambda epoch, record, k=k: on_epoch_end(k, epoch, record)))
         current, current_masks = result.variables, result.masks

@@ -28,7 +28,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from pdjax import data as data_lib
-from pdjax import artifacts, distill
+from pdjax import artifacts, distill, tensorboard
 from pdjax import masks as masks_lib
 from pdjax import models, parallel, records
 from pdjax.checkpoints import Checkpointer, save_tree
@@ -460,6 +460,7 @@ class _TrainingPass:
     log_every: int
     progress: bool
     on_step: Callable[[int, Metrics], None] | None
+    writer: Any = None  # a pdjax.tensorboard.Writer
 
     def run(self, state: TrainState, epoch: int, partial: dict[str, Any], stop: "StopRequest",
             best: Variables, meta: dict[str, Any]) -> tuple[TrainState, dict[str, float], int, float]:
@@ -485,6 +486,9 @@ class _TrainingPass:
                         f"checkpoint is epoch {meta['epoch']} in {self.store.where}")
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
+            if self.writer is not None and fetched:
+                self.writer.step(epoch * steps_per_epoch + upto,
+                                 {"train_loss": sum(float(m["loss"]) for m in fetched) / len(fetched)})
             seen += len(fetched)
             pending = []
             bar.update(len(fetched))
@@ -558,7 +562,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         name: str = "train", progress: bool = True, log_every: int = 20, restart: bool = False,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
         on_step: Callable[[int, Metrics], None] | None = None,
-        on_variables: Callable[[int, Variables], None] | None = None) -> FitResult:
+        on_variables: Callable[[int, Variables], None] | None = None,
+        writer: "tensorboard.Writer | None" = None) -> FitResult:
     """Trains `model` on `data`, resuming from `workdir` if it holds checkpoints.
 
     Each epoch: one pass over the shuffled training split, validation on clean images, an
@@ -603,6 +608,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         initial variables (epoch 0) and after each epoch, before that epoch's checkpoint, so a
         resumed run never skips one (`pdjax.pruning.RewindPoint` keeps weight rewinding's point
         this way). Not called for epochs a resumed run had already finished.
+      writer: a `pdjax.tensorboard.Writer`: each epoch's metrics and the train loss every
+        `log_every` steps, live in TensorBoard (closed when the fit ends).
 
     Returns:
       A `FitResult`.
@@ -650,7 +657,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     key = parallel.replicate(jax.random.key(seed), mesh)
     training = _TrainingPass(name=name, data=data, schedule=schedule, seed=seed, mesh=mesh, train_step=train_step,
                              key=key, teacher_args=teacher_args, store=store, steps_per_epoch=steps_per_epoch,
-                             log_every=log_every, progress=progress, on_step=on_step)
+                             log_every=log_every, progress=progress, on_step=on_step, writer=writer)
     history = list(meta["history"])
     store.metrics(history)
 
@@ -690,6 +697,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
                 tqdm.write(f"{name} epoch {epoch + 1}/{schedule.epochs}: loss {record['train_loss']:.4f} "
                            f"train acc {record['train_accuracy']:.4f} val acc {val['accuracy']:.4f} "
                            f"({seconds:.1f}s, {record['images_per_second']:.0f} img/s)")
+            if writer is not None:
+                writer.epoch(epoch + 1, record)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
             if parallel.any_process(stop.requested) and epoch + 1 < schedule.epochs:
@@ -707,4 +716,6 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
                        test_accuracy=test["accuracy"], test_loss=test["loss"], history=history,
                        train_seconds=meta["train_seconds"])
     store.finish(best, result.summary(), result.masks)
+    if writer is not None:
+        writer.close()
     return result

@@ -58,10 +58,14 @@ def test_presets_follow_the_paper(vgg19_to_vgg11):
 def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tmp_path, capsys):
     # The same data and schedules as the other experiments' smoke tests below, so that they
     # reuse this test's compiled steps (the tests share a compilation cache).
-    argv = SMOKE + one_epoch("train", "prune", "kd") + ["--out", str(tmp_path)]
+    argv = SMOKE + one_epoch("train", "prune", "kd") + ["--set", "log=tensorboard", "--out", str(tmp_path)]
     results = vgg19_to_vgg11.main(argv)
     assert [r["stage"] for r in results["rows"]] == [
         "teacher", "student_scratch", "student_kd_unpruned", "student_kd_round_02"]
+    # --set log=tensorboard: one TensorBoard run per stage (tests/test_tensorboard.py checks the content)
+    logged = sorted(str(p.parent.relative_to(tmp_path / "tensorboard")) for p in (tmp_path / "tensorboard").rglob("events.*"))
+    assert logged == ["pruning/round_01", "pruning/round_02", "student_kd_round_02", "student_kd_unpruned",
+                      "student_scratch", "teacher"]
     assert [r["teacher"] for r in results["students"]] == ["none (scratch)", "vgg19 unpruned", "vgg19 pruned"]
     assert results["students"][2]["teacher_sparsity"] == pytest.approx(0.36, abs=1e-4)
     # Every row of the report is its stage's own result, and each student its stage's row.

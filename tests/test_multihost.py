@@ -67,7 +67,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # A VGG11 teacher as wide as its VGG11 student: teacher and scratch student share one compiled
 # step, which keeps the many process launches below short.
 SHRUNK_DEMO = ["--preset", "demo", "--set", "teachers=vgg11", "--set", "max_train=200", "--set", "max_test=100",
-               "--set", "prune_rounds=1", "--set", "kd_rounds=1"] + [
+               "--set", "prune_rounds=1", "--set", "kd_rounds=1", "--set", "log=tensorboard"] + [
     a for k in ("train", "prune", "kd") for a in ("--set", f"{k}.epochs=1", "--set", f"{k}.milestones=")]
 
 
@@ -170,6 +170,9 @@ def test_experiment_script_on_two_processes_survives_faults_and_matches_one_proc
     assert [r["stage"] for r in two["rows"]] == ["teacher", "student_scratch", "student_kd_unpruned",
                                                  "student_kd_round_01"]
     _assert_close(_numbers(two), _numbers(one))
+    # Only the first process writes TensorBoard events: the KD student, trained only by the last
+    # two-process launch, has one event file.
+    assert len(list((faults / "tensorboard" / "student_kd_round_01").glob("events.*"))) == 1
 
 
 def _image_zip(path, changed=False):

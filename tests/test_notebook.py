@@ -1,6 +1,10 @@
 """The example notebook and README's notebook snippets run as a user would run them."""
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -33,15 +37,15 @@ def test_the_example_notebook_runs(tmp_path, monkeypatch, test_env):
     assert list(tmp_path.iterdir()) == []  # workdir=None everywhere: nothing written
 
 
-def _notebook_snippets() -> list[str]:
+def _snippets(heading: str) -> list[str]:
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## In a notebook"):]
+    section = readme[readme.index(heading):]
     section = section[:section.index("\n## ", 1)]
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
-def test_readme_notebook_snippets_run_in_order(tmp_path, monkeypatch, capsys):
-    snippets = _notebook_snippets()
+def test_readme_notebook_snippets_run_in_order(tmp_path, monkeypatch, capsys, test_env):
+    snippets = _snippets("## In a notebook")
     assert len(snippets) >= 4
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
@@ -50,3 +54,14 @@ def test_readme_notebook_snippets_run_in_order(tmp_path, monkeypatch, capsys):
     assert "schedule.lr: 0.05 there, 0.5 now" in capsys.readouterr().out
     assert namespace["distilled"].test_accuracy > 0.1
     assert (tmp_path / "runs" / "notebook" / "stage.json").exists()
+    # "Use the student": load and export the student just trained, then serve it in a process
+    # that never imports pdjax.
+    load_and_export, serve = _snippets("## Use the student")
+    exec(compile(load_and_export, "README.md", "exec"), namespace)  # noqa: S102
+    accuracy = json.loads((tmp_path / "runs" / "notebook" / "student" / "result.json").read_text())["test_accuracy"]
+    assert capsys.readouterr().out.startswith(f"{accuracy} ('0', '1', '2') True")
+    check = "\nimport sys\nassert not any(m.split('.')[0] == 'pdjax' for m in sys.modules)\n"
+    done = subprocess.run([sys.executable, "-I", "-c", serve + check], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, **test_env}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(8, 10)"
