@@ -107,7 +107,8 @@ def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
     teacher = pdjax.models.get(arm, data.num_classes, widths=teacher_row["widths"], **options)
     template = pdjax.models.init(teacher, jax.random.key(0), data.image_shape)
     rows = []
-    dense = pdjax.costs.inference_costs(teacher, template, data.image_shape, batch_size=config.cost_batch_size)
+    forwards = {f"{arm} teacher (dense)": pdjax.costs.forward_pass(teacher, template)}
+    dense = pdjax.costs.inference_costs(teacher, template, data.image_shape)
     rows.append({"model": f"{arm} teacher (dense)", "kind": "teacher", "widths": str(teacher_row["widths"]),
                  **dense, "test_accuracy": teacher_row["test_accuracy"],
                  "own": f"{teacher_row['test_accuracy']:.4f}"})
@@ -116,8 +117,9 @@ def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
         masks = pruned_teacher.masks
         masked = {**template, "params": pdjax.masks.apply(template["params"], masks)}
         pruned = pdjax.costs.inference_costs(
-            teacher, masked, data.image_shape, batch_size=config.cost_batch_size,
+            teacher, masked, data.image_shape,
             nonzero_params=dense["params"] - pdjax.masks.total(masks) + pdjax.masks.remaining(masks))
+        forwards[f"{arm} teacher pruned {pruned_teacher.sparsity:.0%} (masked)"] = pdjax.costs.forward_pass(teacher, masked)
         rows.append({"model": f"{arm} teacher pruned {pruned_teacher.sparsity:.0%} (masked)", "kind": "pruned teacher",
                      "sparsity": pruned_teacher.sparsity, "widths": str(teacher_row["widths"]), **pruned,
                      "test_accuracy": pruned_teacher.test_accuracy, "own": f"{pruned_teacher.test_accuracy:.4f}"})
@@ -129,15 +131,22 @@ def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
         if key not in students:
             student = pdjax.models.get(arm, data.num_classes, widths=r.widths, **options)
             variables = pdjax.models.init(student, jax.random.key(0), data.image_shape)
-            costs = pdjax.costs.inference_costs(student, variables, data.image_shape,
-                                                batch_size=config.cost_batch_size)
+            costs = pdjax.costs.inference_costs(student, variables, data.image_shape)
+            forwards[f"{arm} {r.width_rule} st{round(100 * r.derived_from_sparsity)}"] = \
+                pdjax.costs.forward_pass(student, variables)
             students[key] = {"model": f"{arm} {r.width_rule} st{round(100 * r.derived_from_sparsity)}",
                              "kind": f"{r.width_rule} student", "rule": r.width_rule,
                              "sparsity": r.derived_from_sparsity, "widths": str(list(r.widths)), **costs}
         std = r.test_accuracy_std or 0.0
         students[key].update({r.arm: r.test_accuracy, f"{r.arm}_std": std,
                               f"{r.arm}_text": f"{r.test_accuracy:.4f} ± {std:.4f}"})
-    return rows + list(students.values())
+    rows += list(students.values())
+    # Every model's speed side by side: interleaved, best of 7 rounds (pdjax.costs.throughput).
+    images = jax.random.normal(jax.random.key(0), (config.cost_batch_size, *data.image_shape))
+    speeds = pdjax.costs.throughput(forwards, images)
+    for row in rows:
+        row["images_per_second"] = speeds[row["model"]]
+    return rows
 
 
 def cost_columns(config: Config) -> list[pdjax.reports.Column]:
@@ -204,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         notes = (f"Students derived with the rules {', '.join(config.rules(arm))}"
                  + (f" ({', '.join(skipped)}: VGG only)" if skipped else "") + ". Costs measured on "
                  f"{jax.devices()[0].device_kind} ({jax.default_backend()}), batch {config.cost_batch_size}, "
-                 "in the run (another process on the cores would lower the images/s); accuracy is test "
+                 "in the run, every model interleaved and the best of 7 rounds kept (`pdjax.costs.throughput`; "
+                 "another process on the cores would still move them); accuracy is test "
                  "accuracy, mean ± std over the seeds. `accuracy_vs_params.png` plots it.\n\n"
                  f"{pdjax.reports.markdown_table(rows, cost_columns(config))}\n"
                  f"Width rules side by side (conv + linear weights of the student; the classifier is "

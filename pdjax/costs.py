@@ -1,4 +1,5 @@
-"""What a model costs at inference: parameters, FLOPs (XLA's count) and measured images/s.
+"""What a model costs at inference: parameters, FLOPs (XLA's count) and images/s measured side by
+side (`throughput`: interleaved, best of N; benchmarks/inference.py uses it too).
 
 A masked (pruned) network computes exactly as much as the dense one, because masks multiply
 dense kernels; only a derived (narrower) student computes less. These numbers make that visible.
@@ -7,7 +8,7 @@ dense kernels; only a derived (narrower) student computes less. These numbers ma
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -37,24 +38,41 @@ def flops_per_image(model: nn.Module, variables: Variables, image_shape: tuple[i
     return xla_flops(_forward(model), variables, jnp.zeros((1, *image_shape), jnp.float32))
 
 
-def images_per_second(model: nn.Module, variables: Variables, image_shape: tuple[int, ...],
-                      batch_size: int = 256, repeats: int = 5) -> float:
-    """Evaluation-mode forward throughput on the default device (best of `repeats`)."""
-    forward = _forward(model)
-    x = jax.random.normal(jax.random.key(0), (batch_size, *image_shape))
-    forward(variables, x).block_until_ready()  # compile
-    best = float("inf")
+def throughput(forwards: Mapping[str, Callable[[Any], Any]], images: Any, *, repeats: int = 7) -> dict[str, float]:
+    """Images/s of several forward functions on the same batch, measured interleaved: each is
+    called once to compile, then round by round each in turn, and its best round counts
+    (best-of-`repeats`). Interleaving spreads a noisy neighbour over all of them alike, and the
+    best round is the one least disturbed; on a shared CPU the absolute numbers still move
+    from run to run, their ratios much less.
+
+    Args:
+      forwards: name -> a function of the batch that returns arrays (e.g. a jitted forward
+        pass or an exported model's `call`).
+      images: the batch every function gets.
+      repeats: rounds.
+    """
+    n = len(images)
+    for forward in forwards.values():
+        jax.block_until_ready(forward(images))  # compile
+    best = {name: float("inf") for name in forwards}
     for _ in range(repeats):
-        start = time.perf_counter()
-        forward(variables, x).block_until_ready()
-        best = min(best, time.perf_counter() - start)
-    return batch_size / best
+        for name, forward in forwards.items():
+            start = time.perf_counter()
+            jax.block_until_ready(forward(images))
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: n / seconds for name, seconds in best.items()}
+
+
+def forward_pass(model: nn.Module, variables: Variables) -> Callable[[Any], Any]:
+    """The jitted evaluation-mode forward pass of `model` with `variables`."""
+    forward = _forward(model)
+    return lambda x: forward(variables, x)
 
 
 def inference_costs(model: nn.Module, variables: Variables, image_shape: tuple[int, ...], *,
-                    nonzero_params: int | None = None, batch_size: int = 256) -> dict[str, Any]:
-    """Parameters (all, and nonzero where masks zero some), FLOPs per image and images/s."""
+                    nonzero_params: int | None = None) -> dict[str, Any]:
+    """Parameters (all, and nonzero where masks zero some) and FLOPs per image; speeds are
+    measured side by side by `throughput`."""
     params = count_params(variables["params"])
     return {"params": params, "nonzero_params": params if nonzero_params is None else nonzero_params,
-            "flops": flops_per_image(model, variables, image_shape),
-            "images_per_second": images_per_second(model, variables, image_shape, batch_size)}
+            "flops": flops_per_image(model, variables, image_shape)}
