@@ -75,35 +75,55 @@ def override(config: C, assignments: Sequence[str]) -> C:
     """Returns `config` with `key=value` assignments applied; dotted keys reach nested configs.
 
     Values are parsed by the field's type: `epochs=3`, `lr=0.05`, `milestones=30,60`,
-    `max_train=none`, `augment=false`.
+    `max_train=none`, `augment=false`. The config is built once, after every assignment, so
+    its checks (each spec's `__post_init__`, cross-field ones included) see the final values
+    whatever the order of the assignments.
     """
+    tree = _unbuilt(config)
     for assignment in assignments:
         if "=" not in assignment:
             raise ConfigError(f"--set takes key=value, got {assignment!r}")
         key, text = assignment.split("=", 1)
-        config = _set(config, key.strip().split("."), text.strip(), key.strip())
-    return config
+        _set(tree, key.strip().split("."), text.strip(), key.strip())
+    try:
+        return _build(tree)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:  # a spec's own check, which names its key
+        raise ConfigError(str(err)) from None
 
 
-def _set(config: Any, path: list[str], text: str, full_key: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(config)}
+def _unbuilt(config: Any) -> dict[str, Any]:
+    """A dataclass config as {"__class__": its class, field: value or a nested unbuilt config}."""
+    tree: dict[str, Any] = {"__class__": type(config)}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        tree[field.name] = _unbuilt(value) if dataclasses.is_dataclass(value) else value
+    return tree
+
+
+def _build(tree: dict[str, Any]) -> Any:
+    values = {k: _build(v) if isinstance(v, dict) and "__class__" in v else v
+              for k, v in tree.items() if k != "__class__"}
+    return tree["__class__"](**values)
+
+
+def _set(tree: dict[str, Any], path: list[str], text: str, full_key: str) -> None:
+    cls = tree["__class__"]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     name = path[0]
     if name not in fields:
         raise ConfigError(f"unknown config key {full_key!r}; known here: {', '.join(fields)}")
-    hints = typing.get_type_hints(type(config))
-    current = getattr(config, name)
+    current = tree[name]
+    nested = isinstance(current, dict) and "__class__" in current
     if len(path) > 1:
-        if not dataclasses.is_dataclass(current):
+        if not nested:
             raise ConfigError(f"{full_key!r}: {name} has no sub-keys")
-        return dataclasses.replace(config, **{name: _set(current, path[1:], text, full_key)})
-    if dataclasses.is_dataclass(current):
+        _set(current, path[1:], text, full_key)
+        return
+    if nested:
         raise ConfigError(f"{full_key!r} is a group; set one of its keys, e.g. {full_key}.epochs")
-    try:
-        return dataclasses.replace(config, **{name: _parse_value(text, hints[name], full_key)})
-    except (TypeError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
-        raise ConfigError(f"{full_key}={text}: {err}") from None
+    tree[name] = _parse_value(text, typing.get_type_hints(cls)[name], full_key)
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "",

@@ -10,11 +10,11 @@ from pdjax.types import SpecError
 
 from test_experiments import load_experiment
 
-# The demo preset on fewer images and epochs: 2 teachers x (magnitude, dense, random) x 2
-# rounds, 2 student seeds, every student one epoch.
-ARGV = ["--preset", "demo", "--set", "max_train=320", "--set", "max_test=100", "--set", "teacher_train.epochs=2",
-        "--set", "teacher_train.milestones=1"]
-for _key in ("student_scratch", "student_kd"):
+# The demo preset on fewer images and epochs: 2 teachers x (magnitude, dense, random) x 1
+# round, 2 student seeds, every model one epoch (tests/test_pruning.py runs longer sequences).
+ARGV = ["--preset", "demo", "--set", "max_train=320", "--set", "max_test=100", "--set", "rounds=1",
+        "--set", "prune.rounds=1"]
+for _key in ("teacher_train", "student_scratch", "student_kd"):
     ARGV += ["--set", f"{_key}.epochs=1", "--set", f"{_key}.milestones="]
 
 
@@ -30,7 +30,7 @@ def test_every_teacher_gets_three_sequences_and_every_arm_its_paired_students(de
     config = module.demo()
     students = results["students"]
     assert sorted({(s["arm"], s["round"]) for s in students}) == sorted(
-        [("scratch", None), ("unpruned", None), ("magnitude", 2), ("dense", 2), ("random", 2)])
+        [("scratch", None), ("unpruned", None), ("magnitude", 1), ("dense", 1), ("random", 1)])
     assert len(students) == 2 + 2 * 2 * 4  # scratch per seed; per teacher and seed four KD arms
     # Seed s of every arm starts from the same student weights and data order; seeds differ.
     digests = {}
@@ -42,7 +42,7 @@ def test_every_teacher_gets_three_sequences_and_every_arm_its_paired_students(de
     # nothing; all three retrained for the same epochs.
     template = models.init(models.get("vgg11", 10, widths=config.teacher.widths), jax.random.key(0), (32, 32, 3))
     for t in config.teacher_seeds:
-        for k in (1, 2):
+        for k in (1,):
             loaded = {arm: pruning.load_round(out / f"teacher_seed{t}" / arm, template, round=k)[1]
                       for arm in ("magnitude", "random", "dense")}
             assert masks.layer_remaining(loaded["random"]) == masks.layer_remaining(loaded["magnitude"])
@@ -53,9 +53,9 @@ def test_every_teacher_gets_three_sequences_and_every_arm_its_paired_students(de
     arms = {(t["teacher_seed"], t["arm"]): t for t in results["teachers"]}
     for t in config.teacher_seeds:
         assert arms[(t, "magnitude")]["epochs"] == arms[(t, "dense")]["epochs"] == arms[(t, "random")]["epochs"] \
-            == 2 + 2 * config.prune.schedule.epochs
+            == 1 + config.prune.schedule.epochs
         assert arms[(t, "dense")]["sparsity"] == 0.0
-        assert arms[(t, "random")]["sparsity"] == arms[(t, "magnitude")]["sparsity"] == pytest.approx(0.36, abs=1e-3)
+        assert arms[(t, "random")]["sparsity"] == arms[(t, "magnitude")]["sparsity"] == pytest.approx(0.2, abs=1e-3)
 
 
 def test_contrasts_are_the_paired_differences_of_the_stages_results(demo):
@@ -63,20 +63,20 @@ def test_contrasts_are_the_paired_differences_of_the_stages_results(demo):
     accuracy = {s["stage"]: json.loads((out / s["stage"] / "result.json").read_text())["test_accuracy"]
                 for s in results["students"]}
     contrasts = {c["contrast"]: c for c in results["contrasts"]}
-    assert list(contrasts) == ["magnitude round 2 - unpruned", "magnitude round 2 - dense round 2",
-                               "magnitude round 2 - random round 2", "dense round 2 - unpruned"]
-    question = contrasts["magnitude round 2 - dense round 2"]
-    expected = [[accuracy[f"teacher_seed{t}/student_magnitude_round_02_seed{s}"]
-                 - accuracy[f"teacher_seed{t}/student_dense_round_02_seed{s}"] for s in (0, 1)] for t in (0, 1)]
+    assert list(contrasts) == ["magnitude round 1 - unpruned", "magnitude round 1 - dense round 1",
+                               "magnitude round 1 - random round 1", "dense round 1 - unpruned"]
+    question = contrasts["magnitude round 1 - dense round 1"]
+    expected = [[accuracy[f"teacher_seed{t}/student_magnitude_round_01_seed{s}"]
+                 - accuracy[f"teacher_seed{t}/student_dense_round_01_seed{s}"] for s in (0, 1)] for t in (0, 1)]
     assert question["differences"] == expected
     assert question["mean"] == pytest.approx(sum(map(sum, expected)) / 4)
     assert question["df"] == 1 and question["teachers"] == 2 and question["seeds"] == 2
     assert all(c["p_holm"] >= c["p"] for c in contrasts.values() if c["p"] is not None)
     markdown = (out / "results.md").read_text()
     assert markdown.index("Is it the pruning, or the training?") < markdown.index("## Contrasts")
-    assert "| magnitude round 2 - dense round 2 |" in markdown
-    assert {b["arm"] for b in results["best_epochs"]} == {"scratch", "unpruned", "magnitude round 2",
-                                                          "dense round 2", "random round 2"}
+    assert "| magnitude round 1 - dense round 1 |" in markdown
+    assert {b["arm"] for b in results["best_epochs"]} == {"scratch", "unpruned", "magnitude round 1",
+                                                          "dense round 1", "random round 1"}
     for name in ("controls.png", "curves.png", "results.json", "config.json"):
         assert (out / name).exists(), name
 
@@ -88,7 +88,7 @@ def test_the_same_command_resumes_to_the_same_numbers_and_bad_values_stop_before
     assert again["train_seconds"] == results["train_seconds"]
     from pdjax import runs
 
-    for bad, words in ((["--set", "rounds=3"], "rounds=(3,) must lie in 1..prune.rounds (2)"),
+    for bad, words in ((["--set", "rounds=3"], "rounds=(3,) must lie in 1..prune.rounds (1)"),
                        (["--set", "criteria=none,random"], "magnitude included"),
                        (["--set", "prune.fraction=1.5"], "prune.fraction=1.5 must lie in [0, 1)"),
                        (["--set", "kd.alpha=2"], "kd.alpha=2.0 must lie in [0, 1]"),
@@ -127,3 +127,15 @@ def test_runs_split_by_teacher_pool_into_the_same_report(demo, tmp_path):
         module.main(ARGV + ["--set", "kd.alpha=0.5", "--pool", str(tmp_path / "t0"), "--out", str(tmp_path / "x")])
     with pytest.raises(ValueError, match=r"the parts hold teacher seeds \[0\], the config names \[0, 1\]"):
         module.main(ARGV + ["--pool", str(tmp_path / "t0"), "--out", str(tmp_path / "y")])
+
+
+def test_overrides_are_checked_once_on_the_final_config():
+    # prune.rounds=1 alone would leave rounds=(2,) out of range: the order of --set must not matter.
+    from pdjax import config as config_lib
+
+    module = load_experiment("pruning_controls")
+    for order in (["prune.rounds=1", "rounds=1"], ["rounds=1", "prune.rounds=1"]):
+        built = config_lib.override(module.demo(), order)
+        assert (built.rounds, built.prune.rounds) == ((1,), 1)
+    with pytest.raises(config_lib.ConfigError, match=r"rounds=\(3,\) must lie in 1..prune.rounds \(2\)"):
+        config_lib.override(module.demo(), ["rounds=3"])
