@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pdjax import models, parallel, presets
+from pdjax import models, paper, parallel
 
 
 def correctness(widths_scale: float, batch: int) -> list[dict]:
@@ -89,7 +89,7 @@ def throughput(batches, dtypes, widths_scale: float, repeats: int, peaks: dict) 
 
 def paper_estimate(rates: dict, dtype: str, batch: int) -> dict:
     train_images, val_images = 45_000, 5_000
-    train, prune, kd = presets.CIFAR_TRAIN, presets.CIFAR_PRUNE, presets.CIFAR_KD
+    train, prune, kd = paper.CIFAR_TRAIN, paper.CIFAR_PRUNE, paper.CIFAR_KD
     teacher_epochs = train.epochs + 7 * prune.epochs
     r = lambda label: rates[(dtype, batch, label)]
     seconds = {

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pdjax import artifacts, costs, masks as masks_lib, models, reports, runs, students  # noqa: E402
+from pdjax import artifacts, costs, masks as masks_lib, models, reports, students  # noqa: E402
+from pdjax.cli import runs  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 100

@@ -108,7 +108,8 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     sys.path.insert(0, str(ROOT))
-    from pdjax import reports, runs
+    from pdjax import reports
+    from pdjax.cli import runs
 
     print()
     print(runs.machine_note(runs.environment()))

@@ -31,13 +31,14 @@ from typing import Any, Sequence
 import jax
 
 import pdjax
+from pdjax.cli import config as cli_config, presets, runs
 from pdjax.train import Schedule
 
 EXPERIMENT = "compression_scheme"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.presets.TwoArmConfig):
+class Config(presets.TwoArmConfig):
     # Width rules of the derived students: "chain" (the paper's; always first, the others are
     # compared with it), "uniform", "balanced" (VGG arms only).
     width_rules: tuple[str, ...] = ("chain",)
@@ -48,11 +49,11 @@ class Config(pdjax.presets.TwoArmConfig):
         super().__post_init__()
         unknown = [r for r in self.width_rules if r not in pdjax.students.RULES]
         if unknown or not self.width_rules or self.width_rules[0] != "chain":
-            raise pdjax.config.ConfigError(
+            raise cli_config.ConfigError(
                 f"width_rules={self.width_rules}: start with 'chain', then any of "
                 f"{', '.join(pdjax.students.RULES)}")
         if not self.student_arms or any(a not in pdjax.pipeline.STUDENT_ARMS for a in self.student_arms):
-            raise pdjax.config.ConfigError(f"student_arms={self.student_arms}: some of "
+            raise cli_config.ConfigError(f"student_arms={self.student_arms}: some of "
                                            f"{', '.join(pdjax.pipeline.STUDENT_ARMS)}")
 
     def rules(self, arm: str) -> tuple[str, ...]:
@@ -65,7 +66,7 @@ def paper() -> Config:
 
 
 def cpu() -> Config:
-    # The self-distillation cpu preset's teachers and pruning (`pdjax.presets.two_arm_cpu`: 1/16
+    # The self-distillation cpu preset's teachers and pruning (`presets.two_arm_cpu`: 1/16
     # width, shared CIFAR-10 JPEGs, 3 seeds), with shorter student schedules: 3 rules x 3
     # sparsities x 2 arms x 3 seeds = 54 VGG students and 36 ResNet students must fit in the
     # 2.5 hours. Estimate (not a measurement) from the self-distillation run's uncontended rates
@@ -77,14 +78,14 @@ def cpu() -> Config:
                            weight_decay=5e-4)
     resnet_student = Schedule(epochs=6, batch_size=128, lr=0.05, milestones=(2, 4, 5), lr_factor=0.2,
                               weight_decay=5e-4)
-    return pdjax.presets.two_arm_cpu(Config, width_rules=("chain", "uniform", "balanced"),
+    return presets.two_arm_cpu(Config, width_rules=("chain", "uniform", "balanced"),
                                      student_arms=("scratch", "kd_pruned"),
                                      vgg_student=vgg_student, vgg_kd=vgg_student,
                                      resnet_student=resnet_student, resnet_kd=resnet_student)
 
 
 def demo() -> Config:
-    return dataclasses.replace(pdjax.presets.two_arm_demo(Config), cost_batch_size=64)
+    return dataclasses.replace(presets.two_arm_demo(Config), cost_batch_size=64)
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
@@ -195,8 +196,8 @@ def rule_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.Image
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__,
-                                                       arms=pdjax.presets.ARMS)
+    preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__,
+                                                       arms=presets.ARMS)
 
     def students(arm: str) -> list[pdjax.pipeline.StudentSpec]:
         # The chain rule's students keep the stage names of a one-rule run ("student_round_02_...").
@@ -221,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  f"dense):\n\n{pdjax.reports.markdown_table(rules, RULE_COLUMNS)}\n")
         return notes, {"costs": rows, "width_rules": rules}
 
-    return pdjax.runs.run_arms(config, out, EXPERIMENT, preset, run_config, students, costs)
+    return runs.run_arms(config, out, EXPERIMENT, preset, run_config, students, costs)
 
 
 if __name__ == "__main__":
-    pdjax.runs.run_cli(main, sys.argv[1:])
+    runs.run_cli(main, sys.argv[1:])

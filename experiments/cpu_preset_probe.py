@@ -20,6 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pdjax
+from pdjax.cli import presets, runs
 from pdjax.train import Schedule
 
 CANDIDATES = ("vgg19:1/8", "vgg11:1/16", "vgg11:1/8")
@@ -35,11 +36,11 @@ def main() -> None:
     parser.add_argument("--milestones", default=",".join(map(str, SCHEDULE.milestones)),
                         help="comma-separated epochs at which the learning rate drops")
     parser.add_argument("--lr", type=float, default=SCHEDULE.lr)
-    parser.add_argument("--data", default=pdjax.presets.SHARED_CIFAR10)
+    parser.add_argument("--data", default=presets.SHARED_CIFAR10)
     parser.add_argument("--out", default="runs/cpu_preset_probe")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    pdjax.runs.enable_compilation_cache()
+    runs.enable_compilation_cache()
     schedule = dataclasses.replace(SCHEDULE, epochs=args.epochs, lr=args.lr,
                                    milestones=tuple(int(m) for m in args.milestones.split(",") if m))
     data = pdjax.data.load(args.data)

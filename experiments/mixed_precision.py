@@ -27,7 +27,7 @@ EXPERIMENT = "mixed_precision"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.presets.ExperimentConfig):
+class Config(pdjax.pipeline.ExperimentConfig):
     data: str = "digits"
     models: tuple[str, ...] = ("vgg19", "vgg11")
     dtypes: tuple[str, ...] = ("float32", "bfloat16")
@@ -52,8 +52,8 @@ PRESETS = {"demo": demo, "cpu": cpu, "paper": paper}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__)
-    data = pdjax.runs.load_data(config, config.data)
+    preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
+    data = runs.load_data(config, config.data)
     rows = []
     for model in config.models:
         widths = pdjax.models.scaled_widths(model, config.width_multiplier)
@@ -75,12 +75,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     columns = [("model", "model", "s"), ("compute dtype", "compute dtype", "s"), ("seeds", "seeds", "d"),
                ("test acc per seed", "test acc per seed", "s"), ("mean", "mean test acc", ".4f"),
                ("std", "std", ".4f"), ("train s (mean)", "train s (mean)", ".1f")]
-    env = pdjax.runs.environment()
+    env = runs.environment()
     markdown = (f"# {EXPERIMENT}, preset `{preset}`\n\nCommand: `python experiments/{EXPERIMENT}.py "
                 f"--preset {preset}`\n\nData: {config.data}; widths x{config.width_multiplier:g}; "
                 f"{config.train.epochs} epochs; test accuracy of the best-validation epoch.\n\n"
                 + pdjax.reports.markdown_table(rows, columns)
-                + f"\n{pdjax.runs.machine_note(env)}\n")
+                + f"\n{runs.machine_note(env)}\n")
     results = {**run_config, "rows": rows, "environment": env}
     pdjax.reports.write_results(out, results, markdown)
     print(markdown)
@@ -88,4 +88,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    pdjax.runs.run_cli(main, sys.argv[1:])
+    runs.run_cli(main, sys.argv[1:])

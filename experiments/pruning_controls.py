@@ -33,6 +33,7 @@ import sys
 from typing import Any, Sequence
 
 import pdjax
+from pdjax.cli import presets, runs
 from pdjax.controls import ControlsConfig, ModelSpec
 from pdjax.distill import KDSpec
 from pdjax.pruning import PruneSpec
@@ -46,7 +47,7 @@ def paper() -> ControlsConfig:
 
 
 def paper_resnet() -> ControlsConfig:
-    p = pdjax.presets
+    p = pdjax.paper
     return ControlsConfig(data="folder:data/tiny-imagenet-200.zip", teacher=ModelSpec("resnet18"),
                           student=ModelSpec("vgg16_tiny"), teacher_train=p.TINY_TRAIN, student_scratch=p.TINY_TRAIN,
                           student_kd=p.TINY_KD, prune=PruneSpec(p.TINY_PRUNE))
@@ -74,7 +75,7 @@ def cpu() -> ControlsConfig:
     #   spread it detects 1.6 points (80% power), more with teacher spread; 1 point would need
     #   7 teachers x 2 seeds (about 6.5 hours) even without it.
     return ControlsConfig(
-        data=pdjax.presets.SHARED_CIFAR10, teacher=ModelSpec("vgg19", 1 / 8), student=ModelSpec("vgg11", 1 / 16),
+        data=presets.SHARED_CIFAR10, teacher=ModelSpec("vgg19", 1 / 8), student=ModelSpec("vgg11", 1 / 16),
         teacher_train=_shaped(30, 0.1), student_scratch=_shaped(30, 0.1), student_kd=_shaped(30, 0.1),
         prune=PruneSpec(Schedule(epochs=3, batch_size=128, lr=0.1, milestones=(1, 2), lr_factor=0.1,
                                  weight_decay=2e-4)),
@@ -86,7 +87,7 @@ def cpu_resnet() -> ControlsConfig:
     # (ResNet18 1/16 with a 4-wide stem, 25 epochs, rounds of 4 epochs; VGG16-tiny 1/8). The
     # student schedule is not probed yet: run `experiments/student_schedule_probe.py --family
     # resnet` and set it (and the seeds) from it and the measured times before the full run.
-    p = pdjax.presets
+    p = presets
     return ControlsConfig(
         data=p.SHARED_CIFAR10, teacher=ModelSpec("resnet18", p.CPU_RESNET_WIDTH, p.CPU_RESNET_STEM),
         student=ModelSpec("vgg16_tiny", 1 / 8), teacher_train=p.CPU_RESNET_TRAIN,
@@ -110,14 +111,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pooled = argparse.ArgumentParser(add_help=False)
     pooled.add_argument("--pool", nargs="+", default=None, metavar="RUN_DIR")
     parts, argv = pooled.parse_known_args(argv)
-    preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__)
-    data = pdjax.runs.load_data(config, config.data, out)
+    preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
+    data = runs.load_data(config, config.data, out)
     if parts.pool is None:
         result = pdjax.controls.run(config, out=out, data=data)
     else:
-        result = pdjax.controls.pool(config, pdjax.runs.load_parts(parts.pool, run_config, vary=("teacher_seeds",)))
-    return pdjax.runs.write_controls_report(out, result, EXPERIMENT, preset, run_config, data)
+        result = pdjax.controls.pool(config, runs.load_parts(parts.pool, run_config, vary=("teacher_seeds",)))
+    return runs.write_controls_report(out, result, EXPERIMENT, preset, run_config, data)
 
 
 if __name__ == "__main__":
-    pdjax.runs.run_cli(main, sys.argv[1:])
+    runs.run_cli(main, sys.argv[1:])

@@ -23,6 +23,7 @@ import sys
 from typing import Any, Sequence
 
 import pdjax
+from pdjax.cli import config as cli_config, presets, runs
 from pdjax.train import Schedule
 
 EXPERIMENT = "resnet18_to_vgg16_mobilenetv2"
@@ -30,18 +31,18 @@ STUDENTS = ("resnet18", "vgg16_tiny", "mobilenetv2")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.presets.ResNetConfig):  # resnet_stem_width narrows the teacher's stem
+class Config(pdjax.pipeline.ResNetConfig):  # resnet_stem_width narrows the teacher's stem
     data: str = "folder:data/tiny-imagenet-200.zip"
     students: tuple[str, ...] = STUDENTS
     # PAPER.md's Tiny-ImageNet schedules.
-    teacher_train: Schedule = pdjax.presets.TINY_TRAIN
-    prune: Schedule = pdjax.presets.TINY_PRUNE
-    resnet_scratch: Schedule = pdjax.presets.TINY_TRAIN
-    vgg_scratch: Schedule = pdjax.presets.TINY_TRAIN
-    mobilenet_scratch: Schedule = pdjax.presets.TINY_MOBILENET_TRAIN
-    resnet_kd: Schedule = pdjax.presets.TINY_KD
-    vgg_kd: Schedule = pdjax.presets.TINY_KD
-    mobilenet_kd: Schedule = pdjax.presets.TINY_MOBILENET_KD
+    teacher_train: Schedule = pdjax.paper.TINY_TRAIN
+    prune: Schedule = pdjax.paper.TINY_PRUNE
+    resnet_scratch: Schedule = pdjax.paper.TINY_TRAIN
+    vgg_scratch: Schedule = pdjax.paper.TINY_TRAIN
+    mobilenet_scratch: Schedule = pdjax.paper.TINY_MOBILENET_TRAIN
+    resnet_kd: Schedule = pdjax.paper.TINY_KD
+    vgg_kd: Schedule = pdjax.paper.TINY_KD
+    mobilenet_kd: Schedule = pdjax.paper.TINY_MOBILENET_KD
     # Width multipliers of the VGG16 and MobileNetV2 students; None: `width_multiplier` (the
     # teacher's, as in the paper, where every network is full width).
     vgg_width_multiplier: float | None = None
@@ -58,7 +59,7 @@ def paper() -> Config:
 
 def cpu() -> Config:
     # CIFAR-10 at 32x32 stands in for Tiny-ImageNet. The teacher, its pruning and the students'
-    # schedule are the self-distillation cpu preset's ResNet18 arm (`pdjax.presets.CPU_RESNET_*`:
+    # schedule are the self-distillation cpu preset's ResNet18 arm (`presets.CPU_RESNET_*`:
     # ResNet18 1/16 wide with a 4-wide stem, 25 epochs, 7 rounds of 4 epochs; validation accuracy
     # 0.6405 there). The ResNet18 self-student at exactly these settings is that run's
     # (results/self_distillation_cpu/resnet18), so it is left out here to fit the 2.5 hours;
@@ -71,13 +72,13 @@ def cpu() -> Config:
     # Budget (estimated from the probes' and the self-distillation run's rates, not measured
     # uncontended): teacher and pruning ~20 min, VGG16 students ~50 min, MobileNetV2 ~65 min (8
     # epochs), evaluation and compilation ~15 min: ~2.5 h.
-    resnet = pdjax.presets.CPU_RESNET_STUDENT
+    resnet = presets.CPU_RESNET_STUDENT
     mobilenet = Schedule(epochs=8, batch_size=128, lr=0.05, milestones=(2, 5, 6), lr_factor=0.2, weight_decay=5e-4)
-    return Config(data=pdjax.presets.SHARED_CIFAR10, width_multiplier=pdjax.presets.CPU_RESNET_WIDTH,
-                  resnet_stem_width=pdjax.presets.CPU_RESNET_STEM, seeds=(0, 1, 2),
+    return Config(data=presets.SHARED_CIFAR10, width_multiplier=presets.CPU_RESNET_WIDTH,
+                  resnet_stem_width=presets.CPU_RESNET_STEM, seeds=(0, 1, 2),
                   students=("vgg16_tiny", "mobilenetv2"), vgg_width_multiplier=1 / 8,
-                  mobilenet_width_multiplier=1 / 8, teacher_train=pdjax.presets.CPU_RESNET_TRAIN,
-                  prune=pdjax.presets.CPU_RESNET_PRUNE, resnet_scratch=resnet, resnet_kd=resnet,
+                  mobilenet_width_multiplier=1 / 8, teacher_train=presets.CPU_RESNET_TRAIN,
+                  prune=presets.CPU_RESNET_PRUNE, resnet_scratch=resnet, resnet_kd=resnet,
                   vgg_scratch=resnet, vgg_kd=resnet, mobilenet_scratch=mobilenet, mobilenet_kd=mobilenet)
 
 
@@ -95,11 +96,11 @@ PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__)
+    preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
     unknown = [s for s in config.students if s not in STUDENTS]
     if unknown or not config.students:
-        raise pdjax.config.ConfigError(f"students must be some of {', '.join(STUDENTS)}, got {config.students}")
-    data = pdjax.runs.load_data(config, config.data, out)
+        raise cli_config.ConfigError(f"students must be some of {', '.join(STUDENTS)}, got {config.students}")
+    data = runs.load_data(config, config.data, out)
     schedules = {"resnet18": (config.resnet_scratch, config.resnet_kd),
                  "vgg16_tiny": (config.vgg_scratch, config.vgg_kd),
                  "mobilenetv2": (config.mobilenet_scratch, config.mobilenet_kd)}
@@ -116,8 +117,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         notes = (f"These {data.image_shape[0]}x{data.image_shape[1]} images of {data.num_classes} classes stand "
                  "in for the paper's Tiny-ImageNet (64x64, 200 classes): the comparisons between students "
                  "are the paper's, the absolute accuracies are not comparable with its.\n\n")
-    return pdjax.runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes=notes)
+    return runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes=notes)
 
 
 if __name__ == "__main__":
-    pdjax.runs.run_cli(main, sys.argv[1:])
+    runs.run_cli(main, sys.argv[1:])

@@ -22,12 +22,13 @@ import sys
 from typing import Any, Sequence
 
 import pdjax
+from pdjax.cli import presets, runs
 
 EXPERIMENT = "self_distillation"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.presets.TwoArmConfig):
+class Config(presets.TwoArmConfig):
     pass
 
 
@@ -36,30 +37,30 @@ def paper() -> Config:
 
 
 def cpu() -> Config:
-    # Both arms at 1/16 width on the shared CIFAR-10 JPEGs, 3 seeds (`pdjax.presets.two_arm_cpu`),
+    # Both arms at 1/16 width on the shared CIFAR-10 JPEGs, 3 seeds (`presets.two_arm_cpu`),
     # within 2.5 hours on 2 cores: from uncontended rates (VGG19/16 train 1901 img/s, KD ~0.75 of
     # that; ResNet18/16 ~1000 and ~750), VGG arm ~50 min, ResNet arm ~80 min.
-    return pdjax.presets.two_arm_cpu(Config)
+    return presets.two_arm_cpu(Config)
 
 
 def demo() -> Config:
-    return pdjax.presets.two_arm_demo(Config)
+    return presets.two_arm_demo(Config)
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__,
-                                                       arms=pdjax.presets.ARMS)
+    preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__,
+                                                       arms=presets.ARMS)
 
     def students(arm: str) -> list[pdjax.pipeline.StudentSpec]:
         _, _, _, kd = config.arm(arm)
         return [pdjax.pipeline.StudentSpec("student", arm, scratch=config.student_schedule(arm), kd=kd,
                                            width_multiplier=config.width_multiplier)]
 
-    return pdjax.runs.run_arms(config, out, EXPERIMENT, preset, run_config, students)
+    return runs.run_arms(config, out, EXPERIMENT, preset, run_config, students)
 
 
 if __name__ == "__main__":
-    pdjax.runs.run_cli(main, sys.argv[1:])
+    runs.run_cli(main, sys.argv[1:])

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import pdjax
+from pdjax.cli import presets, runs
 from pdjax.train import Schedule
 
 # family -> (teacher, teacher width, teacher schedule, student, student width, student lr,
@@ -28,8 +29,8 @@ FAMILIES = {
     "vgg": ("vgg19", 1 / 8, Schedule(epochs=30, batch_size=128, lr=0.1, milestones=(9, 18, 24), lr_factor=0.2,
                                      weight_decay=5e-4),
             "vgg11", 1 / 16, 0.1, 0.2, {}),
-    "resnet": ("resnet18", pdjax.presets.CPU_RESNET_WIDTH, pdjax.presets.CPU_RESNET_TRAIN,
-               "vgg16_tiny", 1 / 8, 0.05, 0.2, {"resnet18": {"stem_width": pdjax.presets.CPU_RESNET_STEM}}),
+    "resnet": ("resnet18", presets.CPU_RESNET_WIDTH, presets.CPU_RESNET_TRAIN,
+               "vgg16_tiny", 1 / 8, 0.05, 0.2, {"resnet18": {"stem_width": presets.CPU_RESNET_STEM}}),
 }
 
 
@@ -43,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", choices=sorted(FAMILIES), default="vgg")
     parser.add_argument("--epochs", default=None, help="comma-separated schedule lengths (default per family)")
-    parser.add_argument("--data", default=pdjax.presets.SHARED_CIFAR10)
+    parser.add_argument("--data", default=presets.SHARED_CIFAR10)
     parser.add_argument("--out", default="runs/student_schedule_probe")
     args = parser.parse_args()
     teacher_name, teacher_width, teacher_schedule, student_name, student_width, lr, factor, options = \
@@ -77,11 +78,11 @@ def main() -> None:
         ("best_epoch", "best epoch", "d"), ("mean_val_last_20pct", "mean val acc, last 20% of epochs", ".4f"),
         ("train_seconds", "train s", ".1f")])
     pdjax.reports.write_results(out, {"family": args.family, "teacher": teacher_name, "student": student_name,
-                                      "environment": pdjax.runs.environment(), "rows": rows},
+                                      "environment": runs.environment(), "rows": rows},
                                 f"# Student schedule probe: {args.family} (validation accuracy only)\n\n{table}")
     print(table)
 
 
 if __name__ == "__main__":
-    pdjax.runs.enable_compilation_cache()
+    runs.enable_compilation_cache()
     main()

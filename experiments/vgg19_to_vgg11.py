@@ -33,6 +33,7 @@ import sys
 from typing import Any, Sequence
 
 import pdjax
+from pdjax.cli import config as cli_config, presets, runs
 from pdjax.train import Schedule
 
 EXPERIMENT = "vgg19_to_vgg11"
@@ -41,22 +42,22 @@ EXPERIMENT = "vgg19_to_vgg11"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.presets.ExperimentConfig):
+class Config(pdjax.pipeline.ExperimentConfig):
     data: str = "tfds:cifar100"
     teachers: tuple[str, ...] = ("vgg19", "vgg19_dbl")
     student: str = "vgg11"
     student_width_multiplier: float | None = None  # None: the teachers' width_multiplier
     # Teachers, and scratch students unless `student_train` is set (PAPER.md, CIFAR-100 VGG).
-    train: Schedule = pdjax.presets.CIFAR_TRAIN
+    train: Schedule = pdjax.paper.CIFAR_TRAIN
     student_train: Schedule | None = None  # the scratch students' schedule; None: `train`
     # Each pruning round (PAPER.md, CIFAR-100 pruning).
-    prune: Schedule = pdjax.presets.CIFAR_PRUNE
+    prune: Schedule = pdjax.paper.CIFAR_PRUNE
     prune_scope: str = "global"  # or "layerwise"
     rewind: str = "lr"  # "lr" (the paper), "weight" (to the teacher at rewind_epoch), "finetune"
     rewind_epoch: int = 0  # teacher epoch whose weights rewind="weight" restores
     finetune_lr: float = 1e-3
     # Distillation (PAPER.md, CIFAR-100 KD): students of the unpruned and of these rounds' teachers.
-    kd: Schedule = pdjax.presets.CIFAR_KD
+    kd: Schedule = pdjax.paper.CIFAR_KD
 
 
 def paper() -> Config:
@@ -77,7 +78,7 @@ def cpu() -> Config:
                        weight_decay=5e-4)
     student = Schedule(epochs=20, batch_size=128, lr=0.1, milestones=(6, 12, 16), lr_factor=0.2,
                        weight_decay=5e-4)
-    return Config(data=pdjax.presets.SHARED_CIFAR10, width_multiplier=1 / 8, student_width_multiplier=1 / 16,
+    return Config(data=presets.SHARED_CIFAR10, width_multiplier=1 / 8, student_width_multiplier=1 / 16,
                   seeds=(0, 1, 2), train=teacher, student_train=student, kd=student,
                   prune=Schedule(epochs=6, batch_size=128, lr=0.1, milestones=(2, 4),
                                  lr_factor=0.1, weight_decay=2e-4))
@@ -106,14 +107,14 @@ PRESETS = {"paper": paper, "cpu": cpu, "cpu_t4": cpu_t4, "demo": demo}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    preset, config, out, run_config = pdjax.runs.start(EXPERIMENT, PRESETS, argv, __doc__)
+    preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
     unknown = [t for t in config.teachers if t not in pdjax.models.NAMES]
     if unknown or not config.teachers or len(set(config.teachers)) != len(config.teachers):
-        raise pdjax.config.ConfigError(f"teachers must be distinct model names ({', '.join(pdjax.models.NAMES)}), "
+        raise cli_config.ConfigError(f"teachers must be distinct model names ({', '.join(pdjax.models.NAMES)}), "
                                        f"got {config.teachers}")
     if config.teacher_checkpoint is not None and len(config.teachers) > 1:
-        raise pdjax.config.ConfigError("teacher_checkpoint names one trained teacher: add --set teachers=NAME")
-    data = pdjax.runs.load_data(config, config.data, out)
+        raise cli_config.ConfigError("teacher_checkpoint names one trained teacher: add --set teachers=NAME")
+    data = runs.load_data(config, config.data, out)
     prune = pdjax.pipeline.PruneSpec(
         schedule=config.prune, rounds=config.prune_rounds, fraction=config.prune_fraction,
         scope=config.prune_scope, rewind=config.rewind, rewind_epoch=config.rewind_epoch,
@@ -124,8 +125,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = pdjax.pipeline.prune_then_distill(config, out=out, data=data, teacher=config.teachers,
                                                teacher_schedule=config.train, prune=prune, students=[student])
     notes = f"KD: T = {config.kd_temperature}, alpha = {config.kd_alpha}.\n\n"
-    return pdjax.runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes)
+    return runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes)
 
 
 if __name__ == "__main__":
-    pdjax.runs.run_cli(main, sys.argv[1:])
+    runs.run_cli(main, sys.argv[1:])

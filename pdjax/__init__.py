@@ -15,11 +15,12 @@
   pdjax.artifacts  any finished stage back in one call (`load_stage`), export for serving (`export`)
   pdjax.parallel   the device mesh (`data_mesh`), sharding helpers, multi-host start-up
   pdjax.checkpoints  orbax checkpoints (`Checkpointer`)
-  pdjax.presets    PAPER.md's schedules; the two-arm experiments' config
-  pdjax.config     experiment configs with presets and `--set` overrides
-  pdjax.runs       run directories, stages, the experiment CLI
+  pdjax.paper      PAPER.md's training schedules
+  pdjax.tensorboard  live training curves (`Writer`)
   pdjax.reports    result tables and plots
   pdjax.costs      parameters, FLOPs and measured inference images/s of a model
+The experiments' command line (`pdjax.cli`: `--set` overrides, run directories, reports,
+presets) is not part of it: `import pdjax` does not load it, and no library module imports it.
 """
 
 from pdjax import xla_flags as _xla_flags
@@ -30,8 +31,8 @@ from pdjax import compilation as _compilation  # noqa: E402
 
 _compilation.enable_cache()  # a persistent compilation cache; PDJAX_COMPILATION_CACHE=0 turns it off
 
-from pdjax import (artifacts, checkpoints, config, controls, costs, data, distill, masks, models, parallel,
-                   pipeline, presets, pruning, reports, runs, sparsity, stats, students, train)
+from pdjax import (artifacts, checkpoints, controls, costs, data, distill, masks, models, paper, parallel,
+                   pipeline, pruning, reports, sparsity, stats, students, tensorboard, train)
 from pdjax.checkpoints import Checkpointer
 from pdjax.data import DataError, ImageData, Split, load
 from pdjax.models import count_params
@@ -41,8 +42,8 @@ from pdjax.train import FitResult, Schedule, TrainState, evaluate, fit, make_eva
 __version__ = "0.1.0"
 
 __all__ = [
-    "artifacts", "checkpoints", "config", "controls", "costs", "data", "distill", "masks", "models", "parallel", "pipeline", "presets", "pruning",
-    "reports", "runs", "sparsity", "stats", "students", "train",
+    "artifacts", "checkpoints", "controls", "costs", "data", "distill", "masks", "models", "paper", "parallel",
+    "pipeline", "pruning", "reports", "sparsity", "stats", "students", "tensorboard", "train",
     "Checkpointer", "DataError", "ImageData", "Split", "load", "count_params", "data_mesh",
     "FitResult", "Schedule", "TrainState", "evaluate", "fit", "make_eval_step", "make_train_step",
     "sgd", "__version__",

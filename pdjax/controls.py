@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 from jax.sharding import Mesh
 
-from pdjax import distill, models, parallel, presets, pruning, reports, stats
+from pdjax import distill, models, paper, parallel, pruning, reports, stats
 from pdjax.data import ImageData
 from pdjax.distill import KDSpec
 from pdjax.pruning import PruneSpec
@@ -105,10 +105,10 @@ class ControlsConfig:
     data: str = "tfds:cifar100"
     teacher: ModelSpec = ModelSpec("vgg19")
     student: ModelSpec = ModelSpec("vgg11")
-    teacher_train: Schedule = presets.CIFAR_TRAIN
-    student_scratch: Schedule = presets.CIFAR_TRAIN
-    student_kd: Schedule = presets.CIFAR_KD
-    prune: PruneSpec = PruneSpec(presets.CIFAR_PRUNE)
+    teacher_train: Schedule = paper.CIFAR_TRAIN
+    student_scratch: Schedule = paper.CIFAR_TRAIN
+    student_kd: Schedule = paper.CIFAR_KD
+    prune: PruneSpec = PruneSpec(paper.CIFAR_PRUNE)
     kd: KDSpec = KDSpec()
     criteria: tuple[str, ...] = ("magnitude", "none", "random")
     rounds: tuple[int, ...] = (7,)

@@ -15,7 +15,7 @@ each student is trained once per seed (`..._seed<s>`) and reported as mean and s
 
 Usage:
     result = pdjax.pipeline.prune_then_distill(
-        pdjax.presets.ExperimentConfig(seeds=(0, 1, 2)), out="runs/x", data=data,
+        pdjax.pipeline.ExperimentConfig(seeds=(0, 1, 2)), out="runs/x", data=data,
         teacher="vgg19", teacher_schedule=schedule,
         prune=pdjax.pipeline.PruneSpec(schedule=per_round),
         students=[pdjax.pipeline.StudentSpec("student", "vgg11", scratch=schedule, kd=schedule)])
@@ -35,10 +35,69 @@ from jax.sharding import Mesh
 from pdjax import checkpoints, distill, masks as masks_lib, models, parallel, pruning, reports
 from pdjax import sparsity, stats, students as students_lib
 from pdjax import tensorboard as tensorboard_lib
-from pdjax.presets import ExperimentConfig
 from pdjax.data import ImageData
 from pdjax.train import FitResult, Schedule, fit
-from pdjax.types import Masks
+from pdjax.models import COMPUTE_DTYPES
+from pdjax.tensorboard import LOGS
+from pdjax.types import Masks, SpecError
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Fields every prune-then-distill experiment has (PAPER.md's values as defaults)."""
+
+    width_multiplier: float = 1.0  # of the teachers (and of fixed-width students)
+    seed: int = 0  # the validation split, the teacher and the pruning
+    seeds: tuple[int, ...] = (0,)  # students are trained once per seed (mean and std reported)
+    val_fraction: float = 0.1
+    max_train: int | None = None  # training images kept (before the validation hold-out)
+    max_test: int | None = None
+    data_dir: str | None = None  # tensorflow-datasets data directory
+    augment: bool = True
+    eval_batch_size: int = 500
+    prune_rounds: int = 7
+    prune_fraction: float = 0.2
+    kd_rounds: tuple[int, ...] = (2, 4, 7)  # ~36%, 59%, 79% sparsity at 20% per round
+    kd_temperature: float = 10.0
+    kd_alpha: float = 0.95
+    compute_dtype: str = "float32"  # "bfloat16": mixed precision (parameters stay float32)
+    teacher_checkpoint: str | None = None  # a trained teacher (stage dir or saved tree) to use
+    log: str = "none"  # "tensorboard": live curves of every stage under <run dir>/tensorboard/
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.compute_dtype in COMPUTE_DTYPES, f"compute_dtype={self.compute_dtype!r}: use one of "
+                                                   f"{', '.join(COMPUTE_DTYPES)}"),
+            (0 <= self.prune_fraction < 1, f"prune_fraction={self.prune_fraction} must lie in [0, 1)"),
+            (self.prune_rounds >= 0, f"prune_rounds={self.prune_rounds} must be >= 0"),
+            (self.width_multiplier > 0, f"width_multiplier={self.width_multiplier} must be > 0"),
+            (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
+            (len(self.seeds) > 0, "seeds must name at least one seed"),
+            (self.kd_temperature > 0, f"kd_temperature={self.kd_temperature} must be > 0"),
+            (0 <= self.kd_alpha <= 1, f"kd_alpha={self.kd_alpha} must lie in [0, 1]"),
+            (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
+            (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SpecError(message)
+
+    def model_options(self) -> dict[str, dict[str, Any]]:
+        """Options of `pdjax.models.get` per architecture (see `prune_then_distill`); none here."""
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetConfig(ExperimentConfig):
+    """An experiment with ResNet18 models, whose stem can be narrowed."""
+
+    # None: the paper's 64-wide ResNet stem at every width; a number narrows it in every ResNet18
+    # of the run (CPU scale: at 1/16 width the full stem costs 3/4 of the step)
+    resnet_stem_width: int | None = None
+
+    def model_options(self) -> dict[str, dict[str, int]]:
+        """Options of `pdjax.models.get` per architecture (see `prune_then_distill`)."""
+        return {} if self.resnet_stem_width is None else {"resnet18": {"stem_width": self.resnet_stem_width}}
 
 
 PruneSpec = pruning.PruneSpec  # how each teacher is pruned (its home is pdjax.pruning)
@@ -260,7 +319,7 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
     """Runs (or resumes) the whole method for one or several teachers and their students.
 
     Args:
-      config: the settings every experiment shares, passed whole (`pdjax.presets.ExperimentConfig`
+      config: the settings every experiment shares, passed whole (`ExperimentConfig`
         or an experiment's subclass; its defaults are the paper's): `kd_rounds` (the pruning
         rounds whose teachers are distilled, each in 1..prune.rounds), `width_multiplier` (of the
         teachers), `kd_temperature` and `kd_alpha`, `seeds` (each student is trained once per

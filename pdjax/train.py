@@ -346,7 +346,7 @@ class StopRequest:
     """While active (a `with` block in the main thread), SIGTERM sets `StopRequest.requested`
     instead of killing the process, so that training stops at its next checkpoint. The flag is
     process-wide: a notice that arrives between stages (or during an evaluation) stops the next
-    `fit` as soon as it can save. `pdjax.runs.run_cli` keeps it active for a whole experiment.
+    `fit` as soon as it can save. `pdjax.cli.runs.run_cli` keeps it active for a whole experiment.
     Elsewhere it does nothing."""
 
     requested = False

@@ -86,7 +86,7 @@ def test_the_same_command_resumes_to_the_same_numbers_and_bad_values_stop_before
     again = module.main(ARGV + ["--out", str(out)])
     assert again["students"] == results["students"] and again["contrasts"] == results["contrasts"]
     assert again["train_seconds"] == results["train_seconds"]
-    from pdjax import runs
+    from pdjax.cli import runs
 
     for bad, words in ((["--set", "rounds=3"], "rounds=(3,) must lie in 1..prune.rounds (1)"),
                        (["--set", "criteria=none,random"], "magnitude included"),
@@ -121,7 +121,7 @@ def test_runs_split_by_teacher_pool_into_the_same_report(demo, tmp_path):
     pooled = module.main(ARGV + ["--pool", str(tmp_path / "t0"), str(tmp_path / "t1"), "--out", str(tmp_path / "all")])
     assert pooled["contrasts"] == results["contrasts"] and len(pooled["students"]) == len(results["students"])
     assert (tmp_path / "all" / "results.md").exists()
-    from pdjax import runs
+    from pdjax.cli import runs
 
     with pytest.raises(runs.RunDirError, match=r"t0 is not a part of this run \(differs in: kd.alpha\)"):
         module.main(ARGV + ["--set", "kd.alpha=0.5", "--pool", str(tmp_path / "t0"), "--out", str(tmp_path / "x")])
@@ -131,7 +131,7 @@ def test_runs_split_by_teacher_pool_into_the_same_report(demo, tmp_path):
 
 def test_overrides_are_checked_once_on_the_final_config():
     # prune.rounds=1 alone would leave rounds=(2,) out of range: the order of --set must not matter.
-    from pdjax import config as config_lib
+    from pdjax.cli import config as config_lib
 
     module = load_experiment("pruning_controls")
     for order in (["prune.rounds=1", "rounds=1"], ["rounds=1", "prune.rounds=1"]):

@@ -249,7 +249,7 @@ def test_batches_cover_the_split():
 def test_a_run_refuses_data_that_changed_since_it_started(tmp_path):
     from types import SimpleNamespace
 
-    from pdjax import runs
+    from pdjax.cli import runs
 
     write_tree(tmp_path / "images", size=(32, 32))
     config = SimpleNamespace(val_fraction=0.0, seed=0, max_train=None, max_test=None)

@@ -8,8 +8,8 @@ from pathlib import Path
 import jax
 import pytest
 
-from pdjax import config as config_lib
-from pdjax import runs
+from pdjax.cli import config as config_lib
+from pdjax.cli import runs
 from pdjax.train import Schedule
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ import jax
 
 from pdjax import data as data_lib
 from pdjax import checkpoints, compilation, controls, parallel, pipeline, reports
-from pdjax.config import ConfigError, diff, parse_args, to_dict
+from pdjax.cli.config import ConfigError, diff, parse_args, to_dict
 from pdjax.data import DataError
 from pdjax.masks import MaskError
 from pdjax.records import StaleRunError
@@ -362,7 +362,7 @@ def run_arms(config: Any, out: Path, experiment: str, preset: str, run_config: M
              students: Callable[[str], Sequence[Any]],
              after: Callable[[str, Any, data_lib.ImageData], tuple[str, dict[str, Any]]] | None = None
              ) -> dict[str, dict[str, Any]]:
-    """Runs `pdjax.pipeline.prune_then_distill` for each arm of a `pdjax.presets.TwoArmConfig`
+    """Runs `pdjax.pipeline.prune_then_distill` for each arm of a `pdjax.cli.presets.TwoArmConfig`
     in `out/<arm>/`, writes each arm's report and a top-level index.
 
     Args:

@@ -1,98 +1,20 @@
-"""PAPER.md's training schedules, and the config shared by the two-arm experiments
-(a VGG19 arm on CIFAR-100 and a ResNet18 arm on Tiny-ImageNet)."""
+"""The experiments' shared presets: the two-arm experiments' config (a VGG19 arm on CIFAR-100 and a
+ResNet18 arm on Tiny-ImageNet) and the CPU-scale settings several experiments share."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, TypeVar
 
-from pdjax.config import ConfigError
-from pdjax.models import COMPUTE_DTYPES
-from pdjax.tensorboard import LOGS
+from pdjax.paper import CIFAR_KD, CIFAR_PRUNE, CIFAR_TRAIN, TINY_KD, TINY_PRUNE, TINY_TRAIN
+from pdjax.pipeline import ResNetConfig
 from pdjax.train import Schedule
-
-# CIFAR-100, VGG: teacher, scratch students and KD; each pruning round.
-CIFAR_TRAIN = Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160), lr_factor=0.2,
-                       weight_decay=5e-4)
-CIFAR_KD = CIFAR_TRAIN
-CIFAR_PRUNE = Schedule(epochs=130, batch_size=128, lr=0.1, milestones=(39, 84), lr_factor=0.1,
-                       weight_decay=2e-4)
-# Tiny-ImageNet: ResNet18 / VGG16 teachers and scratch students; MobileNetV2 from scratch;
-# each ResNet18 pruning round; KD into ResNet18 / VGG16 and into MobileNetV2.
-TINY_TRAIN = Schedule(epochs=100, batch_size=128, lr=0.01, milestones=(30, 60, 80), lr_factor=0.1,
-                      weight_decay=1e-4)
-TINY_MOBILENET_TRAIN = Schedule(epochs=120, batch_size=256, lr=0.05, milestones=(60, 80, 100),
-                                lr_factor=0.1, weight_decay=5e-4)
-TINY_PRUNE = Schedule(epochs=50, batch_size=512, lr=0.04, milestones=(10, 30), lr_factor=0.1,
-                      weight_decay=1e-4)
-TINY_KD = Schedule(epochs=100, batch_size=256, lr=0.01, milestones=(30, 60, 80), lr_factor=0.2,
-                   weight_decay=5e-4)
-TINY_MOBILENET_KD = Schedule(epochs=100, batch_size=256, lr=0.05, milestones=(60, 80), lr_factor=0.1,
-                             weight_decay=5e-4)
 
 ARMS = ("vgg19", "resnet18")
 # The CIFAR-10 JPEGs shared with the project (../shared/datasets/README.md), as a data source
 # relative to the repository root, from where experiments are run: no machine's absolute path
 # ends up in a committed result.
 SHARED_CIFAR10 = "folder:../shared/datasets/cifar10-jpeg.zip"
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-    """Fields every prune-then-distill experiment has (PAPER.md's values as defaults)."""
-
-    width_multiplier: float = 1.0  # of the teachers (and of fixed-width students)
-    seed: int = 0  # the validation split, the teacher and the pruning
-    seeds: tuple[int, ...] = (0,)  # students are trained once per seed (mean and std reported)
-    val_fraction: float = 0.1
-    max_train: int | None = None  # training images kept (before the validation hold-out)
-    max_test: int | None = None
-    data_dir: str | None = None  # tensorflow-datasets data directory
-    augment: bool = True
-    eval_batch_size: int = 500
-    prune_rounds: int = 7
-    prune_fraction: float = 0.2
-    kd_rounds: tuple[int, ...] = (2, 4, 7)  # ~36%, 59%, 79% sparsity at 20% per round
-    kd_temperature: float = 10.0
-    kd_alpha: float = 0.95
-    compute_dtype: str = "float32"  # "bfloat16": mixed precision (parameters stay float32)
-    teacher_checkpoint: str | None = None  # a trained teacher (stage dir or saved tree) to use
-    log: str = "none"  # "tensorboard": live curves of every stage under <run dir>/tensorboard/
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.compute_dtype in COMPUTE_DTYPES, f"compute_dtype={self.compute_dtype!r}: use one of "
-                                                   f"{', '.join(COMPUTE_DTYPES)}"),
-            (0 <= self.prune_fraction < 1, f"prune_fraction={self.prune_fraction} must lie in [0, 1)"),
-            (self.prune_rounds >= 0, f"prune_rounds={self.prune_rounds} must be >= 0"),
-            (self.width_multiplier > 0, f"width_multiplier={self.width_multiplier} must be > 0"),
-            (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
-            (len(self.seeds) > 0, "seeds must name at least one seed"),
-            (self.kd_temperature > 0, f"kd_temperature={self.kd_temperature} must be > 0"),
-            (0 <= self.kd_alpha <= 1, f"kd_alpha={self.kd_alpha} must lie in [0, 1]"),
-            (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
-            (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    def model_options(self) -> dict[str, dict[str, Any]]:
-        """Options of `pdjax.models.get` per architecture (see `prune_then_distill`); none here."""
-        return {}
-
-
-@dataclasses.dataclass(frozen=True)
-class ResNetConfig(ExperimentConfig):
-    """An experiment with ResNet18 models, whose stem can be narrowed."""
-
-    # None: the paper's 64-wide ResNet stem at every width; a number narrows it in every ResNet18
-    # of the run (CPU scale: at 1/16 width the full stem costs 3/4 of the step)
-    resnet_stem_width: int | None = None
-
-    def model_options(self) -> dict[str, dict[str, int]]:
-        """Options of `pdjax.models.get` per architecture (see `prune_then_distill`)."""
-        return {} if self.resnet_stem_width is None else {"resnet18": {"stem_width": self.resnet_stem_width}}
 
 
 @dataclasses.dataclass(frozen=True)
