@@ -20,6 +20,7 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pdjax  # noqa: E402
+from pdjax.cli import runs  # noqa: E402
 import vgg19_to_vgg11  # noqa: E402
 from pdjax.train import Schedule  # noqa: E402
 
