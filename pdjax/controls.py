@@ -410,8 +410,9 @@ def answer(result: ControlsResult) -> str:
     for row in result.contrasts():
         if (row["a"].split()[0], row["b"].split()[0]) != ("magnitude", "dense"):
             continue
-        if row["low"] is None:
-            lines.append(f"Round {row['round']}: magnitude - dense {100 * row['mean']:+.2f} points, no interval "
+        if row["low"] is None or row["p_holm"] is None:
+            why = "no interval" if row["low"] is None else "every teacher's difference the same, no test"
+            lines.append(f"Round {row['round']}: magnitude - dense {100 * row['mean']:+.2f} points, {why} "
                          f"({row['teachers']} teacher(s) x {row['seeds']} seed(s)).")
             continue
         significant = row["p_holm"] is not None and row["p_holm"] < 0.05

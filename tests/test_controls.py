@@ -1,5 +1,6 @@
 """The pruning-controls design (pdjax.controls, experiments/pruning_controls.py) on its demo preset."""
 
+import dataclasses
 import json
 
 import jax
@@ -11,9 +12,10 @@ from pdjax.types import SpecError
 from test_experiments import load_experiment
 
 # The demo preset on fewer images and epochs: 2 teachers x (magnitude, dense, random) x 1
-# round, 2 student seeds, every model one epoch (tests/test_pruning.py runs longer sequences).
+# round, one student seed, every model one epoch (tests/test_pruning.py runs longer sequences;
+# tests/test_stats.py the statistics of several seeds).
 ARGV = ["--preset", "demo", "--set", "max_train=320", "--set", "max_test=100", "--set", "rounds=1",
-        "--set", "prune.rounds=1"]
+        "--set", "prune.rounds=1", "--set", "seeds=0"]
 for _key in ("teacher_train", "student_scratch", "student_kd"):
     ARGV += ["--set", f"{_key}.epochs=1", "--set", f"{_key}.milestones="]
 
@@ -31,13 +33,11 @@ def test_every_teacher_gets_three_sequences_and_every_arm_its_paired_students(de
     students = results["students"]
     assert sorted({(s["arm"], s["round"]) for s in students}) == sorted(
         [("scratch", None), ("unpruned", None), ("magnitude", 1), ("dense", 1), ("random", 1)])
-    assert len(students) == 2 + 2 * 2 * 4  # scratch per seed; per teacher and seed four KD arms
-    # Seed s of every arm starts from the same student weights and data order; seeds differ.
-    digests = {}
-    for s in students:
-        record = json.loads((out / s["stage"] / "stage.json").read_text())
-        digests.setdefault(s["seed"], set()).add((record["initial_variables"], record["seed"]))
-    assert all(len(d) == 1 for d in digests.values()) and digests[0] != digests[1]
+    assert len(students) == 1 + 2 * 4  # scratch; per teacher four KD arms
+    # The seed's students of every arm and teacher start from the same weights and data order.
+    starts = {(json.loads((out / s["stage"] / "stage.json").read_text())["initial_variables"], s["seed"])
+              for s in students}
+    assert len(starts) == 1  # one initialisation and fit seed for all nine students
     # The sequences: random keeps magnitude's per-layer counts at other positions; dense prunes
     # nothing; all three retrained for the same epochs.
     template = models.init(models.get("vgg11", 10, widths=config.teacher.widths), jax.random.key(0), (32, 32, 3))
@@ -66,11 +66,11 @@ def test_contrasts_are_the_paired_differences_of_the_stages_results(demo):
     assert list(contrasts) == ["magnitude round 1 - unpruned", "magnitude round 1 - dense round 1",
                                "magnitude round 1 - random round 1", "dense round 1 - unpruned"]
     question = contrasts["magnitude round 1 - dense round 1"]
-    expected = [[accuracy[f"teacher_seed{t}/student_magnitude_round_01_seed{s}"]
-                 - accuracy[f"teacher_seed{t}/student_dense_round_01_seed{s}"] for s in (0, 1)] for t in (0, 1)]
+    expected = [[accuracy[f"teacher_seed{t}/student_magnitude_round_01_seed0"]
+                 - accuracy[f"teacher_seed{t}/student_dense_round_01_seed0"]] for t in (0, 1)]
     assert question["differences"] == expected
-    assert question["mean"] == pytest.approx(sum(map(sum, expected)) / 4)
-    assert question["df"] == 1 and question["teachers"] == 2 and question["seeds"] == 2
+    assert question["mean"] == pytest.approx(sum(map(sum, expected)) / 2)
+    assert question["df"] == 1 and question["teachers"] == 2 and question["seeds"] == 1
     assert all(c["p_holm"] >= c["p"] for c in contrasts.values() if c["p"] is not None)
     markdown = (out / "results.md").read_text()
     assert markdown.index("Is it the pruning, or the training?") < markdown.index("## Contrasts")
@@ -139,3 +139,43 @@ def test_overrides_are_checked_once_on_the_final_config():
         assert (built.rounds, built.prune.rounds) == ((1,), 1)
     with pytest.raises(config_lib.ConfigError, match=r"rounds=\(3,\) must lie in 1..prune.rounds \(2\)"):
         config_lib.override(module.demo(), ["rounds=3"])
+
+
+def test_every_stage_of_the_demo_run_loads_and_gives_its_test_accuracy(demo):
+    # pdjax.artifacts.load_stage on every stage the run made: teachers, the three sequences'
+    # rounds, scratch and KD students.
+    import numpy as np
+
+    from pdjax import artifacts, data as data_lib
+
+    _, out, _ = demo
+    data = data_lib.load("digits", max_train=320, max_test=100)
+    stages = sorted(p.parent for p in out.rglob("stage.json"))
+    assert len(stages) == 1 + 2 * (1 + 3) + 2 * 4  # scratch, teachers and rounds, KD students
+    for path in stages:
+        stage = artifacts.load_stage(path)
+        predicted = np.argmax(artifacts.logits(stage, data.test.images), -1)
+        saved = json.loads((path / "result.json").read_text())["test_accuracy"]
+        assert float(np.mean(predicted == data.test.labels)) == pytest.approx(saved, abs=1e-6), path
+        assert (stage.masks is not None) == ("/magnitude/" in str(path) or "/random/" in str(path) or "/dense/" in str(path))
+
+
+def test_the_report_states_what_it_cannot_test():
+    # Teachers whose differences are all equal leave no spread: no p-value, and the answer says
+    # so rather than failing to print one; one teacher gives a paired test over seeds only.
+    config = controls.ControlsConfig(teacher_seeds=(0, 1), seeds=(0,), rounds=(1,), criteria=("magnitude", "none"),
+                                     prune=pruning.PruneSpec(controls.ControlsConfig().prune.schedule, rounds=1))
+
+    def student(arm, round, teacher, accuracy):
+        return controls.Student(arm, round, teacher, 0, f"t{teacher}/{arm}", accuracy, accuracy, 1, 1)
+
+    students = [student("scratch", None, None, 0.5)]
+    for t in (0, 1):
+        students += [student("unpruned", None, t, 0.60), student("magnitude", 1, t, 0.62), student("dense", 1, t, 0.61)]
+    result = controls.ControlsResult(config, [], students, [], {})
+    question = next(c for c in result.contrasts() if c["contrast"] == "magnitude round 1 - dense round 1")
+    assert question["mean"] == pytest.approx(0.01) and question["p"] is None and question["p_holm"] is None
+    assert "+1.00 points, every teacher's difference the same, no test (2 teacher(s) x 1 seed(s))" in controls.answer(result)
+    assert "## Contrasts" in controls.report(result, "t")
+    one = controls.ControlsResult(dataclasses.replace(config, teacher_seeds=(0,)), [], students[:4], [], {})
+    assert "no interval (1 teacher(s) x 1 seed(s))" in controls.answer(one)

@@ -190,7 +190,7 @@ def test_mobilenetv2_stem_stride_2_leaves_a_2x2_map_at_64px():
     assert final_map(stem_strides=1) == (1, 4, 4, 1280)
 
 
-@pytest.mark.parametrize("name", ["vgg19", "resnet18", "mobilenetv2"])  # each family's layers
+@pytest.mark.parametrize("name", ["vgg19", "resnet18"])  # plain and residual convolutions, BatchNorm
 def test_cheap_init_compile_gives_the_values_of_a_full_one(name):
     # models.init compiles at XLA:CPU backend level 1 (pdjax.compilation.one_off): a one-off
     # function need not be optimised, and its values must be level 2's, bit for bit (level 0's
