@@ -17,6 +17,11 @@ if os.environ.get("PDJAX_TEST_USER_XLA") != "1":
     os.environ["PDJAX_XLA_DEFAULTS"] = TEST_ENV["PDJAX_XLA_DEFAULTS"]
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_ENV['XLA_FLAGS']}".strip()
 
+# fit checkpoints at most once a minute by default (pdjax.train.CHECKPOINT_SECONDS); the tests'
+# stages take seconds, so they checkpoint every epoch, as their resume and crash tests expect
+# (test_train.py tests the interval itself). Subprocesses inherit it.
+os.environ["PDJAX_CHECKPOINT_SECONDS"] = "0"
+
 import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)

@@ -246,6 +246,53 @@ def test_sigterm_saves_mid_epoch_and_the_resumed_run_ends_the_same(digits, whole
     assert resumed.test_accuracy == whole.test_accuracy
 
 
+def test_checkpoints_wait_for_the_interval_and_a_stop_or_the_last_epoch(digits, whole, tmp_path, monkeypatch):
+    # The suite checkpoints every epoch (conftest.py); a user's default is once a minute.
+    from pdjax import checkpoints
+
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    saved, real_save = [], checkpoints.Checkpointer.save
+
+    def save(self, step, tree, meta):
+        saved.append(meta["epoch"])
+        real_save(self, step, tree, meta)
+
+    monkeypatch.setattr(checkpoints.Checkpointer, "save", save)
+    fit = lambda **kw: train.fit(model, digits, SCHEDULE, workdir=tmp_path / "run", seed=0, progress=False,  # noqa: E731
+                                 checkpoint_seconds=3600, **kw)
+    # A SIGTERM at the end of epoch 1 saves it although the interval has not passed; epoch 2 is
+    # then not saved (an hour has not passed), epoch 3, the last, is.
+    with pytest.raises(train.Preempted):
+        fit(on_epoch_end=_stop_after(1))
+    epochs_run = []
+    resumed = fit(on_epoch_end=lambda e, _: epochs_run.append(e))
+    assert saved == [1, 3] and epochs_run == [2, 3]
+    chex.assert_trees_all_equal(resumed.variables, whole.variables)
+    # A crash loses the epochs since the last checkpoint: they are trained again, to the same numbers.
+    saved.clear()
+
+    def crash_after_two(epoch, _):
+        if epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        fit(restart=True, on_epoch_end=crash_after_two)
+    assert saved == []
+    epochs_run.clear()
+    again = fit(on_epoch_end=lambda e, _: epochs_run.append(e))
+    assert epochs_run == [1, 2, 3] and saved == [3]
+    assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in whole.history]
+    monkeypatch.setenv("PDJAX_CHECKPOINT_SECONDS", "0")
+    assert train.checkpoint_interval() == 0.0 and train.checkpoint_interval(5) == 5.0
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv("PDJAX_CHECKPOINT_SECONDS", bad)
+        with pytest.raises(train.SpecError, match=f"PDJAX_CHECKPOINT_SECONDS='{bad}' must be a number >= 0"):
+            train.checkpoint_interval()
+    with pytest.raises(train.SpecError, match=r"checkpoint_seconds=-1 must be a number >= 0"):
+        train.fit(model, digits, SCHEDULE, workdir=tmp_path / "bad", checkpoint_seconds=-1)
+    assert not (tmp_path / "bad").exists()  # checked before anything is written
+
+
 def _stop_after(epoch_to_stop):
     import os
     import signal
