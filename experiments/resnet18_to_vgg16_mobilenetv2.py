@@ -109,8 +109,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 for name in config.students]
     result = pdjax.pipeline.prune_then_distill(
         config, out=out, data=data, teacher="resnet18", teacher_schedule=config.teacher_train,
-        prune=pdjax.pipeline.PruneSpec(schedule=config.prune, rounds=config.prune_rounds,
-                                       fraction=config.prune_fraction),
+        prune=config.prune_spec(config.prune),
         students=students)
     notes = ""
     if data.num_classes != 200 or data.image_shape[:2] != (64, 64):

@@ -115,15 +115,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if config.teacher_checkpoint is not None and len(config.teachers) > 1:
         raise cli_config.ConfigError("teacher_checkpoint names one trained teacher: add --set teachers=NAME")
     data = runs.load_data(config, config.data, out)
-    prune = pdjax.pipeline.PruneSpec(
-        schedule=config.prune, rounds=config.prune_rounds, fraction=config.prune_fraction,
-        scope=config.prune_scope, rewind=config.rewind, rewind_epoch=config.rewind_epoch,
-        finetune_lr=config.finetune_lr)
     student_multiplier = config.student_width_multiplier or config.width_multiplier
     student = pdjax.pipeline.StudentSpec("student", config.student, scratch=config.student_train or config.train,
                                          kd=config.kd, width_multiplier=student_multiplier)
     result = pdjax.pipeline.prune_then_distill(config, out=out, data=data, teacher=config.teachers,
-                                               teacher_schedule=config.train, prune=prune, students=[student])
+                                               teacher_schedule=config.train, prune=config.prune_spec(config.prune),
+                                               students=[student])
     notes = f"KD: T = {config.kd_temperature}, alpha = {config.kd_alpha}.\n\n"
     return runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, ClassVar, Mapping, NamedTuple, Sequence
 
 import jax
 from jax.sharding import Mesh
@@ -68,8 +68,6 @@ class ExperimentConfig:
         checks = [
             (self.compute_dtype in COMPUTE_DTYPES, f"compute_dtype={self.compute_dtype!r}: use one of "
                                                    f"{', '.join(COMPUTE_DTYPES)}"),
-            (0 <= self.prune_fraction < 1, f"prune_fraction={self.prune_fraction} must lie in [0, 1)"),
-            (self.prune_rounds >= 0, f"prune_rounds={self.prune_rounds} must be >= 0"),
             (self.width_multiplier > 0, f"width_multiplier={self.width_multiplier} must be > 0"),
             (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
             (len(self.seeds) > 0, "seeds must name at least one seed"),
@@ -81,6 +79,32 @@ class ExperimentConfig:
         for ok, message in checks:
             if not ok:
                 raise SpecError(message)
+        self.prune_spec(self.PRUNE_CHECK_SCHEDULE)  # the pruning values, checked where they are owned
+
+    # `pruning.PruneSpec`'s fields under the names of this config's keys (a subclass that has
+    # the key sets the field; the others keep PruneSpec's defaults).
+    PRUNE_KEYS: ClassVar[dict[str, str]] = {
+        "rounds": "prune_rounds", "fraction": "prune_fraction", "scope": "prune_scope", "rewind": "rewind",
+        "rewind_epoch": "rewind_epoch", "finetune_lr": "finetune_lr"}
+    # Any schedule: PruneSpec checks its other fields, the schedule checks itself.
+    PRUNE_CHECK_SCHEDULE: ClassVar[Schedule] = Schedule(epochs=1, batch_size=1, lr=0.1)
+
+    def prune_spec(self, schedule: Schedule) -> pruning.PruneSpec:
+        """How this experiment prunes its teacher, each round trained on `schedule`.
+
+        Raises:
+          SpecError: a pruning value is out of range, named by this config's key.
+        """
+        fields = {field: getattr(self, key) for field, key in self.PRUNE_KEYS.items() if hasattr(self, key)}
+        try:
+            return pruning.PruneSpec(schedule, **fields)
+        except SpecError as err:
+            message = str(err)
+            for field, key in self.PRUNE_KEYS.items():
+                if message.startswith(f"prune.{field}="):
+                    message = key + message[len(f"prune.{field}"):]
+                    break
+            raise SpecError(message) from None
 
     def model_options(self) -> dict[str, dict[str, Any]]:
         """Options of `pdjax.models.get` per architecture (see `prune_then_distill`); none here."""

@@ -627,7 +627,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
       progress: show a progress bar (first process only).
       log_every: steps between progress-bar metric updates (each one waits for the device).
       restart: delete `workdir` and train from the start.
-      on_epoch_end: called with (epoch, metrics) after each epoch's checkpoint.
+      on_epoch_end: called with (epoch, metrics) after each epoch (and its checkpoint, if one was
+        due).
       on_step: called with (global step, that step's metrics as device arrays, not waited for)
         right after each train step is dispatched, before any checkpoint of it (the crash tests
         kill the process from here).
@@ -727,10 +728,11 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
             if on_variables is not None:  # before the checkpoint: a resume never skips it
                 on_variables(epoch + 1, state.variables)
             # Every process takes the same decision (an orbax save involves all of them).
-            stopping = parallel.any_process(stop.requested) and epoch + 1 < schedule.epochs
-            if epoch + 1 == schedule.epochs or stopping or \
-                    parallel.any_process(time.monotonic() - last_save >= checkpoint_seconds):
-                store.save((epoch + 1) * steps_per_epoch, {"state": state, "best": best}, meta)
+            step = (epoch + 1) * steps_per_epoch
+            saved = epoch + 1 == schedule.epochs or \
+                parallel.any_process(stop.requested or time.monotonic() - last_save >= checkpoint_seconds)
+            if saved:
+                store.save(step, {"state": state, "best": best}, meta)
                 last_save = time.monotonic()
             store.metrics(history)
             if main:
@@ -741,7 +743,9 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
                 writer.epoch(epoch + 1, record)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
-            if stopping:
+            if parallel.any_process(stop.requested) and epoch + 1 < schedule.epochs:
+                if not saved:  # the request came after the checkpoint decision
+                    store.save(step, {"state": state, "best": best}, meta)
                 raise stop.honour(f"{name}: stopped by SIGTERM after epoch {epoch + 1}/{schedule.epochs}; "
                                   f"checkpoint saved in {store.where}; run the same command again "
                                   "to resume")

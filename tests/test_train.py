@@ -262,7 +262,7 @@ def test_checkpoints_wait_for_the_interval_and_a_stop_or_the_last_epoch(digits, 
                                  checkpoint_seconds=3600, **kw)
     # A SIGTERM at the end of epoch 1 saves it although the interval has not passed; epoch 2 is
     # then not saved (an hour has not passed), epoch 3, the last, is.
-    with pytest.raises(train.Preempted):
+    with pytest.raises(train.Preempted, match="after epoch 1/3"):
         fit(on_epoch_end=_stop_after(1))
     epochs_run = []
     resumed = fit(on_epoch_end=lambda e, _: epochs_run.append(e))

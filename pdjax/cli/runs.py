@@ -375,7 +375,7 @@ def run_arms(config: Any, out: Path, experiment: str, preset: str, run_config: M
         data = load_data(config, source, out / arm)
         result = pipeline.prune_then_distill(
             config, out=out / arm, data=data, teacher=arm, teacher_schedule=train,
-            prune=pipeline.PruneSpec(schedule=prune, rounds=config.prune_rounds, fraction=config.prune_fraction),
+            prune=config.prune_spec(prune),
             students=students(arm))
         notes, extra = after(arm, result, data) if after is not None else ("", {})
         arm_config = {**run_config, "arm": arm, "config": {**run_config["config"], "data": source}}
