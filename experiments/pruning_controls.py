@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if parts.pool is None:
         result = pdjax.controls.run(config, out=out, data=data)
     else:
-        result = pdjax.controls.pool(config, runs.load_parts(parts.pool, run_config, vary=("teacher_seeds",)))
+        result = pdjax.controls.pool(config, runs.load_parts(parts.pool, run_config, vary=("teacher_seeds",),
+                                                                    defaults=runs.to_dict(type(config)())))
     return runs.write_controls_report(out, result, EXPERIMENT, preset, run_config, data)
 
 

@@ -116,6 +116,8 @@ def test_runs_split_by_teacher_pool_into_the_same_report(demo, tmp_path):
                 "teachers": [x for x in results["teachers"] if x["teacher_seed"] == t],
                 "students": [s for s in results["students"] if s["teacher_seed"] in (t, None)],
                 "rows": [r for r in results["rows"] if not r["stage"].startswith(f"teacher_seed{1 - t}/")]}
+        if t == 0:  # a part made before the `log` key existed still pools while the run keeps its default
+            del part["config"]["log"]
         (tmp_path / f"t{t}").mkdir()
         (tmp_path / f"t{t}" / "results.json").write_text(json.dumps(part))
     pooled = module.main(ARGV + ["--pool", str(tmp_path / "t0"), str(tmp_path / "t1"), "--out", str(tmp_path / "all")])

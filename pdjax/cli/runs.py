@@ -307,9 +307,11 @@ def _check_shared_run_directory(out: Path) -> None:
 
 
 def load_parts(directories: Sequence[str | Path], run_config: Mapping[str, Any],
-               vary: Sequence[str]) -> list[dict[str, Any]]:
+               vary: Sequence[str], defaults: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The results.json of finished runs that are parts of the run `run_config` describes: each
-    must have its experiment and config but for the keys `vary`.
+    must have its experiment and config but for the keys `vary`. With `defaults` (a `to_dict`
+    of the config class's defaults), a key a part lacks (made before the key existed) matches
+    while the run keeps its default.
 
     Raises:
       RunDirError: a directory has no results.json, or another experiment or config.
@@ -320,7 +322,7 @@ def load_parts(directories: Sequence[str | Path], run_config: Mapping[str, Any],
         if not path.exists():
             raise RunDirError(f"{directory} has no results.json: pool finished runs only")
         part = json.loads(path.read_text())
-        changed = [k for k in diff(part.get("config", {}), run_config["config"])
+        changed = [k for k in diff(part.get("config", {}), run_config["config"], defaults=defaults)
                    if k.split(".")[0] not in vary]
         if part.get("experiment") != run_config["experiment"] or changed:
             raise RunDirError(f"{directory} is not a part of this run (differs in: "
