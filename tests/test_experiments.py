@@ -98,7 +98,8 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
     assert f"{seconds['total']:,.0f} s ({seconds['total'] / 3600:.2f} h) in all" in markdown
     # The machine is recorded: on the CPU backend another CPU model can give other floats.
     env = results["environment"]
-    assert env["host_cpu"] and env["host_cpu_count"] >= 1 and env["versions"]["pillow"]
+    assert env["host_cpu"] and env["host_cpu_count"] >= env["usable_cores"] >= 1 and env["versions"]["pillow"]
+    assert f"{env['usable_cores']} usable by the run" in markdown
     assert f"8 x cpu (cpu backend), host CPU {env['host_cpu']}" in markdown
     # Running the same command again trains nothing and reports the same numbers.
     again = vgg19_to_vgg11.main(argv)

@@ -65,7 +65,17 @@ def environment() -> dict[str, Any]:
     return {"versions": versions, "backend": jax.default_backend(),
             "device_kind": devices[0].device_kind, "device_count": len(devices),
             "process_count": jax.process_count(), "host_cpu": cpu, "host_cpu_flags": cpu_flags,
-            "host_cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "host_cpu_count": os.cpu_count(), "usable_cores": _usable_cores(),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def _usable_cores() -> int | None:
+    """The cores this process may run on (taskset, cgroups' cpusets): XLA:CPU's thread count
+    follows it, and with it the order of its float sums, so results differ between 1 and 2."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count()
 
 
 def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False,
@@ -191,10 +201,11 @@ def machine_note(env: Mapping[str, Any]) -> str:
     """One line of a report naming the machine of `environment()`."""
     return (f"Machine: {env['process_count']} process(es), {env['device_count']} x {env['device_kind']} "
             f"({env['backend']} backend), host CPU {env['host_cpu']} ({env['host_cpu_count']} cores, "
+            f"{env.get('usable_cores') or env['host_cpu_count']} usable by the run, "
             f"flags {env['host_cpu_flags'] or 'unknown'}); "
             f"jax {env['versions']['jax']}. The same command reproduces these numbers exactly on "
-            "the same kind of host with the same versions; on another CPU XLA can round "
-            "differently and give other numbers.")
+            "the same kind of host with as many usable cores and the same versions; on another CPU, "
+            "or with another number of cores, XLA can round differently and give other numbers.")
 
 
 def _normalization_note(data: data_lib.ImageData) -> str:
