@@ -415,7 +415,7 @@ def answer(result: ControlsResult) -> str:
             lines.append(f"Round {row['round']}: magnitude - dense {100 * row['mean']:+.2f} points, {why} "
                          f"({row['teachers']} teacher(s) x {row['seeds']} seed(s)).")
             continue
-        significant = row["p_holm"] is not None and row["p_holm"] < 0.05
+        significant = row["p_holm"] < 0.05
         verdict = ("the pruned teacher's students differ from the equally trained dense teacher's"
                    if significant else "no measurable difference between pruning and the same extra training")
         lines.append(f"Round {row['round']}: magnitude - dense = {100 * row['mean']:+.2f} points "

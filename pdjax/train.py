@@ -641,8 +641,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
       checkpoint_seconds: the least time between two epoch checkpoints: a crash (SIGKILL, power
         loss) loses at most this much training plus one epoch, and a resumed run repeats it to
         the same numbers. 0 checkpoints every epoch. Default `$PDJAX_CHECKPOINT_SECONDS`, else
-        `CHECKPOINT_SECONDS` (each orbax save costs ~0.4 s on a 2-core CPU: per epoch, a third of
-        the demo's wall time).
+        `CHECKPOINT_SECONDS` (saved every epoch, the demo's 93 checkpoints took about 40 s of its
+        134 s on a 2-core CPU: benchmarks/README.md).
 
     Returns:
       A `FitResult`.
