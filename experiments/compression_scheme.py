@@ -42,7 +42,7 @@ class Config(presets.TwoArmConfig):
     # Width rules of the derived students: "chain" (the paper's; always first, the others are
     # compared with it), "uniform", "balanced" (VGG arms only).
     width_rules: tuple[str, ...] = ("chain",)
-    student_arms: tuple[str, ...] = pdjax.pipeline.STUDENT_ARMS  # the paper's three baselines
+    student_arms: tuple[str, ...] = pdjax.specs.STUDENT_ARMS  # the paper's three baselines
     cost_batch_size: int = 256  # batch of the inference images/s measurement
 
     def __post_init__(self) -> None:
@@ -52,9 +52,9 @@ class Config(presets.TwoArmConfig):
             raise cli_config.ConfigError(
                 f"width_rules={self.width_rules}: start with 'chain', then any of "
                 f"{', '.join(pdjax.students.RULES)}")
-        if not self.student_arms or any(a not in pdjax.pipeline.STUDENT_ARMS for a in self.student_arms):
+        if not self.student_arms or any(a not in pdjax.specs.STUDENT_ARMS for a in self.student_arms):
             raise cli_config.ConfigError(f"student_arms={self.student_arms}: some of "
-                                           f"{', '.join(pdjax.pipeline.STUDENT_ARMS)}")
+                                           f"{', '.join(pdjax.specs.STUDENT_ARMS)}")
 
     def rules(self, arm: str) -> tuple[str, ...]:
         """The width rules of an arm: "balanced" is defined for VGG only."""
@@ -95,7 +95,7 @@ COST_COLUMNS = [("model", "model", "s"), ("widths", "widths", "s"), ("params", "
                 ("images_per_second", "inference images/s", ",.0f"), ("own", "teacher test acc", "s")]
 
 
-def cost_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.ImageData,
+def cost_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageData,
               config: Config) -> list[dict[str, Any]]:
     """Parameters, FLOPs and measured inference speed of the teacher, its pruned rounds and every
     derived student (one row per rule and sparsity), all on this machine in this run, beside
@@ -182,7 +182,7 @@ RULE_COLUMNS = [("sparsity", "teacher sparsity", ".3f"), ("rule", "rule", "s"), 
                 ("ratio", "ratio", ".4f")]
 
 
-def rule_rows(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.ImageData,
+def rule_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageData,
               config: Config) -> list[dict[str, Any]]:
     """Every applicable width rule beside the other, for each pruned teacher: the widths and the
     student's conv + linear weights against the teacher's remaining weights."""
@@ -199,14 +199,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__,
                                                        arms=presets.ARMS)
 
-    def students(arm: str) -> list[pdjax.pipeline.StudentSpec]:
+    def students(arm: str) -> list[pdjax.specs.StudentSpec]:
         # The chain rule's students keep the stage names of a one-rule run ("student_round_02_...").
-        return [pdjax.pipeline.StudentSpec("student" if rule == "chain" else f"{rule}_student", arm,
+        return [pdjax.specs.StudentSpec("student" if rule == "chain" else f"{rule}_student", arm,
                                            scratch=config.student_schedule(arm), kd=config.arm(arm)[3],
                                            width_rule=rule, arms=config.student_arms)
                 for rule in config.rules(arm)]
 
-    def costs(arm: str, result: pdjax.pipeline.PipelineResult, data: pdjax.ImageData):
+    def costs(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageData):
         rows = cost_rows(arm, result, data, config)
         rules = rule_rows(arm, result, data, config)
         plot_accuracy_vs_params(out / arm / "accuracy_vs_params.png", arm, rows, config)

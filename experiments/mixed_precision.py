@@ -28,7 +28,7 @@ EXPERIMENT = "mixed_precision"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.pipeline.ExperimentConfig):
+class Config(pdjax.specs.ExperimentConfig):
     data: str = "digits"
     models: tuple[str, ...] = ("vgg19", "vgg11")
     dtypes: tuple[str, ...] = ("float32", "bfloat16")

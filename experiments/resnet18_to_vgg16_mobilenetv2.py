@@ -31,7 +31,7 @@ STUDENTS = ("resnet18", "vgg16_tiny", "mobilenetv2")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.pipeline.ResNetConfig):  # resnet_stem_width narrows the teacher's stem
+class Config(pdjax.specs.ResNetConfig):  # resnet_stem_width narrows the teacher's stem
     data: str = "folder:data/tiny-imagenet-200.zip"
     students: tuple[str, ...] = STUDENTS
     # PAPER.md's Tiny-ImageNet schedules.
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     schedules = {"resnet18": (config.resnet_scratch, config.resnet_kd),
                  "vgg16_tiny": (config.vgg_scratch, config.vgg_kd),
                  "mobilenetv2": (config.mobilenet_scratch, config.mobilenet_kd)}
-    students = [pdjax.pipeline.StudentSpec(name, name, scratch=schedules[name][0], kd=schedules[name][1],
+    students = [pdjax.specs.StudentSpec(name, name, scratch=schedules[name][0], kd=schedules[name][1],
                                            width_multiplier=config.student_width_multiplier(name))
                 for name in config.students]
     result = pdjax.pipeline.prune_then_distill(

@@ -54,9 +54,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__,
                                                        arms=presets.ARMS)
 
-    def students(arm: str) -> list[pdjax.pipeline.StudentSpec]:
+    def students(arm: str) -> list[pdjax.specs.StudentSpec]:
         _, _, _, kd = config.arm(arm)
-        return [pdjax.pipeline.StudentSpec("student", arm, scratch=config.student_schedule(arm), kd=kd,
+        return [pdjax.specs.StudentSpec("student", arm, scratch=config.student_schedule(arm), kd=kd,
                                            width_multiplier=config.width_multiplier)]
 
     return runs.run_arms(config, out, EXPERIMENT, preset, run_config, students)

@@ -15,7 +15,6 @@ the pruning_controls cpu preset's teacher of seed 0 (same model, schedule, seed 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 

@@ -42,7 +42,7 @@ EXPERIMENT = "vgg19_to_vgg11"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.pipeline.ExperimentConfig):
+class Config(pdjax.specs.ExperimentConfig):
     data: str = "tfds:cifar100"
     teachers: tuple[str, ...] = ("vgg19", "vgg19_dbl")
     student: str = "vgg11"
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise cli_config.ConfigError("teacher_checkpoint names one trained teacher: add --set teachers=NAME")
     data = runs.load_data(config, config.data, out)
     student_multiplier = config.student_width_multiplier or config.width_multiplier
-    student = pdjax.pipeline.StudentSpec("student", config.student, scratch=config.student_train or config.train,
+    student = pdjax.specs.StudentSpec("student", config.student, scratch=config.student_train or config.train,
                                          kd=config.kd, width_multiplier=student_multiplier)
     result = pdjax.pipeline.prune_then_distill(config, out=out, data=data, teacher=config.teachers,
                                                teacher_schedule=config.train, prune=config.prune_spec(config.prune),

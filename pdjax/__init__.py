@@ -9,7 +9,10 @@
   pdjax.pruning    iterative pruning with rewinding (`iterative_pruning`, `load_round`)
   pdjax.students   student widths from a pruned teacher's masks (`student_widths`)
   pdjax.distill    the KD loss (`kd_loss`) and `Teacher`; KD steps via `fit(..., teacher=...)`
+  pdjax.specs      what a run is made of: `ExperimentConfig` (passed whole), `StudentSpec`
   pdjax.pipeline   the whole method for one teacher and its students (`prune_then_distill`)
+  pdjax.results    what a run produced (`PipelineResult`) and its seed-by-seed `comparisons`
+  pdjax.pipeline_report  a run's markdown report and plots
   pdjax.controls   pruned teachers against dense-rewinding and random-pruning controls (`run`)
   pdjax.stats      paired and two-level (teachers, seeds) comparisons, Holm's correction
   pdjax.artifacts  any finished stage back in one call (`load_stage`), export for serving (`export`)
@@ -32,7 +35,8 @@ from pdjax import compilation as _compilation  # noqa: E402
 _compilation.enable_cache()  # a persistent compilation cache; PDJAX_COMPILATION_CACHE=0 turns it off
 
 from pdjax import (artifacts, checkpoints, controls, costs, data, distill, masks, models, paper, parallel,
-                   pipeline, pruning, reports, sparsity, stats, students, tensorboard, train)
+                   pipeline, pipeline_report, pruning, reports, results, sparsity, specs, stats, students,
+                   tensorboard, train)
 from pdjax.checkpoints import Checkpointer
 from pdjax.data import DataError, ImageData, Split, load
 from pdjax.models import count_params
@@ -43,7 +47,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "artifacts", "checkpoints", "controls", "costs", "data", "distill", "masks", "models", "paper", "parallel",
-    "pipeline", "pruning", "reports", "sparsity", "stats", "students", "tensorboard", "train",
+    "pipeline", "pipeline_report", "pruning", "reports", "results", "sparsity", "specs", "stats", "students",
+    "tensorboard", "train",
     "Checkpointer", "DataError", "ImageData", "Split", "load", "count_params", "data_mesh",
     "FitResult", "Schedule", "TrainState", "evaluate", "fit", "make_eval_step", "make_train_step",
     "sgd", "__version__",

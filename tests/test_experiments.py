@@ -345,17 +345,6 @@ def test_a_run_directory_from_before_a_new_config_field_is_still_accepted():
     assert config_lib.diff(old, new) == ["config.compute_dtype"]  # without defaults: every new key
 
 
-def test_a_student_spec_refuses_unknown_arms_and_rules():
-    from pdjax import pipeline
-
-    schedule = Schedule(epochs=1, batch_size=8, lr=0.1)
-    assert pipeline.StudentSpec("s", "vgg11", schedule, schedule).arms == ("scratch", "kd_unpruned", "kd_pruned")
-    with pytest.raises(ValueError, match=r"arms \('kd',\) must be some of"):
-        pipeline.StudentSpec("s", "vgg11", schedule, schedule, arms=("kd",))
-    with pytest.raises(ValueError, match="unknown width rule 'chian'"):
-        pipeline.StudentSpec("s", "vgg11", schedule, schedule, width_rule="chian")
-
-
 def test_a_run_directory_of_another_config_is_refused_and_restart_starts_over(tmp_path):
     out = runs.prepare(tmp_path / "run", {"config": {"seed": 0}})
     (out / "teacher").mkdir()

@@ -1,9 +1,8 @@
-import dataclasses
 import math
 
 import pytest
 
-from pdjax import pipeline, stats
+from pdjax import stats
 
 
 def test_paired_by_hand():
@@ -32,90 +31,6 @@ def test_paired_clear_win_and_degenerate_cases():
     assert one.std is None and one.t is None and one.verdict.startswith("one seed")
     with pytest.raises(ValueError, match="same non-zero number"):
         stats.paired([0.1, 0.2], [0.1])
-
-
-def _row(teacher_model, teacher_round, sparsity, accuracies):
-    arm = "scratch" if teacher_model is None else "kd_unpruned" if teacher_round == 0 else "kd_pruned"
-    return pipeline.StudentRow(
-        student="student", model="vgg11", widths=(4, 8), width_rule=None, derived_round=None,
-        derived_from_sparsity=None, arm=arm, teacher_model=teacher_model, teacher_round=teacher_round,
-        teacher_sparsity=sparsity, teacher_test_accuracy=None, student_params=1,
-        test_accuracies=tuple(accuracies), seeds=(0, 1))
-
-
-def test_comparisons_pair_pruned_with_unpruned_of_the_same_teacher_and_kd_with_scratch():
-    result = pipeline.PipelineResult(teachers=[], rows=[], curves={}, students=[
-        _row(None, None, None, [0.60, 0.62]),
-        _row("vgg19", 0, 0.0, [0.61, 0.60]),
-        _row("vgg19", 2, 0.36, [0.65, 0.63]),
-        _row("vgg19_dbl", 0, 0.0, [0.70, 0.70]),
-        _row("vgg19_dbl", 4, 0.59, [0.69, 0.72]),
-    ])
-    rows = {(r["arm"], r["baseline"]): r for r in pipeline.comparisons(result)}
-    assert set(rows) == {
-        ("KD from vgg19 unpruned", "scratch"), ("KD from vgg19 pruned 36%", "KD from vgg19 unpruned"),
-        ("KD from vgg19 pruned 36%", "scratch"), ("KD from vgg19_dbl unpruned", "scratch"),
-        ("KD from vgg19_dbl pruned 59%", "KD from vgg19_dbl unpruned"), ("KD from vgg19_dbl pruned 59%", "scratch")}
-    pruned = rows[("KD from vgg19 pruned 36%", "KD from vgg19 unpruned")]
-    assert pruned["differences"] == pytest.approx([0.04, 0.03])
-    assert pruned["mean"] == pytest.approx(0.035) and pruned["record"] == "2/0/0"
-    dbl = rows[("KD from vgg19_dbl pruned 59%", "KD from vgg19_dbl unpruned")]
-    assert dbl["differences"] == pytest.approx([-0.01, 0.02]) and dbl["record"] == "1/1/0"
-    assert rows[("KD from vgg19 unpruned", "scratch")]["differences"] == pytest.approx([0.01, -0.02])
-    # The same comparisons are in results.json.
-    assert result.to_json()["comparisons"] == pipeline.comparisons(result)
-
-
-def test_comparisons_pair_each_width_rule_with_the_chain_student_of_the_same_arm():
-    def derived(rule, widths, teacher_round, accuracies):
-        row = _row(None if teacher_round is None else "vgg19", teacher_round, None if teacher_round is None else 0.36,
-                   accuracies)
-        return dataclasses.replace(row, model="vgg19", widths=widths, width_rule=rule, derived_round=2,
-                                   derived_from_sparsity=0.36, student=f"{rule}_student")
-
-    result = pipeline.PipelineResult(teachers=[], rows=[], curves={}, students=[
-        derived("chain", (3, 5), None, [0.50, 0.52]), derived("chain", (3, 5), 2, [0.55, 0.56]),
-        derived("uniform", (4, 4), None, [0.49, 0.50]), derived("uniform", (4, 4), 2, [0.56, 0.58]),
-    ])
-    rows = {(r["student"], r["arm"], r["baseline"]): r for r in pipeline.comparisons(result)}
-    chain = "vgg19 chain st36 (3, 5)"
-    assert set(rows) == {
-        (chain, "KD from vgg19 pruned 36%", "scratch"),
-        ("vgg19 uniform st36 (4, 4)", "KD from vgg19 pruned 36%", "scratch"),
-        ("vgg19 uniform st36 (4, 4)", "scratch", f"{chain}, same arm"),
-        ("vgg19 uniform st36 (4, 4)", "KD from vgg19 pruned 36%", f"{chain}, same arm")}
-    assert rows[("vgg19 uniform st36 (4, 4)", "KD from vgg19 pruned 36%", f"{chain}, same arm")][
-        "differences"] == pytest.approx([0.01, 0.02])
-
-
-def test_each_models_scratch_band_has_the_color_of_its_models_line(tmp_path, monkeypatch):
-    from matplotlib.colors import to_hex
-
-    from pdjax import reports
-
-    figures = []
-    monkeypatch.setattr(reports, "save_figure", lambda fig, path: figures.append(fig))
-    series = {"vgg16 KD": ([0.0, 0.36], [0.35, 0.41]), "mobilenetv2 KD": ([0.0, 0.36], [0.34, 0.36])}
-    bands = {"vgg16 scratch": (0.34, 0.06), "mobilenetv2 scratch": (0.31, 0.03)}
-    reports.plot_panels(tmp_path / "p.png", [reports.Panel(series, "acc", {k: [0.01, 0.02] for k in series}, bands)],
-                        xlabel="sparsity", title="t")
-    ax = figures[0].axes[0]
-    color = {line.get_label(): to_hex(line.get_color()) for line in ax.get_lines() if not line.get_label().startswith("_")}
-    legend = {text.get_text() for text in ax.get_legend().get_texts()}
-    assert set(series) | set(bands) <= legend
-    band_colors = [color[k] for k in bands]
-    line_colors = [to_hex(c.lines[0].get_color()) for c in ax.containers]  # the error-bar lines
-    assert band_colors == line_colors and band_colors[0] != band_colors[1]
-    import matplotlib.pyplot as plt
-
-    plt.close(figures[0])
-
-
-def test_curves_of_one_stage_over_seeds_are_drawn_as_their_mean():
-    curves = {"teacher": [0.1, 0.2], "s_seed0": [0.2, 0.4, 0.5], "s_seed1": [0.4, 0.6], "vgg11/t_seed2": [0.3]}
-    assert pipeline.mean_over_seeds(curves) == {
-        "teacher": [0.1, 0.2], "s (mean of 2 seeds)": [pytest.approx(0.3), pytest.approx(0.5)],
-        "vgg11/t_seed2": [0.3]}
 
 
 def test_nested_contrast_by_hand():

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any, TypeVar
 
 from pdjax.paper import CIFAR_KD, CIFAR_PRUNE, CIFAR_TRAIN, TINY_KD, TINY_PRUNE, TINY_TRAIN
-from pdjax.pipeline import ResNetConfig
+from pdjax.specs import ResNetConfig
 from pdjax.train import Schedule
 
 ARMS = ("vgg19", "resnet18")

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 
 from pdjax import data as data_lib
-from pdjax import checkpoints, compilation, controls, parallel, pipeline, reports
+from pdjax import checkpoints, compilation, controls, parallel, pipeline, pipeline_report, reports
+from pdjax import results as results_lib
 from pdjax.cli.config import ConfigError, diff, parse_args, to_dict
 from pdjax.data import DataError
 from pdjax.masks import MaskError
@@ -171,11 +172,11 @@ def write_report(out: str | Path, result: Any, experiment: str, preset: str,
     out = Path(out)
     results, data_note = _results(result, run_config, data, extra)
     title = f"{experiment}, preset `{preset}`"
-    markdown = pipeline.report(result, title, data_note + notes)
+    markdown = pipeline_report.report(result, title, data_note + notes)
     if parallel.is_main_process():
         reports.write_results(out, results, markdown)
-        pipeline.plot(out, result, f"{experiment} ({preset})")
-        print(f"\n{pipeline.student_table(result)}\n"
+        pipeline_report.plot(out, result, f"{experiment} ({preset})")
+        print(f"\n{pipeline_report.student_table(result)}\n"
               f"results in {out}")
     return results
 
@@ -190,7 +191,7 @@ def write_controls_report(out: str | Path, result: Any, experiment: str, preset:
     if parallel.is_main_process():
         reports.write_results(out, results, markdown)
         controls.plot(out / "controls.png", result, f"{experiment} ({preset})")
-        reports.plot_curves(out / "curves.png", pipeline.mean_over_seeds(
+        reports.plot_curves(out / "curves.png", pipeline_report.mean_over_seeds(
             {k: v for k, v in result.curves.items() if "student_" in k}), xlabel="epoch",
             ylabel="student validation accuracy", title=f"{experiment} ({preset}): students, mean over seeds")
         print(f"\n{controls.answer(result)}\nresults in {out}")
@@ -220,7 +221,7 @@ def write_index(out: str | Path, experiment: str, preset: str, arms: Mapping[str
     lines = [f"# {experiment}, preset `{preset}`\n"]
     for arm, results in arms.items():
         lines.append(f"- [{arm}]({arm}/results.md): " + ", ".join(
-            f"{pipeline.student_name(r['model'], r['width_rule'], r['derived_from_sparsity'])} / {r['teacher']}"
+            f"{results_lib.student_name(r['model'], r['width_rule'], r['derived_from_sparsity'])} / {r['teacher']}"
             + (f" {r['teacher_sparsity']:.0%}" if r.get("teacher_sparsity") else "")
             + f": {r['test_accuracy']:.4f}" for r in results["students"]))
     total = sum(r["train_seconds"]["total"] for r in arms.values())

@@ -1,0 +1,137 @@
+"""The markdown report and the plots of a prune-then-distill run (a `PipelineResult`).
+
+Usage:
+    markdown = pdjax.pipeline_report.report(result, "VGG19 -> VGG11")
+    pdjax.pipeline_report.plot("runs/x", result, "VGG19 -> VGG11")
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from pdjax import reports, sparsity
+from pdjax.results import PipelineResult, comparisons
+
+
+STAGE_COLUMNS = [("stage", "stage", "s"), ("model", "model", "s"), ("params", "params", ","),
+                 ("best_epoch", "best epoch", "d"), ("val_accuracy", "val acc", ".4f"),
+                 ("test_accuracy", "test acc", ".4f"), ("train_seconds", "train s", ".1f")]
+PRUNING_COLUMNS = [("teacher", "teacher", "s"), ("round", "round", "d"), ("sparsity", "sparsity", ".3f"),
+                   ("remaining", "remaining weights", ","), ("val_accuracy", "val acc", ".4f"),
+                   ("test_accuracy", "teacher test acc", ".4f"), ("train_seconds", "train s", ".1f")]
+COMPARISON_COLUMNS = [("student", "student", "s"), ("arm", "arm", "s"), ("baseline", "compared with", "s"),
+                      ("mean", "mean diff", "+.4f"), ("std", "± std", ".4f"), ("record", "wins/losses/ties", "s"),
+                      ("t", "paired t", ".2f"), ("p", "p (t-test)", ".3f"), ("sign_p", "p (sign test)", ".3f"),
+                      ("verdict", "verdict", "s")]
+
+
+def student_columns(result: PipelineResult) -> list[reports.Column]:
+    columns = [("model", "student", "s")]
+    if any(r.derived_from_sparsity is not None for r in result.students):
+        columns += [("width_rule", "width rule", "s"), ("derived_from_sparsity", "widths from sparsity", ".2f")]
+    columns += [("teacher", "teacher", "s"), ("teacher_sparsity", "teacher sparsity", ".3f"),
+                ("teacher_test_accuracy", "teacher test acc", ".4f"),
+                ("student_params", "student params", ","), ("test_accuracy", "student test acc", ".4f")]
+    if any(r.test_accuracy_std is not None for r in result.students):
+        columns += [("test_accuracy_std", "± std", ".4f"), ("per_seed", "per seed", "s")]
+    return columns
+
+
+def student_table(result: PipelineResult) -> str:
+    rows = [{**r.to_json(), "per_seed": ", ".join(f"{a:.4f}" for a in r.test_accuracies)} for r in result.students]
+    return reports.markdown_table(rows, student_columns(result))
+
+
+def report(result: PipelineResult, title: str, notes: str = "") -> str:
+    """The markdown report: students (the paper's table), their seed-by-seed comparisons,
+    pruning rounds, every stage, and the per-layer density of every round."""
+    pruning_rows = [{"teacher": t.name, **r.summary} for t in result.teachers for r in t.rounds.values()]
+    n_seeds = len(result.students[0].seeds) if result.students else 0
+    text = (f"# {title}\n\n{notes}"
+            "Test accuracy is that of the epoch with the best validation accuracy, except in pruning "
+            "rounds, which keep their last epoch (round 0 is the unpruned teacher).\n\n"
+            f"## Students\n\nMean over {n_seeds} seed(s); ± is the standard deviation over seeds.\n\n"
+            f"{student_table(result)}\n"
+            "## Seed-by-seed comparisons\n\nDifferences in student test accuracy (arm minus the arm it "
+            "is compared with) over the same seeds (same initialisation and data order); paired t-test "
+            "and two-sided sign test.\n\n"
+            f"{reports.markdown_table(comparisons(result), COMPARISON_COLUMNS)}\n"
+            f"## Pruning the teachers\n\n{reports.markdown_table(pruning_rows, PRUNING_COLUMNS)}\n"
+            f"## Every trained model\n\n{reports.markdown_table(result.rows, STAGE_COLUMNS)}\n"
+            f"{_time_note(result.train_seconds())}\n\n")
+    for t in result.teachers:
+        text += (f"## Per-layer density of the {t.name} teacher's masks\n\n"
+                 f"{sparsity.report_table(*t.masks_and_labels())}\n")
+    return text
+
+
+def _time_note(seconds: Mapping[str, float]) -> str:
+    return (f"Training time, the stages' `train s` summed: teachers {seconds['teachers']:,.0f} s, pruning "
+            f"rounds {seconds['pruning']:,.0f} s, students {seconds['students']:,.0f} s; "
+            f"{seconds['total']:,.0f} s ({seconds['total'] / 3600:.2f} h) in all. Data loading, "
+            "restores and reports are not in it; another process on the same cores would lengthen it.")
+
+
+def mean_over_seeds(curves: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """One curve per stage name without its `_seed<s>` suffix: the mean over that stage's seeds,
+    epoch by epoch (over the epochs every seed has). A stage alone in its group keeps its curve
+    and name."""
+    groups: dict[str, list[tuple[str, Sequence[float]]]] = {}
+    for name, ys in curves.items():
+        stem, _, seed = name.rpartition("_seed")
+        groups.setdefault(stem if stem and seed.isdigit() else name, []).append((name, ys))
+    out = {}
+    for stem, members in groups.items():
+        if len(members) == 1:
+            out[members[0][0]] = list(members[0][1])
+        else:
+            n = min(len(ys) for _, ys in members)
+            out[f"{stem} (mean of {len(members)} seeds)"] = [statistics.fmean(ys[i] for _, ys in members)
+                                                            for i in range(n)]
+    return out
+
+
+def plot(out: str | Path, result: PipelineResult, title: str) -> None:
+    """Writes curves.png, pruning_density.png (one per teacher with several:
+    pruning_density_<teacher>.png), teacher_vs_sparsity.png and student_vs_teacher_sparsity.png
+    (mean over seeds with std error bars; a fixed-width scratch student as a band) in `out`."""
+    out = Path(out)
+    reports.plot_curves(out / "curves.png", mean_over_seeds(result.curves), xlabel="epoch",
+                        ylabel="validation accuracy", title=title)
+    for t in result.teachers:
+        name = "pruning_density.png" if len(result.teachers) == 1 else f"pruning_density_{t.name}.png"
+        sparsity.plot_density(out / name, *t.masks_and_labels(), title=f"{t.name}: per-layer density by round")
+    teacher_series = {t.name: ([r.sparsity for r in t.rounds.values()], [r.test_accuracy for r in t.rounds.values()])
+                      for t in result.teachers}
+    reports.plot_series(out / "teacher_vs_sparsity.png", teacher_series, xlabel="sparsity",
+                        ylabel="teacher test accuracy", title=title)
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    errors: dict[str, list[float]] = {}
+    bands: dict[str, tuple[float, float]] = {}
+    for r in result.students:
+        derived = r.derived_from_sparsity is not None
+        if r.arm == "scratch" and not derived:
+            bands[f"{r.model} scratch (mean ± std)"] = (r.test_accuracy, r.test_accuracy_std or 0.0)
+            continue
+        x = r.derived_from_sparsity if derived else r.teacher_sparsity
+        if r.arm == "scratch":
+            kind = "scratch"
+        elif derived and r.arm == "kd_unpruned":
+            kind = f"KD from {r.teacher_model} unpruned"
+        else:
+            kind = f"KD from {r.teacher_model}"
+        label = f"{r.model} {r.width_rule} {kind}" if derived else f"{r.model} {kind}"
+        xs, ys = series.setdefault(label, ([], []))
+        xs.append(x)
+        ys.append(r.test_accuracy)
+        errors.setdefault(label, []).append(r.test_accuracy_std or 0.0)
+    derived = any(r.derived_from_sparsity is not None for r in result.students)
+    # Beside the students, each teacher's own test accuracy per round (pruning rounds keep
+    # their last epoch).
+    reports.plot_panels(out / "student_vs_teacher_sparsity.png",
+                        [reports.Panel(series, "student test accuracy (mean ± std over seeds)", errors, bands),
+                         reports.Panel(teacher_series, "teacher test accuracy")],
+                        xlabel=("sparsity of the teacher the widths come from" if derived else "teacher sparsity"),
+                        title=title)

@@ -1,0 +1,142 @@
+"""What one prune-then-distill run is made of: the experiment's config and its students.
+
+`ExperimentConfig` holds the settings every experiment shares (the paper's values as defaults)
+and is passed whole to `pdjax.pipeline.prune_then_distill`; an experiment subclasses it with its
+own keys. `StudentSpec` names one student architecture, its schedules and the arms it is trained
+in. How a teacher is pruned is `pdjax.pruning.PruneSpec`, built from the config by `prune_spec`.
+
+Usage:
+    config = pdjax.specs.ExperimentConfig(seeds=(0, 1, 2), kd_rounds=(7,))
+    prune = config.prune_spec(per_round_schedule)
+    student = pdjax.specs.StudentSpec("student", "vgg11", scratch=schedule, kd=schedule)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from pdjax import pruning, students as students_lib
+from pdjax.models import COMPUTE_DTYPES
+from pdjax.tensorboard import LOGS
+from pdjax.train import Schedule
+from pdjax.types import SpecError
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Fields every prune-then-distill experiment has (PAPER.md's values as defaults)."""
+
+    width_multiplier: float = 1.0  # of the teachers (and of fixed-width students)
+    seed: int = 0  # the validation split, the teacher and the pruning
+    seeds: tuple[int, ...] = (0,)  # students are trained once per seed (mean and std reported)
+    val_fraction: float = 0.1
+    max_train: int | None = None  # training images kept (before the validation hold-out)
+    max_test: int | None = None
+    data_dir: str | None = None  # tensorflow-datasets data directory
+    augment: bool = True
+    eval_batch_size: int = 500
+    prune_rounds: int = 7
+    prune_fraction: float = 0.2
+    kd_rounds: tuple[int, ...] = (2, 4, 7)  # ~36%, 59%, 79% sparsity at 20% per round
+    kd_temperature: float = 10.0
+    kd_alpha: float = 0.95
+    compute_dtype: str = "float32"  # "bfloat16": mixed precision (parameters stay float32)
+    teacher_checkpoint: str | None = None  # a trained teacher (stage dir or saved tree) to use
+    log: str = "none"  # "tensorboard": live curves of every stage under <run dir>/tensorboard/
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.compute_dtype in COMPUTE_DTYPES, f"compute_dtype={self.compute_dtype!r}: use one of "
+                                                   f"{', '.join(COMPUTE_DTYPES)}"),
+            (self.width_multiplier > 0, f"width_multiplier={self.width_multiplier} must be > 0"),
+            (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
+            (len(self.seeds) > 0, "seeds must name at least one seed"),
+            (self.kd_temperature > 0, f"kd_temperature={self.kd_temperature} must be > 0"),
+            (0 <= self.kd_alpha <= 1, f"kd_alpha={self.kd_alpha} must lie in [0, 1]"),
+            (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
+            (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SpecError(message)
+        self.prune_spec(self.PRUNE_CHECK_SCHEDULE)  # the pruning values, checked where they are owned
+
+    # `pruning.PruneSpec`'s fields under the names of this config's keys (a subclass that has
+    # the key sets the field; the others keep PruneSpec's defaults).
+    PRUNE_KEYS: ClassVar[dict[str, str]] = {
+        "rounds": "prune_rounds", "fraction": "prune_fraction", "scope": "prune_scope", "rewind": "rewind",
+        "rewind_epoch": "rewind_epoch", "finetune_lr": "finetune_lr"}
+    # Any schedule: PruneSpec checks its other fields, the schedule checks itself.
+    PRUNE_CHECK_SCHEDULE: ClassVar[Schedule] = Schedule(epochs=1, batch_size=1, lr=0.1)
+
+    def prune_spec(self, schedule: Schedule) -> pruning.PruneSpec:
+        """How this experiment prunes its teacher, each round trained on `schedule`.
+
+        Raises:
+          SpecError: a pruning value is out of range, named by this config's key.
+        """
+        fields = {field: getattr(self, key) for field, key in self.PRUNE_KEYS.items() if hasattr(self, key)}
+        try:
+            return pruning.PruneSpec(schedule, **fields)
+        except SpecError as err:
+            message = str(err)
+            for field, key in self.PRUNE_KEYS.items():
+                if message.startswith(f"prune.{field}="):
+                    message = key + message[len(f"prune.{field}"):]
+                    break
+            raise SpecError(message) from None
+
+    def model_options(self) -> dict[str, dict[str, Any]]:
+        """Options of `pdjax.models.get` per architecture (see `prune_then_distill`); none here."""
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetConfig(ExperimentConfig):
+    """An experiment with ResNet18 models, whose stem can be narrowed."""
+
+    # None: the paper's 64-wide ResNet stem at every width; a number narrows it in every ResNet18
+    # of the run (CPU scale: at 1/16 width the full stem costs 3/4 of the step)
+    resnet_stem_width: int | None = None
+
+    def model_options(self) -> dict[str, dict[str, int]]:
+        """Options of `pdjax.models.get` per architecture (see `prune_then_distill`)."""
+        return {} if self.resnet_stem_width is None else {"resnet18": {"stem_width": self.resnet_stem_width}}
+
+
+STUDENT_ARMS = ("scratch", "kd_unpruned", "kd_pruned")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentSpec:
+    """One student architecture and its schedules.
+
+    Attributes:
+      label: prefix of its stage directories ("student" -> student_scratch/, ...).
+      model: its architecture name.
+      scratch: schedule when trained from scratch.
+      kd: schedule when distilled.
+      width_rule: None for the model's own widths times `width_multiplier`; "chain",
+        "balanced" or "uniform" to derive the widths from each pruned teacher's masks (see
+        `pdjax.students`).
+      width_multiplier: scales the fixed widths.
+      arms: which of its arms are trained: "scratch", "kd_unpruned" (distilled from the unpruned
+        teacher), "kd_pruned" (from each pruned teacher of `kd_rounds`); all three by default.
+    """
+
+    label: str
+    model: str
+    scratch: Schedule
+    kd: Schedule
+    width_rule: str | None = None
+    width_multiplier: float = 1.0
+    arms: tuple[str, ...] = STUDENT_ARMS
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in STUDENT_ARMS]
+        if unknown or not self.arms:
+            raise ValueError(f"student {self.label!r}: arms {self.arms} must be some of {STUDENT_ARMS}")
+        if self.width_rule is not None and self.width_rule not in students_lib.RULES:
+            raise ValueError(f"student {self.label!r}: unknown width rule {self.width_rule!r}; "
+                             f"known: {', '.join(students_lib.RULES)}")
