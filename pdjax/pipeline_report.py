@@ -110,6 +110,7 @@ def plot(out: str | Path, result: PipelineResult, title: str) -> None:
     series: dict[str, tuple[list[float], list[float]]] = {}
     errors: dict[str, list[float]] = {}
     bands: dict[str, tuple[float, float]] = {}
+    band_lines: dict[str, str] = {}  # a model's scratch band takes the color of its first line
     for r in result.students:
         derived = r.derived_from_sparsity is not None
         if r.arm == "scratch" and not derived:
@@ -123,6 +124,7 @@ def plot(out: str | Path, result: PipelineResult, title: str) -> None:
         else:
             kind = f"KD from {r.teacher_model}"
         label = f"{r.model} {r.width_rule} {kind}" if derived else f"{r.model} {kind}"
+        band_lines.setdefault(f"{r.model} scratch (mean ± std)", label)
         xs, ys = series.setdefault(label, ([], []))
         xs.append(x)
         ys.append(r.test_accuracy)
@@ -131,7 +133,8 @@ def plot(out: str | Path, result: PipelineResult, title: str) -> None:
     # Beside the students, each teacher's own test accuracy per round (pruning rounds keep
     # their last epoch).
     reports.plot_panels(out / "student_vs_teacher_sparsity.png",
-                        [reports.Panel(series, "student test accuracy (mean ± std over seeds)", errors, bands),
+                        [reports.Panel(series, "student test accuracy (mean ± std over seeds)", errors, bands,
+                                      band_lines),
                          reports.Panel(teacher_series, "teacher test accuracy")],
                         xlabel=("sparsity of the teacher the widths come from" if derived else "teacher sparsity"),
                         title=title)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -59,12 +59,33 @@ class Panel:
       errors: label -> one error-bar half-length per point (e.g. the std over seeds).
       bands: label -> (center, half-width): a horizontal band across the plot (e.g. a
         baseline's mean ± std).
+      band_lines: band label -> the series label whose color the band takes (a model's
+        scratch band in the color of that model's line); a band not in it has its own color.
     """
 
     series: Series
     ylabel: str
     errors: dict[str, Sequence[float]] = dataclasses.field(default_factory=dict)
     bands: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    band_lines: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def stable_colors(labels: Sequence[str], palette: Sequence[Any]) -> dict[str, Any]:
+    """A color of `palette` per label that depends on the labels, not on their order: a plot
+    drawn again from the same run, or from a rerun that lists its lines in another order, gives
+    each line the same color. Each label hashes (crc32) to a slot; a slot already taken passes
+    the label to the next free one, labels taken in sorted order. Distinct colors while there
+    are no more labels than colors (after that, colors repeat)."""
+    out: dict[str, Any] = {}
+    taken: set[int] = set()
+    for label in sorted(set(labels)):
+        slot = zlib.crc32(label.encode()) % len(palette)
+        if len(taken) < len(palette):
+            while slot in taken:
+                slot = (slot + 1) % len(palette)
+        taken.add(slot)
+        out[label] = palette[slot]
+    return out
 
 
 def plot_series(path: str | Path, series: Series, *, xlabel: str, ylabel: str, title: str) -> None:
@@ -85,22 +106,22 @@ def plot_panels(path: str | Path, panels: Sequence[Panel], *, xlabel: str, title
     fig, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 4.2), dpi=120, squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     for ax, panel, beside in zip(axes[0], panels, crowded):
-        # More than 10 lines: 20 colors, so that no two lines share one.
-        colors = list(plt.get_cmap("tab20").colors if len(panel.series) > 10 else
-                      plt.rcParams["axes.prop_cycle"].by_key()["color"])
-        ax.set_prop_cycle(color=colors)
-        # Band i takes the color of line i (axhline does not advance the color cycle), so one
-        # band per model, in the order of the models' lines, matches its line.
-        for (label, (center, half)), color in zip(panel.bands.items(), itertools.cycle(colors)):
+        own = list(panel.series) + [b for b in panel.bands if panel.band_lines.get(b) not in panel.series]
+        # More than 10 colored lines: 20 colors, so that no two lines share one.
+        palette = list(plt.get_cmap("tab20").colors if len(own) > 10 else
+                       plt.rcParams["axes.prop_cycle"].by_key()["color"])
+        colors = stable_colors(own, palette)
+        for label, (center, half) in panel.bands.items():
+            color = colors[panel.band_lines[label] if label not in colors else label]
             ax.axhline(center, linestyle="--", linewidth=1, label=label, color=color)
             if half:
                 ax.axhspan(center - half, center + half, color=color, alpha=0.15)
         for label, (xs, ys) in panel.series.items():
             yerr = panel.errors.get(label)
             if yerr is not None and any(yerr):
-                ax.errorbar(xs, ys, yerr=yerr, label=label, marker=".", capsize=3)
+                ax.errorbar(xs, ys, yerr=yerr, label=label, marker=".", capsize=3, color=colors[label])
             else:
-                ax.plot(xs, ys, label=label, marker="." if len(ys) < 40 else None)
+                ax.plot(xs, ys, label=label, marker="." if len(ys) < 40 else None, color=colors[label])
         ax.set_xlabel(xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.grid(alpha=0.3)

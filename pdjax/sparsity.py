@@ -54,9 +54,22 @@ def natural_key(path: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path))
 
 
+def network_key(path: str) -> tuple:
+    """Sort key that puts the kernels of pdjax's models in the order their layers run.
+
+    Flax numbers sibling layers of one class in call order (Conv_0, Conv_1, ...), and every
+    model of `pdjax.models` calls a top-level `Conv_0` first (a VGG's first layer, a ResNet's or
+    a MobileNetV2's stem), then its blocks (`BasicBlock_3/Conv_1/kernel`), then its other
+    top-level layers (a VGG's later convolutions, MobileNetV2's last 1x1 convolution, the
+    classifier). Within each part, natural order (Conv_2 before Conv_10).
+    """
+    parts = path.split("/")
+    part = 0 if parts[0] == "Conv_0" else 1 if len(parts) > 2 else 2
+    return (part, natural_key(path))
+
+
 def layer_stats(masks: Masks) -> list[LayerStats]:
-    """Per-layer statistics of every prunable kernel, in natural path order (Conv_2 before
-    Conv_10, so a VGG's layers come in network order)."""
+    """Per-layer statistics of every prunable kernel, in network order (`network_key`)."""
     out = []
     for key, m in jax.tree_util.tree_flatten_with_path(masks)[0]:
         m = np.asarray(jax.device_get(m), bool)
@@ -67,7 +80,7 @@ def layer_stats(masks: Masks) -> list[LayerStats]:
         kept = int(m.sum())
         out.append(LayerStats(masks_lib.path_str(key), tuple(m.shape), int(m.size), kept,
                               kept / m.size, int((~per_out).sum()), int((~per_in).sum())))
-    return sorted(out, key=lambda s: natural_key(s.path))
+    return sorted(out, key=lambda s: network_key(s.path))
 
 
 def summary(masks: Masks, params: Params | None = None) -> dict[str, Any]:
@@ -136,14 +149,17 @@ def plot_density(path: str | Path, rounds: Sequence[Masks], labels: Sequence[str
     labels = list(labels) if labels is not None else [f"round {i}" for i in range(len(rounds))]
     stats = [layer_stats(m) for m in rounds]
     names = [s.path.rsplit("/", 1)[0] for s in stats[0]]
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)), 4), dpi=120)
-    for label, s in zip(labels, stats):
-        ax.plot(range(len(s)), [x.density for x in s], marker=".", label=label)
+    # Rounds in a sequential colormap (dense teacher dark, sparsest round light); the legend
+    # beside the axes, where it covers no layer.
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)) + 1.8, 4), dpi=120)
+    colors = plt.get_cmap("viridis")([i / max(len(stats) - 1, 1) * 0.9 for i in range(len(stats))])
+    for label, s, color in zip(labels, stats, colors):
+        ax.plot(range(len(s)), [x.density for x in s], marker=".", label=label, color=color)
     ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
     ax.set_ylabel("density (kept share)")
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     save_figure(fig, path)

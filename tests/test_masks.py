@@ -151,3 +151,17 @@ def test_layers_come_in_network_order():
     m["Dense_0"] = {"kernel": jnp.ones((1, 1), bool)}
     assert [s.path for s in sparsity.layer_stats(m)] == [
         "Conv_0/kernel", "Conv_1/kernel", "Conv_2/kernel", "Conv_10/kernel", "Conv_11/kernel", "Dense_0/kernel"]
+
+
+@pytest.mark.parametrize("name, first, last", [
+    ("resnet18", ["Conv_0/kernel", "BasicBlock_0/Conv_0/kernel"], ["BasicBlock_7/Conv_1/kernel", "Dense_0/kernel"]),
+    ("mobilenetv2", ["Conv_0/kernel", "InvertedResidual_0/Conv_0/kernel"], ["InvertedResidual_16/Conv_2/kernel",
+                                                                            "Conv_1/kernel", "Dense_0/kernel"]),
+])
+def test_a_models_stem_comes_first_and_its_head_last(name, first, last):
+    # The stem is a top-level Conv_0, which sorts after the blocks by name; the head follows them.
+    model = models.get(name, 10, widths=None)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False))
+    m = masks.init(jax.tree.map(lambda s: jnp.zeros((1,) * len(s.shape)), shapes["params"]))
+    paths = [s.path for s in sparsity.layer_stats(m)]
+    assert paths[:len(first)] == first and paths[-len(last):] == last
