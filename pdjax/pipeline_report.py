@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from pdjax import reports, sparsity
 from pdjax.results import PipelineResult, comparisons
@@ -97,44 +97,73 @@ def plot(out: str | Path, result: PipelineResult, title: str) -> None:
     """Writes curves.png, pruning_density.png (one per teacher with several:
     pruning_density_<teacher>.png), teacher_vs_sparsity.png and student_vs_teacher_sparsity.png
     (mean over seeds with std error bars; a fixed-width scratch student as a band) in `out`."""
+    plot_json(out, result.to_json(), title)
+
+
+def plot_json(out: str | Path, results: Mapping[str, Any], title: str) -> list[str]:
+    """`plot` from a run's results.json (its `PipelineResult.to_json()` part), so a finished run's
+    plots can be drawn again (`python -m pdjax.cli.replot`). A results.json written before it
+    held the validation curves (2026-12-02) gets every plot but curves.png. Returns the files
+    written."""
     out = Path(out)
-    reports.plot_curves(out / "curves.png", mean_over_seeds(result.curves), xlabel="epoch",
-                        ylabel="validation accuracy", title=title)
-    for t in result.teachers:
-        name = "pruning_density.png" if len(result.teachers) == 1 else f"pruning_density_{t.name}.png"
-        sparsity.plot_density(out / name, *t.masks_and_labels(), title=f"{t.name}: per-layer density by round")
-    teacher_series = {t.name: ([r.sparsity for r in t.rounds.values()], [r.test_accuracy for r in t.rounds.values()])
-                      for t in result.teachers}
+    written = []
+    if "curves" in results:
+        # A stage that trained no epoch (a teacher taken from `teacher_checkpoint`) has no line.
+        curves = {stage: ys for stage, ys in results["curves"].items() if ys}
+        reports.plot_curves(out / "curves.png", mean_over_seeds(curves), xlabel="epoch",
+                            ylabel="validation accuracy", title=title)
+        written.append("curves.png")
+    teachers = results["teachers"]
+    for name in teachers:
+        file = "pruning_density.png" if len(teachers) == 1 else f"pruning_density_{name}.png"
+        sparsity.plot_layer_density(out / file, results["layer_density"][name],
+                                    title=f"{name}: per-layer density by round")
+        written.append(file)
+    teacher_series: dict[str, tuple[list[float], list[float]]] = {}
+    for r in results["pruning"]:
+        xs, ys = teacher_series.setdefault(r["teacher"], ([], []))
+        xs.append(r["sparsity"])
+        ys.append(r["test_accuracy"])
     reports.plot_series(out / "teacher_vs_sparsity.png", teacher_series, xlabel="sparsity",
                         ylabel="teacher test accuracy", title=title)
     series: dict[str, tuple[list[float], list[float]]] = {}
     errors: dict[str, list[float]] = {}
     bands: dict[str, tuple[float, float]] = {}
     band_lines: dict[str, str] = {}  # a model's scratch band takes the color of its first line
-    for r in result.students:
-        derived = r.derived_from_sparsity is not None
-        if r.arm == "scratch" and not derived:
-            bands[f"{r.model} scratch (mean ± std)"] = (r.test_accuracy, r.test_accuracy_std or 0.0)
+    for r in results["students"]:
+        derived = r["derived_from_sparsity"] is not None
+        arm = r.get("arm") or _arm_of(r)
+        std = r["test_accuracy_std"] or 0.0
+        if arm == "scratch" and not derived:
+            bands[f"{r['model']} scratch (mean ± std)"] = (r["test_accuracy"], std)
             continue
-        x = r.derived_from_sparsity if derived else r.teacher_sparsity
-        if r.arm == "scratch":
+        x = r["derived_from_sparsity"] if derived else r["teacher_sparsity"]
+        if arm == "scratch":
             kind = "scratch"
-        elif derived and r.arm == "kd_unpruned":
-            kind = f"KD from {r.teacher_model} unpruned"
+        elif derived and arm == "kd_unpruned":
+            kind = f"KD from {r['teacher_model']} unpruned"
         else:
-            kind = f"KD from {r.teacher_model}"
-        label = f"{r.model} {r.width_rule} {kind}" if derived else f"{r.model} {kind}"
-        band_lines.setdefault(f"{r.model} scratch (mean ± std)", label)
+            kind = f"KD from {r['teacher_model']}"
+        label = f"{r['model']} {r['width_rule']} {kind}" if derived else f"{r['model']} {kind}"
+        band_lines.setdefault(f"{r['model']} scratch (mean ± std)", label)
         xs, ys = series.setdefault(label, ([], []))
         xs.append(x)
-        ys.append(r.test_accuracy)
-        errors.setdefault(label, []).append(r.test_accuracy_std or 0.0)
-    derived = any(r.derived_from_sparsity is not None for r in result.students)
+        ys.append(r["test_accuracy"])
+        errors.setdefault(label, []).append(std)
+    derived = any(r["derived_from_sparsity"] is not None for r in results["students"])
     # Beside the students, each teacher's own test accuracy per round (pruning rounds keep
     # their last epoch).
     reports.plot_panels(out / "student_vs_teacher_sparsity.png",
                         [reports.Panel(series, "student test accuracy (mean ± std over seeds)", errors, bands,
-                                      band_lines),
+                                       band_lines),
                          reports.Panel(teacher_series, "teacher test accuracy")],
                         xlabel=("sparsity of the teacher the widths come from" if derived else "teacher sparsity"),
                         title=title)
+    return written + ["teacher_vs_sparsity.png", "student_vs_teacher_sparsity.png"]
+
+
+def _arm_of(row: Mapping[str, Any]) -> str:
+    """A student row's arm in a results.json written before rows held it."""
+    if row["teacher_model"] is None:
+        return "scratch"
+    return "kd_unpruned" if row["teacher"].endswith("unpruned") else "kd_pruned"

@@ -99,7 +99,7 @@ class StudentRow:
         return f"{self.teacher_model} {'unpruned' if self.teacher_round == 0 else 'pruned'}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"student": self.student, "model": self.model, "width_rule": self.width_rule,
+        return {"student": self.student, "model": self.model, "arm": self.arm, "width_rule": self.width_rule,
                 "widths": list(self.widths), "derived_from_sparsity": self.derived_from_sparsity,
                 "teacher": self.teacher, "teacher_model": self.teacher_model,
                 "teacher_sparsity": self.teacher_sparsity, "teacher_test_accuracy": self.teacher_test_accuracy,
@@ -136,7 +136,8 @@ class PipelineResult:
                 "pruning": [{"teacher": t.name, **r.summary} for t in self.teachers for r in t.rounds.values()],
                 "layer_density": {t.name: {r.label: [dataclasses.asdict(s) for s in sparsity.layer_stats(r.masks)]
                                            for r in t.rounds.values()}
-                                  for t in self.teachers}}
+                                  for t in self.teachers},
+                "curves": self.curves}
 
 
 def _arm_label(row: StudentRow) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -141,20 +141,29 @@ def report_table(rounds: Sequence[Masks], labels: Sequence[str] | None = None) -
 def plot_density(path: str | Path, rounds: Sequence[Masks], labels: Sequence[str] | None = None,
                  title: str = "per-layer density") -> None:
     """A PNG with one line per round: density of each prunable layer, in network order."""
+    labels = list(labels) if labels is not None else [f"round {i}" for i in range(len(rounds))]
+    plot_layer_density(path, {label: layer_stats(m) for label, m in zip(labels, rounds)}, title)
+
+
+def plot_layer_density(path: str | Path, rounds: Mapping[str, Sequence[LayerStats | Mapping[str, Any]]],
+                       title: str = "per-layer density") -> None:
+    """`plot_density` from each round's layer statistics: `LayerStats`, or their dicts as
+    results.json's `layer_density` holds them (so a finished run's plot can be drawn again)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = list(labels) if labels is not None else [f"round {i}" for i in range(len(rounds))]
-    stats = [layer_stats(m) for m in rounds]
-    names = [s.path.rsplit("/", 1)[0] for s in stats[0]]
+    lines = {label: sorted(((s.path, s.density) if isinstance(s, LayerStats) else (s["path"], s["density"])
+                            for s in stats), key=lambda p: network_key(p[0]))
+             for label, stats in rounds.items()}
+    names = [p.rsplit("/", 1)[0] for p, _ in next(iter(lines.values()), [])]
     # Rounds in a sequential colormap (dense teacher dark, sparsest round light); the legend
     # beside the axes, where it covers no layer.
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names)) + 1.8, 4), dpi=120)
-    colors = plt.get_cmap("viridis")([i / max(len(stats) - 1, 1) * 0.9 for i in range(len(stats))])
-    for label, s, color in zip(labels, stats, colors):
-        ax.plot(range(len(s)), [x.density for x in s], marker=".", label=label, color=color)
+    colors = plt.get_cmap("viridis")([i / max(len(lines) - 1, 1) * 0.9 for i in range(len(lines))])
+    for (label, points), color in zip(lines.items(), colors):
+        ax.plot(range(len(points)), [d for _, d in points], marker=".", label=label, color=color)
     ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
     ax.set_ylabel("density (kept share)")
     ax.set_ylim(0, 1.02)
