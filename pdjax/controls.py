@@ -343,7 +343,7 @@ def run(config: ControlsConfig, *, out: str | Path, data: ImageData, mesh: Mesh 
             _, fitted = stage(name, config.student, config.student_scratch, STUDENT_SEED_OFFSET + seed)
         else:
             _, fitted = stage(name, config.student, config.student_kd, STUDENT_SEED_OFFSET + seed, teacher=source,
-                              kd_temperature=config.kd.temperature, kd_alpha=config.kd.alpha)
+                              kd=config.kd)
         result.students.append(Student(arm, round, teacher_seed, seed, name, fitted.test_accuracy, fitted.val_accuracy,
                                        fitted.best_epoch, len(fitted.history)))
 
@@ -358,11 +358,9 @@ def run(config: ControlsConfig, *, out: str | Path, data: ImageData, mesh: Mesh 
         reference = None
         for criterion in sorted(config.criteria, key=lambda c: c != "magnitude"):  # magnitude first
             arm = SEQUENCES[criterion]
-            spec = dataclasses.replace(config.prune, criterion=criterion)
+            spec = dataclasses.replace(config.prune, criterion=criterion, rounds=needed)
             rounds = pruning.iterative_pruning(
-                model, data, variables=teacher.best_variables, schedule=spec.schedule, rounds=needed,
-                workdir=out / prefix / arm, fraction=spec.fraction, scope=spec.scope, rewind=spec.rewind,
-                finetune_lr=spec.finetune_lr, criterion=criterion,
+                model, data, spec, variables=teacher.best_variables, workdir=out / prefix / arm,
                 reference=reference if criterion == "random" else None, seed=t, mesh=mesh, augment=config.augment,
                 eval_batch_size=config.eval_batch_size, progress=progress,
                 tensorboard=None if logs is None else logs / prefix / arm)

@@ -195,10 +195,8 @@ def _train_teacher(run: _Run, name: str, prefix: str, schedule: Schedule,
                                  on_variables=point, init_from=config.teacher_checkpoint)
     rewind_variables = None if point is None else point.variables(result.variables)
     rounds = pruning.iterative_pruning(
-        model, run.data, variables=result.best_variables, schedule=prune.schedule,
-        rounds=prune.rounds, workdir=out / f"{prefix}pruning", fraction=prune.fraction, scope=prune.scope,
-        rewind=prune.rewind, rewind_variables=rewind_variables, finetune_lr=prune.finetune_lr,
-        criterion=prune.criterion, seed=config.seed, mesh=run.mesh, augment=config.augment,
+        model, run.data, prune, variables=result.best_variables, workdir=out / f"{prefix}pruning",
+        rewind_variables=rewind_variables, seed=config.seed, mesh=run.mesh, augment=config.augment,
         eval_batch_size=config.eval_batch_size, progress=run.progress,
         tensorboard=None if run.logs is None else run.logs / f"{prefix}pruning")
     dense_masks = masks_lib.init(result.best_variables["params"])
@@ -256,7 +254,7 @@ def _train_arm(run: _Run, name: str, spec: StudentSpec, widths: Sequence[int], a
             _, result, row = run.stage(stage_name, spec.model, widths, spec.scratch, fit_seed)
         else:
             _, result, row = run.stage(stage_name, spec.model, widths, spec.kd, fit_seed, teacher=source.teacher,
-                                       kd_temperature=config.kd_temperature, kd_alpha=config.kd_alpha)
+                                       kd=config.kd_spec())
         accuracies.append(result.test_accuracy)
         params = row["params"]
     run.students.append(StudentRow(

@@ -21,11 +21,11 @@ Every round's fit checkpoints each epoch (masks included) and keeps its last epo
 killed mid-round resumes in that round, and any round's teacher can be loaded afterwards.
 
 Usage:
-    rounds = pdjax.pruning.iterative_pruning(model, data, variables=teacher, schedule=per_round,
-                                             rounds=7, workdir="runs/x/pruning")
+    spec = pdjax.pruning.PruneSpec(per_round, rounds=7)
+    rounds = pdjax.pruning.iterative_pruning(model, data, spec, variables=teacher, workdir="runs/x/pruning")
     rounds[1].masks, rounds[1].variables     # the 36%-sparse teacher (round 2)
-    dense = pdjax.pruning.iterative_pruning(..., criterion="none", workdir="runs/x/dense")
-    random = pdjax.pruning.iterative_pruning(..., criterion="random", workdir="runs/x/random",
+    dense = pdjax.pruning.iterative_pruning(model, data, dataclasses.replace(spec, criterion="none"), ...)
+    random = pdjax.pruning.iterative_pruning(model, data, dataclasses.replace(spec, criterion="random"), ...,
                                              reference=[r.masks for r in rounds])
 """
 
@@ -167,37 +167,31 @@ def round_dir(workdir: str | Path | None, k: int) -> Path | None:
     return None if workdir is None else Path(workdir) / f"round_{k:02d}"
 
 
-def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: Variables,
-                      schedule: Schedule, rounds: int, workdir: str | Path | None = None,
-                      fraction: float = 0.2,
-                      scope: str = "global", rewind: str = "lr",
-                      rewind_variables: Variables | None = None, finetune_lr: float = 1e-3,
-                      masks: Masks | None = None, criterion: str = "magnitude",
-                      reference: Sequence[Masks] | None = None, seed: int = 0, mesh: Mesh | None = None,
-                      augment: bool = True, eval_batch_size: int = 500, progress: bool = True,
-                      restart: bool = False, on_round_end: Callable[[PruningRound], None] | None = None,
+def iterative_pruning(model: nn.Module, data: data_lib.ImageData, spec: PruneSpec, *, variables: Variables,
+                      workdir: str | Path | None = None, rewind_variables: Variables | None = None,
+                      masks: Masks | None = None, reference: Sequence[Masks] | None = None, seed: int = 0,
+                      mesh: Mesh | None = None, augment: bool = True, eval_batch_size: int = 500,
+                      progress: bool = True, restart: bool = False,
+                      on_round_end: Callable[[PruningRound], None] | None = None,
                       on_epoch_end: Callable[[int, int, dict], None] | None = None,
                       tensorboard: str | Path | None = None) -> list[PruningRound]:
-    """Runs (or resumes) `rounds` rounds of prune-then-retrain.
+    """Runs (or resumes) `spec.rounds` rounds of prune-then-retrain.
 
     Args:
       model: the teacher's module.
       data: the data set.
+      spec: how to prune (`PruneSpec`, which checks its values): the per-round schedule
+        (PAPER.md: 130 epochs, milestones 39, 84), the rounds (round k leaves density
+        (1 - fraction)^k), the fraction, the scope (`global`: one ranking over the network, or
+        `layerwise`), the rewinding (`lr`, `weight`, `finetune` with `finetune_lr`; see the
+        module docstring) and the criterion (`magnitude`, `random`, `none`).
       variables: the trained dense (or already pruned) teacher's variables.
-      schedule: the per-round training schedule (PAPER.md: 130 epochs, milestones 39, 84).
-      rounds: number of rounds; round k leaves density (1 - fraction)^k.
       workdir: directory for `round_<k>/`, `rounds.json` and `pruning.json` (what produced the
         rounds: resuming with another fraction, scope, rewind mode, seed or starting teacher is
         refused with `pdjax.records.StaleRunError`; more rounds than before is fine); None
         prunes in memory.
-      fraction: share of the still-unpruned weights removed each round, in [0, 1).
-      scope: `global` (one ranking over the whole network) or `layerwise`.
-      rewind: `lr`, `weight` or `finetune` (see the module docstring).
       rewind_variables: the weights to rewind to (required for `rewind="weight"`).
-      finetune_lr: the constant learning rate of `rewind="finetune"`.
       masks: starting masks (default: nothing pruned).
-      criterion: which weights a round removes: `magnitude`, `random` or `none` (see the module
-        docstring).
       reference: `random` only: one mask tree per round (e.g. a magnitude sequence's
         `[r.masks for r in rounds]`); round k keeps, in every layer, exactly as many weights as
         `reference[k - 1]` does. Default: as many as magnitude pruning of this sequence's own
@@ -213,23 +207,17 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
     Returns:
       One `PruningRound` per round, in order.
     """
-    if rewind not in REWIND_MODES:
-        raise ValueError(f"unknown rewind mode {rewind!r}; known: {', '.join(REWIND_MODES)}")
-    if scope not in SCOPES:
-        raise ValueError(f"unknown pruning scope {scope!r}; known: {', '.join(SCOPES)}")
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown pruning criterion {criterion!r}; known: {', '.join(CRITERIA)}")
+    rounds, criterion = spec.rounds, spec.criterion
     if reference is not None and criterion != "random":
         raise ValueError(f"reference masks only apply to criterion='random', not {criterion!r}")
     if reference is not None and len(reference) < rounds:
         raise ValueError(f"reference has {len(reference)} rounds of masks, {rounds} are asked for")
-    if rewind == "weight" and rewind_variables is None:
+    if spec.rewind == "weight" and rewind_variables is None:
         raise ValueError("rewind='weight' needs rewind_variables (the weights to rewind to)")
-    if not 0.0 <= fraction < 1.0:
-        raise masks_lib.MaskError(f"pruning fraction must be in [0, 1), got {fraction}")
-    prune = masks_lib.prune_global if scope == "global" else masks_lib.prune_layerwise
-    if rewind == "finetune":
-        schedule = dataclasses.replace(schedule, lr=finetune_lr, milestones=())
+    prune = masks_lib.prune_global if spec.scope == "global" else masks_lib.prune_layerwise
+    schedule = spec.schedule
+    if spec.rewind == "finetune":
+        schedule = dataclasses.replace(schedule, lr=spec.finetune_lr, milestones=())
     current_masks = masks if masks is not None else masks_lib.init(variables["params"])
     masks_lib.check(variables["params"], current_masks)
     if workdir is not None:
@@ -237,8 +225,8 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
         if restart:
             parallel.remove_directory(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        record = {"fraction": fraction, "scope": scope, "rewind": rewind,
-                  "finetune_lr": finetune_lr if rewind == "finetune" else None, "seed": seed,
+        record = {"fraction": spec.fraction, "scope": spec.scope, "rewind": spec.rewind,
+                  "finetune_lr": spec.finetune_lr if spec.rewind == "finetune" else None, "seed": seed,
                   "variables": records.tree_digest(variables), "masks": records.tree_digest(current_masks),
                   "rewind_variables": records.tree_digest(rewind_variables), "criterion": criterion,
                   "reference": None if reference is None else [records.tree_digest(m) for m in reference[:rounds]]}
@@ -249,9 +237,9 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, *, variables: 
     for k in range(1, rounds + 1):
         # Deterministic from the previous round's last epoch, so a resumed run recomputes
         # exactly the masks its checkpoint holds.
-        new_masks = prune_round(current["params"], current_masks, fraction, criterion=criterion, prune=prune,
+        new_masks = prune_round(current["params"], current_masks, spec.fraction, criterion=criterion, prune=prune,
                                 reference=None if reference is None else reference[k - 1], seed=(seed, k))
-        start = rewind_variables if rewind == "weight" else current
+        start = rewind_variables if spec.rewind == "weight" else current
         result = fit(model, data, schedule, workdir=round_dir(workdir, k), seed=seed + k, mesh=mesh,
                      variables=start, masks=new_masks, augment=augment, select_best=False,
                      eval_batch_size=eval_batch_size, name=f"prune round {k}/{rounds}",

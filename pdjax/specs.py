@@ -14,9 +14,10 @@ Usage:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+import functools
+from typing import Any, Callable, ClassVar, Mapping
 
-from pdjax import pruning, students as students_lib
+from pdjax import distill, pruning, students as students_lib
 from pdjax.models import COMPUTE_DTYPES
 from pdjax.tensorboard import LOGS
 from pdjax.train import Schedule
@@ -52,15 +53,14 @@ class ExperimentConfig:
             (self.width_multiplier > 0, f"width_multiplier={self.width_multiplier} must be > 0"),
             (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
             (len(self.seeds) > 0, "seeds must name at least one seed"),
-            (self.kd_temperature > 0, f"kd_temperature={self.kd_temperature} must be > 0"),
-            (0 <= self.kd_alpha <= 1, f"kd_alpha={self.kd_alpha} must lie in [0, 1]"),
             (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
             (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise SpecError(message)
-        self.prune_spec(self.PRUNE_CHECK_SCHEDULE)  # the pruning values, checked where they are owned
+        self.prune_spec(self.PRUNE_CHECK_SCHEDULE)  # the pruning and KD values, checked where they are owned
+        self.kd_spec()
 
     # `pruning.PruneSpec`'s fields under the names of this config's keys (a subclass that has
     # the key sets the field; the others keep PruneSpec's defaults).
@@ -76,20 +76,37 @@ class ExperimentConfig:
         Raises:
           SpecError: a pruning value is out of range, named by this config's key.
         """
-        fields = {field: getattr(self, key) for field, key in self.PRUNE_KEYS.items() if hasattr(self, key)}
-        try:
-            return pruning.PruneSpec(schedule, **fields)
-        except SpecError as err:
-            message = str(err)
-            for field, key in self.PRUNE_KEYS.items():
-                if message.startswith(f"prune.{field}="):
-                    message = key + message[len(f"prune.{field}"):]
-                    break
-            raise SpecError(message) from None
+        return _spec(functools.partial(pruning.PruneSpec, schedule), "prune", self.PRUNE_KEYS, self)
+
+    # `distill.KDSpec`'s fields under the names of this config's keys.
+    KD_KEYS: ClassVar[dict[str, str]] = {"temperature": "kd_temperature", "alpha": "kd_alpha"}
+
+    def kd_spec(self) -> distill.KDSpec:
+        """The KD loss's settings of this experiment's distilled students.
+
+        Raises:
+          SpecError: a KD value is out of range, named by this config's key.
+        """
+        return _spec(distill.KDSpec, "kd", self.KD_KEYS, self)
 
     def model_options(self) -> dict[str, dict[str, Any]]:
         """Options of `pdjax.models.get` per architecture (see `prune_then_distill`); none here."""
         return {}
+
+
+def _spec(build: Callable[..., Any], prefix: str, keys: Mapping[str, str], config: Any) -> Any:
+    """`build` (a spec that checks its values) from the config keys that hold its fields; a
+    spec's error, which names its field (`prune.fraction=...`), is renamed by the config's key."""
+    fields = {field: getattr(config, key) for field, key in keys.items() if hasattr(config, key)}
+    try:
+        return build(**fields)
+    except SpecError as err:
+        message = str(err)
+        for field, key in keys.items():
+            if message.startswith(f"{prefix}.{field}="):
+                message = key + message[len(f"{prefix}.{field}"):]
+                break
+        raise SpecError(message) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -538,19 +538,19 @@ def _optimizer_fingerprint(optimizer: optax.GradientTransformation, params: Para
 
 def stage_record(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, seed: int,
                  variables: Variables, masks: Masks | None, teacher: distill.Teacher | None,
-                 kd_temperature: float, kd_alpha: float, optimizer: optax.GradientTransformation | None,
+                 kd: distill.KDSpec, optimizer: optax.GradientTransformation | None,
                  augment: bool, select_best: bool) -> dict[str, Any]:
     """What produces a `fit`: saved as `workdir/stage.json`, compared when it resumes."""
-    kd = None
+    distilled = None
     if teacher is not None:
-        kd = {"model": records.describe_module(teacher.model),
-              "variables": records.tree_digest(teacher.variables), "masks": records.tree_digest(teacher.masks),
-              "temperature": kd_temperature, "alpha": kd_alpha}
+        distilled = {"model": records.describe_module(teacher.model),
+                     "variables": records.tree_digest(teacher.variables), "masks": records.tree_digest(teacher.masks),
+                     "temperature": kd.temperature, "alpha": kd.alpha}
     return {"model": records.describe_module(model), "schedule": dataclasses.asdict(schedule),
             "optimizer": ("SGD from the schedule" if optimizer is None
                           else _optimizer_fingerprint(optimizer, variables["params"])),
             "seed": seed, "initial_variables": records.tree_digest(variables),
-            "masks": records.tree_digest(masks), "teacher": kd, "augment": augment,
+            "masks": records.tree_digest(masks), "teacher": distilled, "augment": augment,
             "select_best": select_best, "data": records.data_digest(data)}
 
 
@@ -582,8 +582,8 @@ def checkpoint_interval(seconds: float | None = None) -> float:
 def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         workdir: str | Path | None = None, seed: int = 0, mesh: Mesh | None = None,
         variables: Variables | None = None, masks: Masks | None = None,
-        teacher: distill.Teacher | None = None, kd_temperature: float = distill.TEMPERATURE,
-        kd_alpha: float = distill.ALPHA, optimizer: optax.GradientTransformation | None = None,
+        teacher: distill.Teacher | None = None, kd: distill.KDSpec = distill.KDSpec(),
+        optimizer: optax.GradientTransformation | None = None,
         augment: bool = True, select_best: bool = True, eval_batch_size: int = 500,
         name: str = "train", progress: bool = True, log_every: int = 20, restart: bool = False,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
@@ -616,7 +616,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         optimizer: see `pdjax.masks.masked_optimizer`); None trains densely.
       teacher: distill from this teacher (`pdjax.distill.Teacher`, its masks applied) with the
         KD loss instead of training on the labels alone.
-      kd_temperature, kd_alpha: the KD loss's T and alpha.
+      kd: the KD loss's T and alpha (`pdjax.distill.KDSpec`; default the paper's T = 10,
+        alpha = 0.95).
       optimizer: any optax optimizer (e.g. `optax.adamw(1e-3)`); default the paper's SGD built
         from `schedule` (`pdjax.train.sgd`: its lr, milestones, momentum, weight decay).
       augment: random crop and flip on training batches.
@@ -666,7 +667,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     if variables is None:
         variables = models.init(model, jax.random.key(seed), data.image_shape)
     record = stage_record(model, data, schedule, seed=seed, variables=variables, masks=masks, teacher=teacher,
-                          kd_temperature=kd_temperature, kd_alpha=kd_alpha, optimizer=optimizer,
+                          kd=kd, optimizer=optimizer,
                           augment=augment, select_best=select_best)
     if optimizer is None:
         optimizer = sgd(schedule)
@@ -686,7 +687,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
 
     train_step = make_train_step(model, optimizer, mesh, mean=data.mean, std=data.std,
                                  augment=augment, teacher=teacher.model if teacher else None,
-                                 temperature=kd_temperature, alpha=kd_alpha)
+                                 temperature=kd.temperature, alpha=kd.alpha)
     teacher_args = () if teacher is None else (parallel.replicate(teacher.masked_variables(), mesh),)
     eval_step = make_eval_step(model, mesh, mean=data.mean, std=data.std)
     key = parallel.replicate(jax.random.key(seed), mesh)

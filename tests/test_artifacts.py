@@ -21,8 +21,8 @@ def stages(small_digits, tiny_vgg11, tmp_path_factory):
     """A teacher, one pruning round of it and a KD student of the round, each a stage directory."""
     out = tmp_path_factory.mktemp("stages")
     teacher = train.fit(tiny_vgg11, small_digits, SCHEDULE, workdir=out / "teacher", seed=0, progress=False)
-    rounds = pruning.iterative_pruning(tiny_vgg11, small_digits, variables=teacher.best_variables, schedule=SCHEDULE,
-                                       rounds=1, workdir=out / "pruning", progress=False)
+    rounds = pruning.iterative_pruning(tiny_vgg11, small_digits, pruning.PruneSpec(SCHEDULE, rounds=1),
+                                       variables=teacher.best_variables, workdir=out / "pruning", progress=False)
     student = models.get("vgg11", 10, widths=(2,) * 8)
     train.fit(student, small_digits, SCHEDULE, workdir=out / "student", seed=1, progress=False,
               teacher=distill.Teacher(tiny_vgg11, rounds[0].variables, rounds[0].masks))

@@ -117,7 +117,7 @@ def test_fit_with_a_teacher_records_kd_metrics(setup, tmp_path):
     digits, student, teacher, tv = setup
     schedule = train.Schedule(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4)
     result = train.fit(student, digits, schedule, workdir=tmp_path, progress=False,
-                       teacher=distill.Teacher(teacher, tv), kd_temperature=4.0, kd_alpha=0.5)
+                       teacher=distill.Teacher(teacher, tv), kd=distill.KDSpec(4.0, 0.5))
     record = result.history[0]
     assert {"kd_loss", "ce_loss", "teacher_accuracy"} <= set(record)
     assert record["train_loss"] == pytest.approx(0.5 * record["kd_loss"] + 0.5 * record["ce_loss"], rel=1e-4)

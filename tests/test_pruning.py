@@ -9,6 +9,7 @@ import pytest
 
 from pdjax import data as data_lib
 from pdjax import masks, models, parallel, pruning, train
+from pdjax.types import SpecError
 
 SCHEDULE = train.Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.1, weight_decay=2e-4)
 
@@ -88,8 +89,8 @@ def test_masked_fit_with_adam_keeps_pruned_weights_zero(small_digits, tiny_vgg11
 
 
 def run_rounds(tiny_vgg11, small_digits, teacher, workdir, rounds=2, **kw):
-    return pruning.iterative_pruning(tiny_vgg11, small_digits, variables=teacher, schedule=SCHEDULE, rounds=rounds,
-                                     workdir=workdir, seed=0, progress=False, **kw)
+    return pruning.iterative_pruning(tiny_vgg11, small_digits, pruning.PruneSpec(SCHEDULE, rounds=rounds),
+                                     variables=teacher, workdir=workdir, seed=0, progress=False, **kw)
 
 
 def test_rounds_prune_twenty_percent_of_what_is_left_and_resume_mid_round(small_digits, tiny_vgg11, teacher, tmp_path):
@@ -135,8 +136,9 @@ def test_rewind_modes_choose_the_starting_weights(small_digits, tiny_vgg11, teac
     trained = jax.tree.map(lambda x: x + 1.0, teacher)  # stands for the trained teacher
 
     def first_round(rewind, **kw):
-        return pruning.iterative_pruning(tiny_vgg11, small_digits, variables=trained, schedule=no_training, rounds=1,
-                                         workdir=tmp_path / rewind, rewind=rewind, progress=False, **kw)[0]
+        spec = pruning.PruneSpec(no_training, rounds=1, rewind=rewind)
+        return pruning.iterative_pruning(tiny_vgg11, small_digits, spec, variables=trained,
+                                         workdir=tmp_path / rewind, progress=False, **kw)[0]
 
     lr = first_round("lr")
     chex.assert_trees_all_equal(lr.variables["params"],
@@ -147,9 +149,9 @@ def test_rewind_modes_choose_the_starting_weights(small_digits, tiny_vgg11, teac
     # The masks come from the trained weights in both modes.
     chex.assert_trees_all_equal(weight.masks, lr.masks)
     one_epoch = dataclasses.replace(SCHEDULE, epochs=1)
-    finetune = pruning.iterative_pruning(tiny_vgg11, small_digits, variables=trained, schedule=one_epoch, rounds=1,
-                                         workdir=tmp_path / "finetune", rewind="finetune",
-                                         finetune_lr=0.003, progress=False)[0]
+    spec = pruning.PruneSpec(one_epoch, rounds=1, rewind="finetune", finetune_lr=0.003)
+    finetune = pruning.iterative_pruning(tiny_vgg11, small_digits, spec, variables=trained,
+                                         workdir=tmp_path / "finetune", progress=False)[0]
     assert finetune.result.history[0]["lr"] == pytest.approx(0.003)
 
 
@@ -180,26 +182,31 @@ def test_rewind_point_keeps_one_epochs_weights(small_digits, tiny_vgg11, teacher
 
 
 def test_layerwise_scope_prunes_every_layer_alike(small_digits, tiny_vgg11, teacher, tmp_path):
-    r = pruning.iterative_pruning(tiny_vgg11, small_digits, variables=teacher, schedule=dataclasses.replace(SCHEDULE, epochs=0),
-                                  rounds=1, workdir=tmp_path, scope="layerwise", progress=False)[0]
+    spec = pruning.PruneSpec(dataclasses.replace(SCHEDULE, epochs=0), rounds=1, scope="layerwise")
+    r = pruning.iterative_pruning(tiny_vgg11, small_digits, spec, variables=teacher, workdir=tmp_path,
+                                  progress=False)[0]
     for m in jax.tree.leaves(r.masks):
         m = np.asarray(m)
         assert m.sum() == m.size - round(0.2 * m.size)
 
 
 def test_bad_arguments(small_digits, tiny_vgg11, teacher, tmp_path):
-    kw = dict(variables=teacher, schedule=SCHEDULE, rounds=1, workdir=tmp_path)
-    with pytest.raises(ValueError, match="unknown rewind mode 'weights'"):
-        pruning.iterative_pruning(tiny_vgg11, small_digits, rewind="weights", **kw)
+    # The spec checks its own values, once (named as the experiments' `prune.*` keys).
+    with pytest.raises(SpecError, match=r"prune.rewind='weights': use one of lr, weight, finetune"):
+        pruning.PruneSpec(SCHEDULE, rewind="weights")
+    with pytest.raises(SpecError, match=r"prune.scope='local': use one of global, layerwise"):
+        pruning.PruneSpec(SCHEDULE, scope="local")
+    with pytest.raises(SpecError, match=r"prune.fraction=1.5 must lie in \[0, 1\)"):
+        pruning.PruneSpec(SCHEDULE, fraction=1.5)
+    with pytest.raises(SpecError, match=r"prune.criterion='smallest': use one of magnitude, random, none"):
+        pruning.PruneSpec(SCHEDULE, criterion="smallest")
+    kw = dict(variables=teacher, workdir=tmp_path)
     with pytest.raises(ValueError, match="needs rewind_variables"):
-        pruning.iterative_pruning(tiny_vgg11, small_digits, rewind="weight", **kw)
-    with pytest.raises(ValueError, match="unknown pruning scope"):
-        pruning.iterative_pruning(tiny_vgg11, small_digits, scope="local", **kw)
-    with pytest.raises(masks.MaskError, match=r"fraction must be in \[0, 1\), got 1.5"):
-        pruning.iterative_pruning(tiny_vgg11, small_digits, fraction=1.5, **kw)
+        pruning.iterative_pruning(tiny_vgg11, small_digits, pruning.PruneSpec(SCHEDULE, rounds=1, rewind="weight"), **kw)
     other = models.init(models.get("vgg11", 10, widths=(2,) * 8), jax.random.key(0), (32, 32, 3))
     with pytest.raises(masks.MaskError, match=r"mask at Conv_1/kernel has shape \(3, 3, 2, 2\)"):
-        pruning.iterative_pruning(tiny_vgg11, small_digits, masks=masks.init(other["params"]), **kw)
+        pruning.iterative_pruning(tiny_vgg11, small_digits, pruning.PruneSpec(SCHEDULE, rounds=1),
+                                  masks=masks.init(other["params"]), **kw)
     assert [pruning.rounds_for_sparsity(s) for s in (0.36, 0.59, 0.79)] == [2, 4, 7]
     with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
         pruning.rounds_for_sparsity(1.0)
@@ -239,9 +246,9 @@ def test_control_sequences_retrain_like_magnitude_pruning(small_digits, tiny_vgg
     one_epoch = dataclasses.replace(SCHEDULE, epochs=1)
 
     def sequence(criterion, **kw):
-        return pruning.iterative_pruning(tiny_vgg11, small_digits, variables=teacher, schedule=one_epoch, rounds=2,
-                                         workdir=tmp_path / criterion, criterion=criterion, seed=0, progress=False,
-                                         **kw)
+        spec = pruning.PruneSpec(one_epoch, rounds=2, criterion=criterion)
+        return pruning.iterative_pruning(tiny_vgg11, small_digits, spec, variables=teacher,
+                                         workdir=tmp_path / criterion, seed=0, progress=False, **kw)
 
     magnitude = sequence("magnitude")
     random = sequence("random", reference=[r.masks for r in magnitude])
@@ -259,9 +266,7 @@ def test_control_sequences_retrain_like_magnitude_pruning(small_digits, tiny_vgg
     # The criterion is part of what produced the rounds: a directory of one is refused for another.
     from pdjax.records import StaleRunError
     with pytest.raises(StaleRunError, match="criterion: none there, magnitude now"):
-        pruning.iterative_pruning(tiny_vgg11, small_digits, variables=teacher, schedule=one_epoch, rounds=2,
+        pruning.iterative_pruning(tiny_vgg11, small_digits, pruning.PruneSpec(one_epoch, rounds=2), variables=teacher,
                                   workdir=tmp_path / "none", seed=0, progress=False)
-    with pytest.raises(ValueError, match="unknown pruning criterion 'smallest'"):
-        sequence("smallest")
     with pytest.raises(ValueError, match="reference masks only apply to criterion='random'"):
         sequence("magnitude", reference=[r.masks for r in magnitude])

@@ -71,7 +71,7 @@ def test_other_data_teacher_seed_or_initial_weights_are_refused(tiny_vgg11, smal
     fewer = data_lib.load("digits", max_train=650)
     cases = [
         (dict(teacher=other_teacher), r"teacher\.variables: "),
-        (dict(teacher=teacher, kd_alpha=0.5), r"teacher\.alpha: 0\.95 there, 0\.5 now"),
+        (dict(teacher=teacher, kd=distill.KDSpec(alpha=0.5)), r"teacher\.alpha: 0\.95 there, 0\.5 now"),
         (dict(teacher=None), r"teacher: .* there, null now"),
         (dict(teacher=teacher, seed=1), r"seed: 0 there, 1 now"),
         (dict(teacher=teacher, variables=teacher.variables), r"initial_variables: "),
@@ -87,17 +87,17 @@ def test_other_data_teacher_seed_or_initial_weights_are_refused(tiny_vgg11, smal
 def test_pruning_with_another_fraction_is_refused(tiny_vgg11, small_digits, tmp_path):
     dense = jax.device_get(models.init(tiny_vgg11, jax.random.key(0), (32, 32, 3)))
     schedule = dataclasses.replace(ONE_EPOCH, epochs=0)  # rounds only prune; enough for the record
-    pruning.iterative_pruning(tiny_vgg11, small_digits, variables=dense, schedule=schedule, rounds=1, workdir=tmp_path,
-                              progress=False)
+    spec = pruning.PruneSpec(schedule, rounds=1)
+    pruning.iterative_pruning(tiny_vgg11, small_digits, spec, variables=dense, workdir=tmp_path, progress=False)
+    half = dataclasses.replace(spec, fraction=0.5)
     with pytest.raises(records.StaleRunError, match=r"fraction: 0\.2 there, 0\.5 now"):
-        pruning.iterative_pruning(tiny_vgg11, small_digits, variables=dense, schedule=schedule, rounds=1, workdir=tmp_path,
-                                  fraction=0.5, progress=False)
-    rounds = pruning.iterative_pruning(tiny_vgg11, small_digits, variables=dense, schedule=schedule, rounds=1,
-                                       workdir=tmp_path, fraction=0.5, progress=False, restart=True)
+        pruning.iterative_pruning(tiny_vgg11, small_digits, half, variables=dense, workdir=tmp_path, progress=False)
+    rounds = pruning.iterative_pruning(tiny_vgg11, small_digits, half, variables=dense, workdir=tmp_path,
+                                       progress=False, restart=True)
     assert masks.density(rounds[0].masks) == pytest.approx(0.5, abs=0.01)
     # More rounds than before continue the same run.
-    more = pruning.iterative_pruning(tiny_vgg11, small_digits, variables=dense, schedule=schedule, rounds=2,
-                                     workdir=tmp_path, fraction=0.5, progress=False)
+    more = pruning.iterative_pruning(tiny_vgg11, small_digits, dataclasses.replace(half, rounds=2), variables=dense,
+                                     workdir=tmp_path, progress=False)
     assert masks.density(more[1].masks) == pytest.approx(0.25, abs=0.01)
 
 

@@ -27,3 +27,13 @@ def test_the_config_checks_its_values_and_names_a_pruning_error_by_its_own_key()
     assert (spec.schedule, spec.rounds, spec.fraction, spec.rewind) == (schedule, 3, 0.5, "lr")
     # A key this config does not have keeps PruneSpec's default.
     assert not hasattr(specs.ExperimentConfig(), "prune_scope") and spec.scope == "global"
+
+
+def test_the_kd_values_are_checked_by_the_kd_spec_and_named_by_the_configs_keys():
+    from pdjax.distill import KDSpec
+    from pdjax.types import SpecError
+
+    assert specs.ExperimentConfig().kd_spec() == KDSpec(10.0, 0.95)  # PAPER.md's T and alpha
+    assert specs.ExperimentConfig(kd_temperature=4.0, kd_alpha=0.9).kd_spec() == KDSpec(4.0, 0.9)
+    with pytest.raises(SpecError, match=r"^kd_temperature=0.0 must be > 0$"):
+        specs.ExperimentConfig(kd_temperature=0.0)
