@@ -36,7 +36,7 @@ class Config(pdjax.specs.ResNetConfig):  # resnet_stem_width narrows the teacher
     students: tuple[str, ...] = STUDENTS
     # PAPER.md's Tiny-ImageNet schedules.
     teacher_train: Schedule = pdjax.paper.TINY_TRAIN
-    prune: Schedule = pdjax.paper.TINY_PRUNE
+    prune: pdjax.pruning.PruneSpec = pdjax.pruning.PruneSpec(pdjax.paper.TINY_PRUNE)
     resnet_scratch: Schedule = pdjax.paper.TINY_TRAIN
     vgg_scratch: Schedule = pdjax.paper.TINY_TRAIN
     mobilenet_scratch: Schedule = pdjax.paper.TINY_MOBILENET_TRAIN
@@ -78,16 +78,15 @@ def cpu() -> Config:
                   resnet_stem_width=presets.CPU_RESNET_STEM, seeds=(0, 1, 2),
                   students=("vgg16_tiny", "mobilenetv2"), vgg_width_multiplier=1 / 8,
                   mobilenet_width_multiplier=1 / 8, teacher_train=presets.CPU_RESNET_TRAIN,
-                  prune=presets.CPU_RESNET_PRUNE, resnet_scratch=resnet, resnet_kd=resnet,
+                  prune=pdjax.pruning.PruneSpec(presets.CPU_RESNET_PRUNE), resnet_scratch=resnet, resnet_kd=resnet,
                   vgg_scratch=resnet, vgg_kd=resnet, mobilenet_scratch=mobilenet, mobilenet_kd=mobilenet)
 
 
 def demo() -> Config:
     train = Schedule(epochs=5, batch_size=64, lr=0.05, milestones=(3,), lr_factor=0.2, weight_decay=5e-4)
-    return Config(data="digits", width_multiplier=1 / 16, prune_rounds=2, kd_rounds=(2,),
-                  teacher_train=train,
-                  prune=Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.1,
-                                 weight_decay=1e-4),
+    return Config(data="digits", width_multiplier=1 / 16, kd_rounds=(2,), teacher_train=train,
+                  prune=pdjax.pruning.PruneSpec(Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,),
+                                                         lr_factor=0.1, weight_decay=1e-4), rounds=2),
                   resnet_scratch=train, vgg_scratch=train, mobilenet_scratch=train,
                   resnet_kd=train, vgg_kd=train, mobilenet_kd=train)
 
@@ -108,9 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                            width_multiplier=config.student_width_multiplier(name))
                 for name in config.students]
     result = pdjax.pipeline.prune_then_distill(
-        config, out=out, data=data, teacher="resnet18", teacher_schedule=config.teacher_train,
-        prune=config.prune_spec(config.prune),
-        students=students)
+        config, out=out, data=data, teacher="resnet18", teacher_schedule=config.teacher_train, students=students)
     notes = ""
     if data.num_classes != 200 or data.image_shape[:2] != (64, 64):
         notes = (f"These {data.image_shape[0]}x{data.image_shape[1]} images of {data.num_classes} classes stand "

@@ -19,8 +19,8 @@ Presets:
   python experiments/vgg19_to_vgg11.py --preset cpu_t4  # then: KD with T = 4, alpha = 0.9 (~25 min)
   python experiments/vgg19_to_vgg11.py --preset paper   # CIFAR-100, the paper's widths and epochs
 
-Overrides: `--set key=value` (repeatable; e.g. `--set train.epochs=3`,
-`--set data=folder:PATH`), `--out DIR` (default runs/vgg19_to_vgg11/<preset>), `--restart`.
+Overrides: `--set key=value` (repeatable; e.g. `--set train.epochs=3`, `--set prune.rewind=weight`,
+`--set prune.schedule.epochs=2`, `--set kd.temperature=4`, `--set data=folder:PATH`), `--out DIR` (default runs/vgg19_to_vgg11/<preset>), `--restart`.
 Results in the run directory: `results.md`, `results.json`, `curves.png` (validation accuracy
 per epoch), `pruning_density.png` (per-layer density per round), `teacher_vs_sparsity.png`,
 `student_vs_teacher_sparsity.png`.
@@ -50,14 +50,11 @@ class Config(pdjax.specs.ExperimentConfig):
     # Teachers, and scratch students unless `student_train` is set (PAPER.md, CIFAR-100 VGG).
     train: Schedule = pdjax.paper.CIFAR_TRAIN
     student_train: Schedule | None = None  # the scratch students' schedule; None: `train`
-    # Each pruning round (PAPER.md, CIFAR-100 pruning).
-    prune: Schedule = pdjax.paper.CIFAR_PRUNE
-    prune_scope: str = "global"  # or "layerwise"
-    rewind: str = "lr"  # "lr" (the paper), "weight" (to the teacher at rewind_epoch), "finetune"
-    rewind_epoch: int = 0  # teacher epoch whose weights rewind="weight" restores
-    finetune_lr: float = 1e-3
-    # Distillation (PAPER.md, CIFAR-100 KD): students of the unpruned and of these rounds' teachers.
-    kd: Schedule = pdjax.paper.CIFAR_KD
+    # Pruning (PAPER.md, CIFAR-100 pruning): each round's schedule, 7 rounds of 20%, global,
+    # learning-rate rewinding (`--set prune.rewind=weight`, `prune.scope=layerwise`, ...).
+    prune: pdjax.pruning.PruneSpec = pdjax.pruning.PruneSpec(pdjax.paper.CIFAR_PRUNE)
+    # The distilled students' schedule (PAPER.md, CIFAR-100 KD); the KD loss's T and alpha are `kd`.
+    student_kd: Schedule = pdjax.paper.CIFAR_KD
 
 
 def paper() -> Config:
@@ -79,9 +76,9 @@ def cpu() -> Config:
     student = Schedule(epochs=20, batch_size=128, lr=0.1, milestones=(6, 12, 16), lr_factor=0.2,
                        weight_decay=5e-4)
     return Config(data=presets.SHARED_CIFAR10, width_multiplier=1 / 8, student_width_multiplier=1 / 16,
-                  seeds=(0, 1, 2), train=teacher, student_train=student, kd=student,
-                  prune=Schedule(epochs=6, batch_size=128, lr=0.1, milestones=(2, 4),
-                                 lr_factor=0.1, weight_decay=2e-4))
+                  seeds=(0, 1, 2), train=teacher, student_train=student, student_kd=student,
+                  prune=pdjax.pruning.PruneSpec(Schedule(epochs=6, batch_size=128, lr=0.1, milestones=(2, 4),
+                                                         lr_factor=0.1, weight_decay=2e-4)))
 
 
 def cpu_t4() -> Config:
@@ -90,7 +87,9 @@ def cpu_t4() -> Config:
     # takes the `cpu` run's trained VGG19 (run that first, in its default directory); pruning
     # rounds 1-4 are recomputed from it (same seed: the same masks) and the scratch students
     # retrained (same seeds: the same students), so this report is complete on its own.
-    return dataclasses.replace(cpu(), teachers=("vgg19",), kd_temperature=4.0, kd_alpha=0.9, prune_rounds=4,
+    base = cpu()
+    return dataclasses.replace(base, teachers=("vgg19",), kd=pdjax.distill.KDSpec(4.0, 0.9),
+                               prune=dataclasses.replace(base.prune, rounds=4),
                                kd_rounds=(4,), teacher_checkpoint="runs/vgg19_to_vgg11/cpu/vgg19/teacher")
 
 
@@ -98,9 +97,9 @@ def demo() -> Config:
     train = Schedule(epochs=12, batch_size=64, lr=0.05, milestones=(6, 9), lr_factor=0.2,
                      weight_decay=5e-4)
     return Config(data="digits", teachers=("vgg19",), width_multiplier=1 / 16, train=train,
-                  prune=Schedule(epochs=3, batch_size=64, lr=0.05, milestones=(1, 2),
-                                 lr_factor=0.1, weight_decay=2e-4),
-                  kd=train)
+                  prune=pdjax.pruning.PruneSpec(Schedule(epochs=3, batch_size=64, lr=0.05, milestones=(1, 2),
+                                                         lr_factor=0.1, weight_decay=2e-4)),
+                  student_kd=train)
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "cpu_t4": cpu_t4, "demo": demo}
@@ -117,11 +116,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data = runs.load_data(config, config.data, out)
     student_multiplier = config.student_width_multiplier or config.width_multiplier
     student = pdjax.specs.StudentSpec("student", config.student, scratch=config.student_train or config.train,
-                                         kd=config.kd, width_multiplier=student_multiplier)
+                                         kd=config.student_kd, width_multiplier=student_multiplier)
     result = pdjax.pipeline.prune_then_distill(config, out=out, data=data, teacher=config.teachers,
-                                               teacher_schedule=config.train, prune=config.prune_spec(config.prune),
-                                               students=[student])
-    notes = f"KD: T = {config.kd_temperature}, alpha = {config.kd_alpha}.\n\n"
+                                               teacher_schedule=config.train, students=[student])
+    notes = f"KD: T = {config.kd.temperature}, alpha = {config.kd.alpha}.\n\n"
     return runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes)
 
 

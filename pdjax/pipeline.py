@@ -18,10 +18,9 @@ What it is given lives in `pdjax.specs` (`ExperimentConfig`, `StudentSpec`) and
 report and plots in `pdjax.pipeline_report`.
 
 Usage:
-    config = pdjax.specs.ExperimentConfig(seeds=(0, 1, 2))
+    config = pdjax.specs.ExperimentConfig(seeds=(0, 1, 2), prune=pdjax.pruning.PruneSpec(per_round))
     result = pdjax.pipeline.prune_then_distill(
         config, out="runs/x", data=data, teacher="vgg19", teacher_schedule=schedule,
-        prune=config.prune_spec(per_round),
         students=[pdjax.specs.StudentSpec("student", "vgg11", scratch=schedule, kd=schedule)])
     print(pdjax.pipeline_report.report(result, "VGG19 -> VGG11"))
 """
@@ -94,16 +93,17 @@ class KDSource(NamedTuple):
 
 
 def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: ImageData,
-                       teacher: str | Sequence[str], teacher_schedule: Schedule, prune: PruneSpec,
-                       students: Sequence[StudentSpec], mesh: Mesh | None = None, progress: bool = True,
+                       teacher: str | Sequence[str], teacher_schedule: Schedule, students: Sequence[StudentSpec],
+                       prune: PruneSpec | None = None, mesh: Mesh | None = None, progress: bool = True,
                        restart: bool = False) -> PipelineResult:
     """Runs (or resumes) the whole method for one or several teachers and their students.
 
     Args:
       config: the settings every experiment shares, passed whole (`pdjax.specs.ExperimentConfig`
-        or an experiment's subclass; its defaults are the paper's): `kd_rounds` (the pruning
+        or an experiment's subclass; its defaults are the paper's): `prune` (how each teacher is
+        pruned, `pdjax.pruning.PruneSpec`), `kd_rounds` (the pruning
         rounds whose teachers are distilled, each in 1..prune.rounds), `width_multiplier` (of the
-        teachers), `kd_temperature` and `kd_alpha`, `seeds` (each student is trained once per
+        teachers), `kd` (the KD loss's T and alpha), `seeds` (each student is trained once per
         seed; seed s gives every student arm the same initialisation and data order, fit seed
         `STUDENT_SEED_OFFSET + s`, so arms can be compared seed by seed), `seed` (the teachers'
         and their pruning's), `augment`, `eval_batch_size`, `compute_dtype` (every model's:
@@ -119,8 +119,9 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
         several, each teacher's stages live in `out/<teacher>/` and a fixed-width student trained
         from scratch (which does not depend on the teacher) is trained once and shared.
       teacher_schedule: the teachers' training schedule.
-      prune: how each teacher is pruned (`config.prune_spec(schedule)` builds it from the config).
       students: the students (see `pdjax.specs.StudentSpec`).
+      prune: `config.prune` with another schedule (`config.prune_spec(schedule)`: an experiment
+        whose arms each bring their pruning schedule); default `config.prune`, which must have one.
       mesh, progress: as in `pdjax.train.fit`.
       restart: delete `out` first and run every stage from the start. Without it, a stage whose
         directory other inputs produced (another schedule, seed, teacher, data, ...) is refused
@@ -129,6 +130,7 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
     Returns:
       A `pdjax.results.PipelineResult`.
     """
+    prune = prune if prune is not None else config.prune_spec()
     teachers = [teacher] if isinstance(teacher, str) else list(teacher)
     if not teachers or len(set(teachers)) != len(teachers):
         raise ValueError(f"teachers must be distinct architecture names, got {teachers}")
@@ -254,7 +256,7 @@ def _train_arm(run: _Run, name: str, spec: StudentSpec, widths: Sequence[int], a
             _, result, row = run.stage(stage_name, spec.model, widths, spec.scratch, fit_seed)
         else:
             _, result, row = run.stage(stage_name, spec.model, widths, spec.kd, fit_seed, teacher=source.teacher,
-                                       kd=config.kd_spec())
+                                       kd=config.kd)
         accuracies.append(result.test_accuracy)
         params = row["params"]
     run.students.append(StudentRow(

@@ -59,7 +59,8 @@ class PruneSpec:
     """How a teacher is pruned (see `iterative_pruning`); each value is checked here, once.
 
     Attributes:
-      schedule: each round's retraining schedule.
+      schedule: each round's retraining schedule (None: not given yet, as in an experiment
+        config whose arms each bring theirs; `iterative_pruning` needs one).
       rounds: number of rounds; round k leaves density (1 - fraction)^k.
       fraction: share of the still-kept weights a round removes, in [0, 1).
       scope: "global" (one ranking over the network) or "layerwise".
@@ -69,7 +70,7 @@ class PruneSpec:
       criterion: "magnitude" (the paper), "random" or "none" (the controls; module docstring).
     """
 
-    schedule: Schedule
+    schedule: Schedule | None = None
     rounds: int = 7
     fraction: float = 0.2
     scope: str = "global"
@@ -117,7 +118,7 @@ class RewindPoint:
 
         point = pdjax.pruning.RewindPoint(2, "runs/x/teacher/snapshot_2")
         teacher = pdjax.fit(model, data, schedule, workdir="runs/x/teacher", on_variables=point)
-        rounds = pdjax.pruning.iterative_pruning(..., rewind="weight",
+        rounds = pdjax.pruning.iterative_pruning(model, data, PruneSpec(per_round, rewind="weight"), ...,
                                                  rewind_variables=point.variables(teacher.variables))
     """
 
@@ -207,6 +208,8 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, spec: PruneSpe
     Returns:
       One `PruningRound` per round, in order.
     """
+    if spec.schedule is None:
+        raise ValueError("the PruneSpec has no schedule: give each round's training schedule")
     rounds, criterion = spec.rounds, spec.criterion
     if reference is not None and criterion != "random":
         raise ValueError(f"reference masks only apply to criterion='random', not {criterion!r}")

@@ -3,19 +3,20 @@
 `ExperimentConfig` holds the settings every experiment shares (the paper's values as defaults)
 and is passed whole to `pdjax.pipeline.prune_then_distill`; an experiment subclasses it with its
 own keys. `StudentSpec` names one student architecture, its schedules and the arms it is trained
-in. How a teacher is pruned is `pdjax.pruning.PruneSpec`, built from the config by `prune_spec`.
+in. The config nests the specs that own their values: `prune` (`pdjax.pruning.PruneSpec`) and
+`kd` (`pdjax.distill.KDSpec`).
 
 Usage:
-    config = pdjax.specs.ExperimentConfig(seeds=(0, 1, 2), kd_rounds=(7,))
-    prune = config.prune_spec(per_round_schedule)
+    config = pdjax.specs.ExperimentConfig(seeds=(0, 1, 2), kd_rounds=(7,),
+                                          prune=pdjax.pruning.PruneSpec(per_round_schedule))
+    prune = config.prune_spec()
     student = pdjax.specs.StudentSpec("student", "vgg11", scratch=schedule, kd=schedule)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any
 
 from pdjax import distill, pruning, students as students_lib
 from pdjax.models import COMPUTE_DTYPES
@@ -37,76 +38,47 @@ class ExperimentConfig:
     data_dir: str | None = None  # tensorflow-datasets data directory
     augment: bool = True
     eval_batch_size: int = 500
-    prune_rounds: int = 7
-    prune_fraction: float = 0.2
+    # How the teacher is pruned: rounds, fraction, scope, rewinding (`--set prune.rewind=weight`)
+    # and, where the experiment has one, each round's schedule (`prune.schedule.epochs`).
+    prune: pruning.PruneSpec = pruning.PruneSpec()
     kd_rounds: tuple[int, ...] = (2, 4, 7)  # ~36%, 59%, 79% sparsity at 20% per round
-    kd_temperature: float = 10.0
-    kd_alpha: float = 0.95
+    kd: distill.KDSpec = distill.KDSpec()  # the KD loss's T and alpha (`--set kd.temperature=4`)
     compute_dtype: str = "float32"  # "bfloat16": mixed precision (parameters stay float32)
     teacher_checkpoint: str | None = None  # a trained teacher (stage dir or saved tree) to use
     log: str = "none"  # "tensorboard": live curves of every stage under <run dir>/tensorboard/
 
     def __post_init__(self) -> None:
+        # `prune` and `kd` checked their own values when they were built.
         checks = [
             (self.compute_dtype in COMPUTE_DTYPES, f"compute_dtype={self.compute_dtype!r}: use one of "
                                                    f"{', '.join(COMPUTE_DTYPES)}"),
             (self.width_multiplier > 0, f"width_multiplier={self.width_multiplier} must be > 0"),
             (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
             (len(self.seeds) > 0, "seeds must name at least one seed"),
+            (all(1 <= k <= self.prune.rounds for k in self.kd_rounds),
+             f"kd_rounds={self.kd_rounds} must lie in 1..prune.rounds ({self.prune.rounds})"),
             (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
             (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise SpecError(message)
-        self.prune_spec(self.PRUNE_CHECK_SCHEDULE)  # the pruning and KD values, checked where they are owned
-        self.kd_spec()
 
-    # `pruning.PruneSpec`'s fields under the names of this config's keys (a subclass that has
-    # the key sets the field; the others keep PruneSpec's defaults).
-    PRUNE_KEYS: ClassVar[dict[str, str]] = {
-        "rounds": "prune_rounds", "fraction": "prune_fraction", "scope": "prune_scope", "rewind": "rewind",
-        "rewind_epoch": "rewind_epoch", "finetune_lr": "finetune_lr"}
-    # Any schedule: PruneSpec checks its other fields, the schedule checks itself.
-    PRUNE_CHECK_SCHEDULE: ClassVar[Schedule] = Schedule(epochs=1, batch_size=1, lr=0.1)
-
-    def prune_spec(self, schedule: Schedule) -> pruning.PruneSpec:
-        """How this experiment prunes its teacher, each round trained on `schedule`.
+    def prune_spec(self, schedule: Schedule | None = None) -> pruning.PruneSpec:
+        """`prune`, with each round trained on `schedule` (default: `prune.schedule`; an
+        experiment with one pruning schedule per arm passes the arm's).
 
         Raises:
-          SpecError: a pruning value is out of range, named by this config's key.
+          SpecError: neither gives a schedule.
         """
-        return _spec(functools.partial(pruning.PruneSpec, schedule), "prune", self.PRUNE_KEYS, self)
-
-    # `distill.KDSpec`'s fields under the names of this config's keys.
-    KD_KEYS: ClassVar[dict[str, str]] = {"temperature": "kd_temperature", "alpha": "kd_alpha"}
-
-    def kd_spec(self) -> distill.KDSpec:
-        """The KD loss's settings of this experiment's distilled students.
-
-        Raises:
-          SpecError: a KD value is out of range, named by this config's key.
-        """
-        return _spec(distill.KDSpec, "kd", self.KD_KEYS, self)
+        spec = self.prune if schedule is None else dataclasses.replace(self.prune, schedule=schedule)
+        if spec.schedule is None:
+            raise SpecError("prune.schedule is not set: give each pruning round's schedule")
+        return spec
 
     def model_options(self) -> dict[str, dict[str, Any]]:
         """Options of `pdjax.models.get` per architecture (see `prune_then_distill`); none here."""
         return {}
-
-
-def _spec(build: Callable[..., Any], prefix: str, keys: Mapping[str, str], config: Any) -> Any:
-    """`build` (a spec that checks its values) from the config keys that hold its fields; a
-    spec's error, which names its field (`prune.fraction=...`), is renamed by the config's key."""
-    fields = {field: getattr(config, key) for field, key in keys.items() if hasattr(config, key)}
-    try:
-        return build(**fields)
-    except SpecError as err:
-        message = str(err)
-        for field, key in keys.items():
-            if message.startswith(f"{prefix}.{field}="):
-                message = key + message[len(f"{prefix}.{field}"):]
-                break
-        raise SpecError(message) from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,8 +21,8 @@ FAULTS = ROOT / "tests" / "helpers" / "faults.py"  # runs SCRIPT with PDJAX_FAUL
 # as its VGG11 student: teacher and scratch student share one compiled step, which keeps the
 # six launches short (what is tested, resuming every kind of stage, does not depend on it).
 ARGS = ["--preset", "demo", "--set", "teachers=vgg11", "--set", "max_train=400", "--set", "max_test=100",
-        "--set", "prune_rounds=2", "--set", "kd_rounds=2"]
-for key in ("train", "prune", "kd"):
+        "--set", "prune.rounds=2", "--set", "kd_rounds=2"]
+for key in ("train", "prune.schedule", "student_kd"):
     ARGS += ["--set", f"{key}.epochs=2", "--set", f"{key}.milestones=1"]
 VOLATILE = ("seconds", "images_per_second", "train_s")
 

@@ -23,7 +23,7 @@ def load_experiment(name):
     return module
 
 
-SMOKE = ["--preset", "demo", "--set", "max_train=400", "--set", "max_test=100", "--set", "prune_rounds=2",
+SMOKE = ["--preset", "demo", "--set", "max_train=400", "--set", "max_test=100", "--set", "prune.rounds=2",
          "--set", "kd_rounds=2"]
 
 
@@ -41,9 +41,10 @@ def test_presets_follow_the_paper(vgg19_to_vgg11):
     assert paper.data == "tfds:cifar100" and paper.teachers == ("vgg19", "vgg19_dbl") and paper.student == "vgg11"
     assert paper.train == Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160),
                                    lr_factor=0.2, weight_decay=5e-4, momentum=0.9, nesterov=True)
-    assert paper.prune == Schedule(epochs=130, batch_size=128, lr=0.1, milestones=(39, 84),
-                                   lr_factor=0.1, weight_decay=2e-4, momentum=0.9, nesterov=True)
-    assert (paper.prune_rounds, paper.prune_fraction, paper.prune_scope, paper.rewind) == (7, 0.2, "global", "lr")
+    assert paper.prune.schedule == Schedule(epochs=130, batch_size=128, lr=0.1, milestones=(39, 84),
+                                            lr_factor=0.1, weight_decay=2e-4, momentum=0.9, nesterov=True)
+    assert (paper.prune.rounds, paper.prune.fraction, paper.prune.scope, paper.prune.rewind) == (7, 0.2, "global", "lr")
+    assert (paper.kd.temperature, paper.kd.alpha) == (10.0, 0.95)
     cpu = vgg19_to_vgg11.cpu()
     assert cpu.data == "folder:../shared/datasets/cifar10-jpeg.zip"  # relative: no absolute path in results
     assert cpu.teachers == ("vgg19", "vgg19_dbl") and cpu.seeds == (0, 1, 2)
@@ -58,7 +59,7 @@ def test_presets_follow_the_paper(vgg19_to_vgg11):
 def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tmp_path, capsys):
     # The same data and schedules as the other experiments' smoke tests below, so that they
     # reuse this test's compiled steps (the tests share a compilation cache).
-    argv = SMOKE + one_epoch("train", "prune", "kd") + ["--set", "log=tensorboard", "--out", str(tmp_path)]
+    argv = SMOKE + one_epoch("train", "prune.schedule", "student_kd") + ["--set", "log=tensorboard", "--out", str(tmp_path)]
     results = vgg19_to_vgg11.main(argv)
     assert [r["stage"] for r in results["rows"]] == [
         "teacher", "student_scratch", "student_kd_unpruned", "student_kd_round_02"]
@@ -112,7 +113,7 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
 
 
 def test_two_teachers_share_one_scratch_student_and_students_have_their_own_seeds(vgg19_to_vgg11, tmp_path):
-    argv = SMOKE + one_epoch("train", "prune", "kd") + [
+    argv = SMOKE + one_epoch("train", "prune.schedule", "student_kd") + [
         "--set", "teachers=vgg19,vgg11", "--set", "seeds=0,1", "--set", "max_train=200", "--out", str(tmp_path)]
     results = vgg19_to_vgg11.main(argv)
     stages = [r["stage"] for r in results["rows"]]
@@ -176,9 +177,9 @@ def vgg11_tree(tmp_path_factory):
     (["--preset", "demo", "--set", "nope=1"], "error: unknown config key 'nope'", {}),
     (["--preset", "demo", "--set", "data=nowhere"], "error: unknown data source 'nowhere'", {}),
     (["--preset", "demo", "--set", "data=folder:/no/such.zip"], "error: data path /no/such.zip does not exist", {}),
-    (["--preset", "demo", "--set", "kd_rounds=2,9"], "error: kd_rounds (2, 9) must lie in 1..prune_rounds (7)", {}),
-    (["--preset", "demo", "--set", "kd.batch_size=12"],
-     "error: kd.batch_size=12 does not split over the 8 devices; use a multiple of 8", {"JAX_NUM_CPU_DEVICES": "8"}),
+    (["--preset", "demo", "--set", "kd_rounds=2,9"], "error: kd_rounds=(2, 9) must lie in 1..prune.rounds (7)", {}),
+    (["--preset", "demo", "--set", "student_kd.batch_size=12"],
+     "error: student_kd.batch_size=12 does not split over the 8 devices; use a multiple of 8", {"JAX_NUM_CPU_DEVICES": "8"}),
     (["--preset", "demo", "--set", "teacher_checkpoint={vgg11_tree}"], "holds a different model or state", {}),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args, message, env, tmp_path, vgg11_tree):
@@ -194,19 +195,19 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message, env, tmp_path, vgg1
 
 
 # Bad values of each experiment's config (the pruning ones checked by pdjax.pruning.PruneSpec,
-# named by the experiment's own key): exit 2, one line, nothing written. In-process through
+# the KD ones by pdjax.distill.KDSpec, nested in every config): exit 2, one line, nothing written. In-process through
 # run_cli, the scripts' __main__ path; the cases above need a process of their own.
 BAD_VALUES = [
-    ("vgg19_to_vgg11", "rewind=bogus", "rewind='bogus': use one of lr, weight, finetune"),
-    ("vgg19_to_vgg11", "prune_scope=everywhere", "prune_scope='everywhere': use one of global, layerwise"),
-    ("vgg19_to_vgg11", "rewind_epoch=-1", "rewind_epoch=-1 must be >= 0"),
-    ("vgg19_to_vgg11", "finetune_lr=0", "finetune_lr=0.0 must be > 0"),
-    ("vgg19_to_vgg11", "prune_fraction=1.0", "prune_fraction=1.0 must lie in [0, 1)"),
-    ("vgg19_to_vgg11", "kd_alpha=1.5", "kd_alpha=1.5 must lie in [0, 1]"),
+    ("vgg19_to_vgg11", "prune.rewind=bogus", "prune.rewind='bogus': use one of lr, weight, finetune"),
+    ("vgg19_to_vgg11", "prune.scope=everywhere", "prune.scope='everywhere': use one of global, layerwise"),
+    ("vgg19_to_vgg11", "prune.rewind_epoch=-1", "prune.rewind_epoch=-1 must be >= 0"),
+    ("vgg19_to_vgg11", "prune.finetune_lr=0", "prune.finetune_lr=0.0 must be > 0"),
+    ("vgg19_to_vgg11", "prune.fraction=1.0", "prune.fraction=1.0 must lie in [0, 1)"),
+    ("vgg19_to_vgg11", "kd.alpha=1.5", "kd.alpha=1.5 must lie in [0, 1]"),
     ("vgg19_to_vgg11", "compute_dtype=float8", "compute_dtype='float8': use one of"),
-    ("resnet18_to_vgg16_mobilenetv2", "prune_rounds=-1", "prune_rounds=-1 must be >= 0"),
-    ("self_distillation", "prune_fraction=-0.1", "prune_fraction=-0.1 must lie in [0, 1)"),
-    ("compression_scheme", "prune_fraction=2", "prune_fraction=2.0 must lie in [0, 1)"),
+    ("resnet18_to_vgg16_mobilenetv2", "prune.rounds=-1", "prune.rounds=-1 must be >= 0"),
+    ("self_distillation", "prune.fraction=-0.1", "prune.fraction=-0.1 must lie in [0, 1)"),
+    ("compression_scheme", "kd.temperature=0", "kd.temperature=0.0 must be > 0"),
     ("pruning_controls", "prune.rewind=bogus", "prune.rewind='bogus': use one of lr, weight, finetune"),
 ]
 
@@ -255,7 +256,7 @@ def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
     module = load_experiment("resnet18_to_vgg16_mobilenetv2")
     # The resnet18 student runs the same code as the self-distillation arm (tested below).
     # MobileNetV2 only: a VGG16 student runs the same pipeline code as vgg19_to_vgg11's VGG11.
-    results = module.main(SMOKE + one_epoch("teacher_train", "prune", "mobilenet_scratch", "mobilenet_kd")
+    results = module.main(SMOKE + one_epoch("teacher_train", "prune.schedule", "mobilenet_scratch", "mobilenet_kd")
                           + ["--set", "students=mobilenetv2", "--set", "resnet_stem_width=2",
                              "--set", "mobilenet_width_multiplier=0.03125", "--out", str(tmp_path)])
     assert [s["model"] for s in results["students"]] == ["mobilenetv2"] * 3
@@ -288,9 +289,10 @@ def test_cpu_presets_share_one_resnet18_teacher():
     resnet = load_experiment("resnet18_to_vgg16_mobilenetv2").cpu()
     self_distillation = load_experiment("self_distillation").cpu()
     compression = load_experiment("compression_scheme").cpu()
-    teachers = {(c.resnet_train, c.resnet_prune, c.width_multiplier, c.resnet_stem_width, c.resnet_data, c.seed)
-                for c in (self_distillation, compression)}
-    teachers.add((resnet.teacher_train, resnet.prune, resnet.width_multiplier, resnet.resnet_stem_width,
+    # The whole pruning (rounds, fraction, scope, rewinding), not only its schedule.
+    teachers = {(c.resnet_train, c.prune_spec(c.resnet_prune), c.width_multiplier, c.resnet_stem_width, c.resnet_data,
+                 c.seed) for c in (self_distillation, compression)}
+    teachers.add((resnet.teacher_train, resnet.prune_spec(), resnet.width_multiplier, resnet.resnet_stem_width,
                   resnet.data, resnet.seed))
     assert len(teachers) == 1
     assert (resnet.resnet_scratch, resnet.resnet_kd) == (self_distillation.resnet_student, self_distillation.resnet_kd)

@@ -67,8 +67,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # A VGG11 teacher as wide as its VGG11 student: teacher and scratch student share one compiled
 # step, which keeps the many process launches below short.
 SHRUNK_DEMO = ["--preset", "demo", "--set", "teachers=vgg11", "--set", "max_train=200", "--set", "max_test=100",
-               "--set", "prune_rounds=1", "--set", "kd_rounds=1", "--set", "log=tensorboard"] + [
-    a for k in ("train", "prune", "kd") for a in ("--set", f"{k}.epochs=1", "--set", f"{k}.milestones=")]
+               "--set", "prune.rounds=1", "--set", "kd_rounds=1", "--set", "log=tensorboard"] + [
+    a for k in ("train", "prune.schedule", "student_kd") for a in ("--set", f"{k}.epochs=1", "--set", f"{k}.milestones=")]
 
 
 def _launch(out, processes, devices_per_process, *, per_process_env=None, per_process_args=None, cwds=None,

@@ -15,25 +15,21 @@ def test_a_student_spec_refuses_unknown_arms_and_rules():
         specs.StudentSpec("s", "vgg11", schedule, schedule, width_rule="chian")
 
 
-def test_the_config_checks_its_values_and_names_a_pruning_error_by_its_own_key():
+def test_the_config_nests_the_specs_that_check_the_pruning_and_kd_values():
+    from pdjax import distill, pruning
     from pdjax.types import SpecError
 
-    with pytest.raises(SpecError, match=r"^kd_alpha=1.5 must lie in \[0, 1\]"):
-        specs.ExperimentConfig(kd_alpha=1.5)
-    with pytest.raises(SpecError, match=r"^prune_fraction=1.0 must lie in \[0, 1\)"):  # PruneSpec's check
-        specs.ExperimentConfig(prune_fraction=1.0)
-    schedule = Schedule(epochs=2, batch_size=8, lr=0.1)
-    spec = specs.ExperimentConfig(prune_rounds=3, prune_fraction=0.5).prune_spec(schedule)
-    assert (spec.schedule, spec.rounds, spec.fraction, spec.rewind) == (schedule, 3, 0.5, "lr")
-    # A key this config does not have keeps PruneSpec's default.
-    assert not hasattr(specs.ExperimentConfig(), "prune_scope") and spec.scope == "global"
-
-
-def test_the_kd_values_are_checked_by_the_kd_spec_and_named_by_the_configs_keys():
-    from pdjax.distill import KDSpec
-    from pdjax.types import SpecError
-
-    assert specs.ExperimentConfig().kd_spec() == KDSpec(10.0, 0.95)  # PAPER.md's T and alpha
-    assert specs.ExperimentConfig(kd_temperature=4.0, kd_alpha=0.9).kd_spec() == KDSpec(4.0, 0.9)
-    with pytest.raises(SpecError, match=r"^kd_temperature=0.0 must be > 0$"):
-        specs.ExperimentConfig(kd_temperature=0.0)
+    with pytest.raises(SpecError, match=r"^prune.fraction=1.0 must lie in \[0, 1\)"):  # PruneSpec's own check
+        specs.ExperimentConfig(prune=pruning.PruneSpec(fraction=1.0))
+    with pytest.raises(SpecError, match=r"^kd.alpha=1.5 must lie in \[0, 1\]"):  # KDSpec's
+        specs.ExperimentConfig(kd=distill.KDSpec(alpha=1.5))
+    with pytest.raises(SpecError, match=r"^kd_rounds=\(2, 4\) must lie in 1..prune.rounds \(3\)"):
+        specs.ExperimentConfig(prune=pruning.PruneSpec(rounds=3), kd_rounds=(2, 4))
+    assert specs.ExperimentConfig().kd == distill.KDSpec(10.0, 0.95)  # PAPER.md's T and alpha
+    # prune_spec: the config's pruning with its own schedule, or an arm's.
+    schedule, arm = Schedule(epochs=2, batch_size=8, lr=0.1), Schedule(epochs=3, batch_size=8, lr=0.1)
+    config = specs.ExperimentConfig(prune=pruning.PruneSpec(schedule, rounds=3, rewind="finetune"), kd_rounds=(3,))
+    assert config.prune_spec() == config.prune
+    assert config.prune_spec(arm) == pruning.PruneSpec(arm, rounds=3, rewind="finetune")
+    with pytest.raises(SpecError, match="prune.schedule is not set"):
+        specs.ExperimentConfig().prune_spec()

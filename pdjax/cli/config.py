@@ -8,6 +8,7 @@ config and the run directory.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import sys
 import types
@@ -15,7 +16,52 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
+from pdjax.train import Schedule
+
 C = TypeVar("C")
+
+# Keys renamed when the pruning and KD values moved into the experiment configs' nested specs,
+# `prune` (pdjax.pruning.PruneSpec) and `kd` (pdjax.distill.KDSpec), 2026-12-02: old -> new.
+# `--set` still takes the old names (with a note), and a run directory whose config.json has
+# them resumes (`upgrade`).
+RENAMED = {"prune_rounds": "prune.rounds", "prune_fraction": "prune.fraction", "prune_scope": "prune.scope",
+           "rewind": "prune.rewind", "rewind_epoch": "prune.rewind_epoch", "finetune_lr": "prune.finetune_lr",
+           "kd_temperature": "kd.temperature", "kd_alpha": "kd.alpha"}
+# Before then, vgg19_to_vgg11 and resnet18_to_vgg16_mobilenetv2 had a `prune` schedule (now
+# `prune.schedule`) and vgg19_to_vgg11 a `kd` schedule (now `student_kd`).
+MOVED_SCHEDULES = {"prune": "prune.schedule", "kd": "student_kd"}
+_SCHEDULE_KEYS = frozenset(f.name for f in dataclasses.fields(Schedule))
+
+
+def renamed(key: str) -> str:
+    """The current name of a dotted key from before the renames (`rewind` -> `prune.rewind`,
+    `prune.epochs` -> `prune.schedule.epochs`); any other key unchanged."""
+    if key in RENAMED:
+        return RENAMED[key]
+    head, _, rest = key.partition(".")
+    if head in MOVED_SCHEDULES and rest.split(".")[0] in _SCHEDULE_KEYS:
+        return f"{MOVED_SCHEDULES[head]}.{rest}"
+    return key
+
+
+def upgrade(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config saved (`to_dict`) before the renames, in today's layout; a current one unchanged."""
+    out = copy.deepcopy(dict(config))
+
+    def put(dotted: str, value: Any) -> None:
+        *parents, last = dotted.split(".")
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[last] = value
+
+    for old, new in MOVED_SCHEDULES.items():
+        if isinstance(out.get(old), dict) and "epochs" in out[old]:  # a schedule under the old name
+            put(new, out.pop(old))
+    for old, new in RENAMED.items():
+        if old in out:
+            put(new, out.pop(old))
+    return out
 
 
 class ConfigError(ValueError):
@@ -83,8 +129,15 @@ def override(config: C, assignments: Sequence[str]) -> C:
     for assignment in assignments:
         if "=" not in assignment:
             raise ConfigError(f"--set takes key=value, got {assignment!r}")
-        key, text = assignment.split("=", 1)
-        _set(tree, key.strip().split("."), text.strip(), key.strip())
+        key, text = (part.strip() for part in assignment.split("=", 1))
+        try:
+            _set(tree, key.split("."), text, key)
+        except ConfigError:
+            new = renamed(key)
+            if new == key:
+                raise
+            _set(tree, new.split("."), text, new)  # an old name (RENAMED): set the key it became
+            print(f"note: --set {key} is now --set {new}", file=sys.stderr)
     try:
         return _build(tree)
     except ConfigError:

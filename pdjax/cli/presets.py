@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any, TypeVar
 
 from pdjax.paper import CIFAR_KD, CIFAR_PRUNE, CIFAR_TRAIN, TINY_KD, TINY_PRUNE, TINY_TRAIN
+from pdjax.pruning import PruneSpec
 from pdjax.specs import ResNetConfig
 from pdjax.train import Schedule
 
@@ -91,6 +92,6 @@ def two_arm_demo(cls: type[C]) -> C:
     """Both arms on the embedded digits at 1/16 widths: minutes on a CPU."""
     train = Schedule(epochs=5, batch_size=64, lr=0.05, milestones=(3,), lr_factor=0.2, weight_decay=5e-4)
     prune = Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.1, weight_decay=2e-4)
-    return cls(vgg_data="digits", resnet_data="digits", width_multiplier=1 / 16, prune_rounds=4,
+    return cls(vgg_data="digits", resnet_data="digits", width_multiplier=1 / 16, prune=PruneSpec(rounds=4),
                kd_rounds=(2, 4), vgg_train=train, vgg_prune=prune, vgg_kd=train,
                resnet_train=train, resnet_prune=prune, resnet_kd=train)

@@ -19,7 +19,7 @@ import jax
 from pdjax import data as data_lib
 from pdjax import checkpoints, compilation, controls, parallel, pipeline, pipeline_report, reports
 from pdjax import results as results_lib
-from pdjax.cli.config import ConfigError, diff, parse_args, to_dict
+from pdjax.cli.config import ConfigError, diff, parse_args, to_dict, upgrade
 from pdjax.data import DataError
 from pdjax.masks import MaskError
 from pdjax.records import StaleRunError
@@ -96,6 +96,8 @@ def prepare(out: str | Path, config: Mapping[str, Any], *, restart: bool = False
         parallel.remove_directory(out)
     if saved.exists():
         old = json.loads(saved.read_text())
+        if isinstance(old.get("config"), dict):  # saved before keys were renamed: today's names
+            old["config"] = upgrade(old["config"])
         changed = diff(old, dict(config), defaults=defaults)
         if changed:
             raise RunDirError(f"{out} was made by a different config (differs in: {', '.join(changed)}); "
@@ -241,9 +243,6 @@ def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Seque
       (preset, config, run directory, run config as saved in config.json).
     """
     preset, config, out, restart = parse_args(experiment, presets, argv, doc)
-    kd_rounds, prune_rounds = getattr(config, "kd_rounds", ()), getattr(config, "prune_rounds", 0)
-    if any(not 1 <= k <= prune_rounds for k in kd_rounds):
-        raise ConfigError(f"kd_rounds {kd_rounds} must lie in 1..prune_rounds ({prune_rounds})")
     if arms:
         chosen = getattr(config, "arms", ())
         if not chosen or any(a not in arms for a in chosen):
@@ -334,7 +333,7 @@ def load_parts(directories: Sequence[str | Path], run_config: Mapping[str, Any],
         if not path.exists():
             raise RunDirError(f"{directory} has no results.json: pool finished runs only")
         part = json.loads(path.read_text())
-        changed = [k for k in diff(part.get("config", {}), run_config["config"], defaults=defaults)
+        changed = [k for k in diff(upgrade(part.get("config", {})), run_config["config"], defaults=defaults)
                    if k.split(".")[0] not in vary]
         if part.get("experiment") != run_config["experiment"] or changed:
             raise RunDirError(f"{directory} is not a part of this run (differs in: "

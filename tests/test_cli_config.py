@@ -1,0 +1,59 @@
+"""The experiments' config command line: `--set` overrides and configs saved before keys were
+renamed (pdjax.cli.config)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from pdjax.cli import config as config_lib
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import vgg19_to_vgg11  # noqa: E402
+
+# config.json's "config" as vgg19_to_vgg11 saved it before the pruning and KD values were nested
+# (flat keys, its `prune` and `kd` schedules), trimmed to the keys that moved.
+OLD_SCHEDULE = {"epochs": 3, "batch_size": 64, "lr": 0.05, "milestones": [1, 2], "lr_factor": 0.1,
+                "weight_decay": 0.0002, "momentum": 0.9, "nesterov": True}
+OLD = {"prune_rounds": 4, "prune_fraction": 0.2, "kd_rounds": [4], "kd_temperature": 4.0, "kd_alpha": 0.9,
+       "prune": OLD_SCHEDULE, "prune_scope": "global", "rewind": "lr", "rewind_epoch": 0, "finetune_lr": 0.001,
+       "kd": dict(OLD_SCHEDULE, epochs=12), "data": "digits"}
+
+
+def test_a_config_saved_with_the_old_keys_reads_in_todays_layout():
+    new = config_lib.upgrade(OLD)
+    assert new == {"prune": {"schedule": OLD_SCHEDULE, "rounds": 4, "fraction": 0.2, "scope": "global",
+                             "rewind": "lr", "rewind_epoch": 0, "finetune_lr": 0.001},
+                   "kd": {"temperature": 4.0, "alpha": 0.9}, "student_kd": dict(OLD_SCHEDULE, epochs=12),
+                   "kd_rounds": [4], "data": "digits"}
+    assert config_lib.upgrade(new) == new  # today's layout is left as it is
+    assert OLD["prune_rounds"] == 4  # not changed in place
+
+
+def test_every_committed_run_directory_config_matches_its_preset_today():
+    # A run directory resumes only if its config.json matches the config (runs.prepare): the
+    # committed vgg19_to_vgg11 runs, saved with the old keys, still match their presets.
+    results = Path(__file__).resolve().parents[1] / "results"
+    defaults = {"config": config_lib.to_dict(vgg19_to_vgg11.Config())}
+    for name, preset in (("vgg19_to_vgg11_cpu", vgg19_to_vgg11.cpu), ("vgg19_to_vgg11_cpu_t4", vgg19_to_vgg11.cpu_t4)):
+        saved = json.loads((results / name / "config.json").read_text())["config"]
+        assert "prune_rounds" in saved  # the old layout
+        now = {"config": config_lib.to_dict(preset())}
+        assert config_lib.diff({"config": config_lib.upgrade(saved)}, now, defaults=defaults) == []
+        assert config_lib.diff({"config": saved}, now, defaults=defaults) != []  # what upgrade fixes
+
+
+def test_set_takes_an_old_key_under_its_new_name_and_says_so(capsys):
+    config = config_lib.override(vgg19_to_vgg11.demo(), ["rewind=weight", "kd_alpha=0.5", "prune.epochs=2",
+                                                         "kd.epochs=5", "prune.rounds=3", "kd_rounds=3"])
+    assert (config.prune.rewind, config.kd.alpha, config.prune.schedule.epochs) == ("weight", 0.5, 2)
+    assert (config.student_kd.epochs, config.prune.rounds) == (5, 3)
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == ["note: --set rewind is now --set prune.rewind", "note: --set kd_alpha is now --set kd.alpha",
+                     "note: --set prune.epochs is now --set prune.schedule.epochs",
+                     "note: --set kd.epochs is now --set student_kd.epochs"]
+    with pytest.raises(config_lib.ConfigError, match="unknown config key 'nope'"):
+        config_lib.override(vgg19_to_vgg11.demo(), ["nope=1"])
+    with pytest.raises(config_lib.ConfigError, match=r"prune.schedule.epochs takes int, got 'x'"):
+        config_lib.override(vgg19_to_vgg11.demo(), ["prune.epochs=x"])
