@@ -84,9 +84,11 @@ def cpu() -> ControlsConfig:
 
 def cpu_resnet() -> ControlsConfig:
     # ResNet18 -> VGG16-tiny at the resnet18_to_vgg16_mobilenetv2 cpu preset's widths and teacher
-    # (ResNet18 1/16 with a 4-wide stem, 25 epochs, rounds of 4 epochs; VGG16-tiny 1/8). The
-    # student schedule is not probed yet: run `experiments/student_schedule_probe.py --family
-    # resnet` and set it (and the seeds) from it and the measured times before the full run.
+    # (ResNet18 1/16 with a 4-wide stem, 25 epochs, rounds of 4 epochs; VGG16-tiny 1/8). NOT
+    # READY TO RUN: the probe (results/pruning_controls_cpu/student_schedule_probe_resnet/) found
+    # these students still rising at 20 and 30 epochs and, at 30, the scratch student above the
+    # KD one and near its teacher; the student's width and schedule (and the seeds, from the
+    # measured ~3.5 h of core time per teacher) are to be chosen from it before the full run.
     p = presets
     return ControlsConfig(
         data=p.SHARED_CIFAR10, teacher=ModelSpec("resnet18", p.CPU_RESNET_WIDTH, p.CPU_RESNET_STEM),
