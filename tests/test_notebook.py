@@ -46,12 +46,12 @@ def _snippets(heading: str) -> list[str]:
 
 def test_readme_notebook_snippets_run_in_order(tmp_path, monkeypatch, capsys, test_env):
     snippets = _snippets("## In a notebook")
-    assert len(snippets) >= 4
+    assert len(snippets) >= 3
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     for snippet in snippets:
         exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
-    assert "schedule.lr: 0.05 there, 0.5 now" in capsys.readouterr().out
+    capsys.readouterr()  # the fits' epoch lines
     assert namespace["distilled"].test_accuracy > 0.1
     assert (tmp_path / "runs" / "notebook" / "stage.json").exists()
     # "Use the student": load and export the student just trained, then serve it in a process
