@@ -4,6 +4,7 @@ scratch and distilled from the unpruned teacher, for several schedule lengths of
 
     python experiments/student_schedule_probe.py --family vgg      # VGG19/8 -> VGG11/16
     python experiments/student_schedule_probe.py --family resnet   # ResNet18/16 -> VGG16-tiny/8
+    python experiments/student_schedule_probe.py --family resnet --student-width 16   # VGG16-tiny/16
 
 A student has "finished learning" when a longer schedule no longer raises its best validation
 accuracy by more than the seed-to-seed noise. Only validation accuracy is printed and written
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pdjax
 from pdjax.cli import presets, runs
+from pdjax.files import write_json_atomic, write_text_atomic
 from pdjax.train import Schedule
 
 # family -> (teacher, teacher width, teacher schedule, student, student width, student lr,
@@ -45,9 +47,17 @@ def main() -> None:
     parser.add_argument("--epochs", default=None, help="comma-separated schedule lengths (default per family)")
     parser.add_argument("--data", default=presets.SHARED_CIFAR10)
     parser.add_argument("--out", default="runs/student_schedule_probe")
+    parser.add_argument("--student-width", type=int, default=None, metavar="N",
+                        help="students 1/N wide instead of the family's width; their stages and results "
+                             "get a _wN suffix, beside the default width's, with the same teacher")
     args = parser.parse_args()
     teacher_name, teacher_width, teacher_schedule, student_name, student_width, lr, factor, options = \
         FAMILIES[args.family]
+    suffix = ""
+    if args.student_width is not None:
+        if args.student_width < 1:
+            parser.error(f"--student-width takes N >= 1 (students 1/N wide), got {args.student_width}")
+        student_width, suffix = 1 / args.student_width, f"_w{args.student_width}"
     lengths = [int(e) for e in (args.epochs or ("20,30,40" if args.family == "vgg" else "10,20,30")).split(",")]
     out = Path(args.out) / args.family
     data = pdjax.data.load(args.data)
@@ -62,7 +72,7 @@ def main() -> None:
     for epochs in lengths:
         schedule = shaped(epochs, lr, factor)
         for arm, extra in (("scratch", {}), ("kd_unpruned", {"teacher": source})):
-            stage = f"student_{arm}_{epochs}ep"
+            stage = f"student{suffix}_{arm}_{epochs}ep"
             _, result, _ = pdjax.pipeline.train_stage(stage, model_name=student_name, data=data, schedule=schedule,
                                                       out=out, seed=pdjax.pipeline.STUDENT_SEED_OFFSET,
                                                       widths=widths, **extra)
@@ -76,9 +86,15 @@ def main() -> None:
         ("stage", "stage", "s"), ("epochs", "epochs", "d"), ("best_val_accuracy", "best val acc", ".4f"),
         ("best_epoch", "best epoch", "d"), ("mean_val_last_20pct", "mean val acc, last 20% of epochs", ".4f"),
         ("train_seconds", "train s", ".1f")])
-    pdjax.reports.write_results(out, {"family": args.family, "teacher": teacher_name, "student": student_name,
-                                      "environment": runs.environment(), "rows": rows},
-                                f"# Student schedule probe: {args.family} (validation accuracy only)\n\n{table}")
+    record = {"family": args.family, "teacher": teacher_name, "student": student_name,
+              "student_width": student_width, "environment": runs.environment(), "rows": rows}
+    markdown = (f"# Student schedule probe: {args.family}, {student_name} at {student_width:g} width "
+                f"(validation accuracy only)\n\n{table}")
+    if suffix:
+        write_json_atomic(out / f"results{suffix}.json", record)
+        write_text_atomic(out / f"results{suffix}.md", markdown)
+    else:
+        pdjax.reports.write_results(out, record, markdown)
     print(table)
 
 
