@@ -39,7 +39,8 @@ def _read(directory: Path) -> dict[str, Any]:
 
 
 def title(results: dict[str, Any]) -> str:
-    """The plots' title, as the run wrote it (`pdjax.cli.runs.write_report`)."""
+    """The plots' title: "<experiment>[: <arm>] (<preset>)" (`pdjax.cli.runs.write_report` draws
+    a run's plots with it too)."""
     experiment = results.get("experiment", "run")
     if "arm" in results:
         experiment = f"{experiment}: {results['arm']}"

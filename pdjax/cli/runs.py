@@ -19,6 +19,7 @@ import jax
 from pdjax import data as data_lib
 from pdjax import checkpoints, compilation, controls, parallel, pipeline, pipeline_report, reports
 from pdjax import results as results_lib
+from pdjax.cli import replot
 from pdjax.cli.config import ConfigError, diff, parse_args, to_dict, upgrade
 from pdjax.data import DataError
 from pdjax.masks import MaskError
@@ -177,7 +178,9 @@ def write_report(out: str | Path, result: Any, experiment: str, preset: str,
     markdown = pipeline_report.report(result, title, data_note + notes)
     if parallel.is_main_process():
         reports.write_results(out, results, markdown)
-        pipeline_report.plot(out, result, f"{experiment} ({preset})")
+        # From the JSON just built (its to_json part), as `python -m pdjax.cli.replot` draws them:
+        # the per-layer statistics and comparisons are not computed a second time.
+        pipeline_report.plot_json(out, results, replot.title(results))
         print(f"\n{pipeline_report.student_table(result)}\n"
               f"results in {out}")
     return results
