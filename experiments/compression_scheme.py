@@ -31,8 +31,9 @@ from typing import Any, Sequence
 import jax
 
 import pdjax
-from pdjax.cli import config as cli_config, presets, runs
+from pdjax.cli import presets, runs
 from pdjax.train import Schedule
+from pdjax.types import check
 
 EXPERIMENT = "compression_scheme"
 
@@ -47,14 +48,13 @@ class Config(presets.TwoArmConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        unknown = [r for r in self.width_rules if r not in pdjax.students.RULES]
-        if unknown or not self.width_rules or self.width_rules[0] != "chain":
-            raise cli_config.ConfigError(
-                f"width_rules={self.width_rules}: start with 'chain', then any of "
-                f"{', '.join(pdjax.students.RULES)}")
-        if not self.student_arms or any(a not in pdjax.specs.STUDENT_ARMS for a in self.student_arms):
-            raise cli_config.ConfigError(f"student_arms={self.student_arms}: some of "
-                                           f"{', '.join(pdjax.specs.STUDENT_ARMS)}")
+        check([
+            (pdjax.specs.distinct_among(self.width_rules, pdjax.students.RULES) and self.width_rules[0] == "chain",
+             f"width_rules={self.width_rules}: start with 'chain', then any of {', '.join(pdjax.students.RULES)}"),
+            (pdjax.specs.distinct_among(self.student_arms, pdjax.specs.STUDENT_ARMS),
+             f"student_arms={self.student_arms}: some of {', '.join(pdjax.specs.STUDENT_ARMS)}"),
+            (self.cost_batch_size >= 1, f"cost_batch_size={self.cost_batch_size} must be >= 1"),
+        ])
 
     def rules(self, arm: str) -> tuple[str, ...]:
         """The width rules of an arm: "balanced" is defined for VGG only."""
@@ -196,8 +196,7 @@ def rule_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageD
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__,
-                                                       arms=presets.ARMS)
+    preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
 
     def students(arm: str) -> list[pdjax.specs.StudentSpec]:
         # The chain rule's students keep the stage names of a one-rule run ("student_round_02_...").

@@ -23,6 +23,7 @@ import pdjax  # noqa: E402
 from pdjax.cli import runs  # noqa: E402
 import vgg19_to_vgg11  # noqa: E402
 from pdjax.train import Schedule  # noqa: E402
+from pdjax.types import check  # noqa: E402
 
 EXPERIMENT = "mixed_precision"
 
@@ -33,6 +34,13 @@ class Config(pdjax.specs.ExperimentConfig):
     models: tuple[str, ...] = ("vgg19", "vgg11")
     dtypes: tuple[str, ...] = ("float32", "bfloat16")
     train: Schedule = vgg19_to_vgg11.demo().train
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check([(pdjax.specs.distinct_among(self.models, pdjax.models.NAMES),
+                f"models={self.models} must be distinct model names among {', '.join(pdjax.models.NAMES)}"),
+               (pdjax.specs.distinct_among(self.dtypes, pdjax.models.COMPUTE_DTYPES),
+                f"dtypes={self.dtypes} must be distinct among {', '.join(pdjax.models.COMPUTE_DTYPES)}")])
 
 
 def demo() -> Config:
@@ -54,7 +62,7 @@ PRESETS = {"demo": demo, "cpu": cpu, "paper": paper}
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
-    data = runs.load_data(config, config.data)
+    data = runs.load_data(config, "data")
     rows = []
     for model in config.models:
         widths = pdjax.models.scaled_widths(model, config.width_multiplier)

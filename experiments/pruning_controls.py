@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pooled.add_argument("--pool", nargs="+", default=None, metavar="RUN_DIR")
     parts, argv = pooled.parse_known_args(argv)
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
-    data = runs.load_data(config, config.data, out)
+    data = runs.load_data(config, "data", out)
     if parts.pool is None:
         result = pdjax.controls.run(config, out=out, data=data)
     else:

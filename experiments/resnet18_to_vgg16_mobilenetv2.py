@@ -23,8 +23,9 @@ import sys
 from typing import Any, Sequence
 
 import pdjax
-from pdjax.cli import config as cli_config, presets, runs
+from pdjax.cli import presets, runs
 from pdjax.train import Schedule
+from pdjax.types import check
 
 EXPERIMENT = "resnet18_to_vgg16_mobilenetv2"
 STUDENTS = ("resnet18", "vgg16_tiny", "mobilenetv2")
@@ -47,6 +48,16 @@ class Config(pdjax.specs.ResNetConfig):  # resnet_stem_width narrows the teacher
     # teacher's, as in the paper, where every network is full width).
     vgg_width_multiplier: float | None = None
     mobilenet_width_multiplier: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check([
+            (pdjax.specs.distinct_among(self.students, STUDENTS),
+             f"students={self.students} must be distinct names among {', '.join(STUDENTS)}"),
+            *((own is None or own > 0, f"{key}={own} must be > 0 (none: width_multiplier)")
+              for key, own in (("vgg_width_multiplier", self.vgg_width_multiplier),
+                               ("mobilenet_width_multiplier", self.mobilenet_width_multiplier))),
+        ])
 
     def student_width_multiplier(self, student: str) -> float:
         own = {"vgg16_tiny": self.vgg_width_multiplier, "mobilenetv2": self.mobilenet_width_multiplier}.get(student)
@@ -96,10 +107,7 @@ PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
-    unknown = [s for s in config.students if s not in STUDENTS]
-    if unknown or not config.students:
-        raise cli_config.ConfigError(f"students must be some of {', '.join(STUDENTS)}, got {config.students}")
-    data = runs.load_data(config, config.data, out)
+    data = runs.load_data(config, "data", out)
     schedules = {"resnet18": (config.resnet_scratch, config.resnet_kd),
                  "vgg16_tiny": (config.vgg_scratch, config.vgg_kd),
                  "mobilenetv2": (config.mobilenet_scratch, config.mobilenet_kd)}

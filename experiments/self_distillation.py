@@ -51,8 +51,7 @@ PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__,
-                                                       arms=presets.ARMS)
+    preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
 
     def students(arm: str) -> list[pdjax.specs.StudentSpec]:
         _, _, _, kd = config.arm(arm)

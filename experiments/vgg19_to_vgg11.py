@@ -33,8 +33,9 @@ import sys
 from typing import Any, Sequence
 
 import pdjax
-from pdjax.cli import config as cli_config, presets, runs
+from pdjax.cli import presets, runs
 from pdjax.train import Schedule
+from pdjax.types import check
 
 EXPERIMENT = "vgg19_to_vgg11"
 # Relative to the repository root, where the experiments are run from (no machine's absolute
@@ -55,6 +56,20 @@ class Config(pdjax.specs.ExperimentConfig):
     prune: pdjax.pruning.PruneSpec = pdjax.pruning.PruneSpec(pdjax.paper.CIFAR_PRUNE)
     # The distilled students' schedule (PAPER.md, CIFAR-100 KD); the KD loss's T and alpha are `kd`.
     student_kd: Schedule = pdjax.paper.CIFAR_KD
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        names = ", ".join(pdjax.models.NAMES)
+        check([
+            (pdjax.specs.distinct_among(self.teachers, pdjax.models.NAMES),
+             f"teachers={self.teachers} must be distinct model names among {names}"),
+            (self.student in pdjax.models.NAMES, f"student={self.student!r}: use one of {names}"),
+            (self.student_width_multiplier is None or self.student_width_multiplier > 0,
+             f"student_width_multiplier={self.student_width_multiplier} must be > 0 (none: width_multiplier)"),
+            (self.teacher_checkpoint is None or len(self.teachers) == 1,
+             f"teacher_checkpoint names one trained teacher, teachers={self.teachers} several: "
+             "add --set teachers=NAME"),
+        ])
 
 
 def paper() -> Config:
@@ -107,13 +122,7 @@ PRESETS = {"paper": paper, "cpu": cpu, "cpu_t4": cpu_t4, "demo": demo}
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
-    unknown = [t for t in config.teachers if t not in pdjax.models.NAMES]
-    if unknown or not config.teachers or len(set(config.teachers)) != len(config.teachers):
-        raise cli_config.ConfigError(f"teachers must be distinct model names ({', '.join(pdjax.models.NAMES)}), "
-                                       f"got {config.teachers}")
-    if config.teacher_checkpoint is not None and len(config.teachers) > 1:
-        raise cli_config.ConfigError("teacher_checkpoint names one trained teacher: add --set teachers=NAME")
-    data = runs.load_data(config, config.data, out)
+    data = runs.load_data(config, "data", out)
     student_multiplier = config.student_width_multiplier or config.width_multiplier
     student = pdjax.specs.StudentSpec("student", config.student, scratch=config.student_train or config.train,
                                          kd=config.student_kd, width_multiplier=student_multiplier)

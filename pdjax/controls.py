@@ -46,7 +46,8 @@ from pdjax.distill import KDSpec
 from pdjax.pruning import PruneSpec
 from pdjax.tensorboard import LOGS
 from pdjax.train import Schedule
-from pdjax.types import SpecError
+from pdjax.specs import count_or_none, distinct_seeds
+from pdjax.types import check
 
 # criterion -> arm name
 SEQUENCES = {"magnitude": "magnitude", "none": "dense", "random": "random"}
@@ -64,12 +65,10 @@ class ModelSpec:
     stem_width: int | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in models.NAMES:
-            raise SpecError(f"model {self.name!r}: use one of {', '.join(models.NAMES)}")
-        if not self.width_multiplier > 0:
-            raise SpecError(f"{self.name}: width_multiplier={self.width_multiplier} must be > 0")
-        if self.stem_width is not None and (self.stem_width < 1 or not self.name.startswith("resnet")):
-            raise SpecError(f"{self.name}: stem_width={self.stem_width} needs a resnet and a width >= 1")
+        check([(self.name in models.NAMES, f"name={self.name!r}: use one of {', '.join(models.NAMES)}"),
+               (self.width_multiplier > 0, f"width_multiplier={self.width_multiplier} must be > 0"),
+               (self.stem_width is None or (self.stem_width >= 1 and self.name.startswith("resnet")),
+                f"stem_width={self.stem_width} needs a resnet (not {self.name}) and a width >= 1")])
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -133,18 +132,19 @@ class ControlsConfig:
              f"criteria={self.criteria}: distinct names among {', '.join(SEQUENCES)}, magnitude included"),
             (bool(self.rounds) and all(1 <= k <= self.prune.rounds for k in self.rounds),
              f"rounds={self.rounds} must lie in 1..prune.rounds ({self.prune.rounds})"),
-            (bool(self.teacher_seeds) and len(set(self.teacher_seeds)) == len(self.teacher_seeds),
-             f"teacher_seeds={self.teacher_seeds} must name distinct seeds"),
-            (bool(self.seeds) and len(set(self.seeds)) == len(self.seeds), f"seeds={self.seeds} must name distinct seeds"),
+            (len(set(self.rounds)) == len(self.rounds), f"rounds={self.rounds} must name each round once"),
+            (distinct_seeds(self.teacher_seeds), f"teacher_seeds={self.teacher_seeds} must name distinct seeds >= 0"),
+            (distinct_seeds(self.seeds), f"seeds={self.seeds} must name distinct seeds >= 0"),
+            (self.seed >= 0, f"seed={self.seed} must be >= 0"),
+            (count_or_none(self.max_train), f"max_train={self.max_train} must be >= 1 (none: every image)"),
+            (count_or_none(self.max_test), f"max_test={self.max_test} must be >= 1 (none: every image)"),
             (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
             (self.compute_dtype in models.COMPUTE_DTYPES,
              f"compute_dtype={self.compute_dtype!r}: use one of {', '.join(models.COMPUTE_DTYPES)}"),
             (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
             (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise SpecError(message)
+        check(checks)
 
     @property
     def arms(self) -> tuple[str, ...]:

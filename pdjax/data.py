@@ -122,6 +122,22 @@ def digest_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------- loading
 
 
+def check_source(source: str) -> None:
+    """Refuses a source that cannot be loaded, before anything is read: an unknown kind, a tfds
+    source without a name, a folder path that does not exist.
+
+    Raises:
+      DataError: saying which.
+    """
+    kind, _, rest = source.partition(":")
+    if source != "digits" and kind not in ("tfds", "folder"):
+        raise DataError(f"unknown data source {source!r}: use 'digits', 'tfds:NAME' or 'folder:PATH'")
+    if kind == "tfds" and not rest:
+        raise DataError("tfds source needs a data set name, e.g. tfds:cifar100")
+    if kind == "folder" and not Path(rest).exists():
+        raise DataError(f"data path {rest} does not exist")
+
+
 def load(
     source: str,
     *,
@@ -152,6 +168,7 @@ def load(
     """
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    check_source(source)
     rng = np.random.default_rng(split_seed)
     if source == "digits":
         name, (train, test, classes) = "digits", _load_digits()
@@ -163,8 +180,8 @@ def load(
         train, test, classes, layout = _load_folder(path, max_train=max_train, max_test=max_test, rng=rng)
         # Tiny-ImageNet is recognised by its layout, whatever the file is called.
         name = layout or Path(path).stem
-    else:
-        raise DataError(f"unknown data source {source!r}: use 'digits', 'tfds:NAME' or 'folder:PATH'")
+    else:  # checked above
+        raise AssertionError(source)
     train = _subset(train, max_train, rng)
     test = _subset(test, max_test, rng)
     _check_split(train, "train", len(classes))

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from pdjax import masks as masks_lib
-from pdjax.types import Array, Masks, SpecError, Variables
+from pdjax.types import Array, Masks, Variables, check
 
 TEMPERATURE = 10.0
 ALPHA = 0.95
@@ -36,10 +36,8 @@ class KDSpec:
     alpha: float = ALPHA
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise SpecError(f"kd.temperature={self.temperature} must be > 0")
-        if not 0 <= self.alpha <= 1:
-            raise SpecError(f"kd.alpha={self.alpha} must lie in [0, 1]")
+        check([(self.temperature > 0, f"kd.temperature={self.temperature} must be > 0"),
+               (0 <= self.alpha <= 1, f"kd.alpha={self.alpha} must lie in [0, 1]")])
 
 
 class Teacher(NamedTuple):

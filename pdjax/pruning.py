@@ -47,7 +47,7 @@ from pdjax import tensorboard as tensorboard_lib
 from pdjax.checkpoints import load_tree, save_tree
 from pdjax.files import write_json_atomic
 from pdjax.train import FitResult, Schedule, fit
-from pdjax.types import Masks, Params, SpecError, Variables
+from pdjax.types import Masks, Params, Variables, check
 
 REWIND_MODES = ("lr", "weight", "finetune")
 SCOPES = ("global", "layerwise")
@@ -89,9 +89,7 @@ class PruneSpec:
             (self.finetune_lr > 0, f"finetune_lr={self.finetune_lr} must be > 0"),
             (self.criterion in CRITERIA, f"criterion={self.criterion!r}: use one of {', '.join(CRITERIA)}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise SpecError(f"prune.{message}")
+        check((ok, f"prune.{message}") for ok, message in checks)
 
 
 @dataclasses.dataclass

@@ -22,7 +22,22 @@ from pdjax import distill, pruning, students as students_lib
 from pdjax.models import COMPUTE_DTYPES
 from pdjax.tensorboard import LOGS
 from pdjax.train import Schedule
-from pdjax.types import SpecError
+from pdjax.types import SpecError, check
+
+
+def distinct_seeds(seeds: tuple[int, ...]) -> bool:
+    """At least one seed, none negative, none twice (a seed names its students' directories)."""
+    return bool(seeds) and min(seeds) >= 0 and len(set(seeds)) == len(seeds)
+
+
+def distinct_among(names: tuple[str, ...], allowed: tuple[str, ...]) -> bool:
+    """At least one name, each among `allowed`, none twice."""
+    return bool(names) and all(n in allowed for n in names) and len(set(names)) == len(names)
+
+
+def count_or_none(count: int | None) -> bool:
+    """None (no limit) or a count >= 1."""
+    return count is None or count >= 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,15 +69,16 @@ class ExperimentConfig:
                                                    f"{', '.join(COMPUTE_DTYPES)}"),
             (self.width_multiplier > 0, f"width_multiplier={self.width_multiplier} must be > 0"),
             (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
-            (len(self.seeds) > 0, "seeds must name at least one seed"),
-            (all(1 <= k <= self.prune.rounds for k in self.kd_rounds),
-             f"kd_rounds={self.kd_rounds} must lie in 1..prune.rounds ({self.prune.rounds})"),
+            (self.seed >= 0, f"seed={self.seed} must be >= 0"),
+            (distinct_seeds(self.seeds), f"seeds={self.seeds} must name distinct seeds >= 0, at least one"),
+            (count_or_none(self.max_train), f"max_train={self.max_train} must be >= 1 (none: every image)"),
+            (count_or_none(self.max_test), f"max_test={self.max_test} must be >= 1 (none: every image)"),
+            (all(1 <= k <= self.prune.rounds for k in self.kd_rounds) and len(set(self.kd_rounds)) == len(self.kd_rounds),
+             f"kd_rounds={self.kd_rounds} must lie in 1..prune.rounds ({self.prune.rounds}), each once"),
             (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
             (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise SpecError(message)
+        check(checks)
 
     def prune_spec(self, schedule: Schedule | None = None) -> pruning.PruneSpec:
         """`prune`, with each round trained on `schedule` (default: `prune.schedule`; an
@@ -92,6 +108,11 @@ class ResNetConfig(ExperimentConfig):
     def model_options(self) -> dict[str, dict[str, int]]:
         """Options of `pdjax.models.get` per architecture (see `prune_then_distill`)."""
         return {} if self.resnet_stem_width is None else {"resnet18": {"stem_width": self.resnet_stem_width}}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check([(count_or_none(self.resnet_stem_width),
+                f"resnet_stem_width={self.resnet_stem_width} must be >= 1 (none: the paper's 64)")])
 
 
 STUDENT_ARMS = ("scratch", "kd_unpruned", "kd_pruned")

@@ -34,7 +34,7 @@ from pdjax import masks as masks_lib
 from pdjax import models, parallel, records
 from pdjax.checkpoints import Checkpointer, save_tree
 from pdjax.files import write_json_atomic, write_jsonl_atomic
-from pdjax.types import Array, Masks, Metrics, Params, PRNGKey, PyTree, SpecError, Variables
+from pdjax.types import Array, Masks, Metrics, Params, PRNGKey, PyTree, SpecError, Variables, check
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,9 +54,18 @@ class Schedule:
     nesterov: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.lr < 0:
-            raise SpecError(f"bad schedule: epochs={self.epochs}, batch_size={self.batch_size}, "
-                            f"lr={self.lr}")
+        check([
+            (self.epochs >= 0, f"epochs={self.epochs} must be >= 0"),
+            (self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1"),
+            (self.lr >= 0, f"lr={self.lr} must be >= 0"),
+            # A milestone at 0 would scale every epoch, one at or after the last none; 0 epochs
+            # (a given model, evaluated) train at no learning rate.
+            (self.epochs == 0 or all(1 <= m < self.epochs for m in self.milestones),
+             f"milestones={self.milestones} must lie in 1..{self.epochs - 1} (epochs={self.epochs})"),
+            (self.lr_factor > 0, f"lr_factor={self.lr_factor} must be > 0"),
+            (self.weight_decay >= 0, f"weight_decay={self.weight_decay} must be >= 0"),
+            (0 <= self.momentum < 1, f"momentum={self.momentum} must lie in [0, 1)"),
+        ])
 
 
 def learning_rate(schedule: Schedule, epoch: int) -> np.float32:

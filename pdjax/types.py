@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 
@@ -24,3 +24,12 @@ Metrics = dict[str, float]
 class SpecError(ValueError):
     """A setting out of range, found when its spec (a schedule, a pruning or KD spec) is built,
     before anything trains. The experiment CLI prints it as one `error:` line (exit 2)."""
+
+
+def check(checks: Iterable[tuple[bool, str]]) -> None:
+    """Raises `SpecError` with the message of the first `(ok, message)` whose `ok` is false: the
+    checks of a spec's `__post_init__`, each message naming its field ("epochs=-1 must be >= 0";
+    the experiment CLI prefixes the field's place in the config, "train.epochs=-1 ...")."""
+    for ok, message in checks:
+        if not ok:
+            raise SpecError(message)

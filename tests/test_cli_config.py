@@ -46,12 +46,14 @@ def test_every_committed_run_directory_config_matches_its_preset_today():
 
 def test_set_takes_an_old_key_under_its_new_name_and_says_so(capsys):
     config = config_lib.override(vgg19_to_vgg11.demo(), ["rewind=weight", "kd_alpha=0.5", "prune.epochs=2",
-                                                         "kd.epochs=5", "prune.rounds=3", "kd_rounds=3"])
+                                                         "prune.milestones=1", "kd.epochs=12", "prune.rounds=3",
+                                                         "kd_rounds=3"])
     assert (config.prune.rewind, config.kd.alpha, config.prune.schedule.epochs) == ("weight", 0.5, 2)
-    assert (config.student_kd.epochs, config.prune.rounds) == (5, 3)
+    assert (config.student_kd.epochs, config.prune.rounds) == (12, 3)
     notes = capsys.readouterr().err.splitlines()
     assert notes == ["note: --set rewind is now --set prune.rewind", "note: --set kd_alpha is now --set kd.alpha",
                      "note: --set prune.epochs is now --set prune.schedule.epochs",
+                     "note: --set prune.milestones is now --set prune.schedule.milestones",
                      "note: --set kd.epochs is now --set student_kd.epochs"]
     with pytest.raises(config_lib.ConfigError, match="unknown config key 'nope'"):
         config_lib.override(vgg19_to_vgg11.demo(), ["nope=1"])

@@ -81,24 +81,12 @@ def test_contrasts_are_the_paired_differences_of_the_stages_results(demo):
         assert (out / name).exists(), name
 
 
-def test_the_same_command_resumes_to_the_same_numbers_and_bad_values_stop_before_training(demo, tmp_path, capsys):
+def test_the_same_command_resumes_to_the_same_numbers(demo):
+    # (Every key's bad value stops before training: test_experiments.py, BAD_VALUE.)
     module, out, results = demo
     again = module.main(ARGV + ["--out", str(out)])
     assert again["students"] == results["students"] and again["contrasts"] == results["contrasts"]
     assert again["train_seconds"] == results["train_seconds"]
-    from pdjax.cli import runs
-
-    for bad, words in ((["--set", "rounds=3"], "rounds=(3,) must lie in 1..prune.rounds (1)"),
-                       (["--set", "criteria=none,random"], "magnitude included"),
-                       (["--set", "prune.fraction=1.5"], "prune.fraction=1.5 must lie in [0, 1)"),
-                       (["--set", "kd.alpha=2"], "kd.alpha=2.0 must lie in [0, 1]"),
-                       (["--set", "student.name=vgg7"], "model 'vgg7'")):
-        with pytest.raises(SystemExit) as exit_info:
-            runs.run_cli(module.main, ARGV + bad + ["--out", str(tmp_path / "bad")])
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error:") and words in err and "\n" not in err
-        assert not (tmp_path / "bad").exists()
 
 
 def test_config_checks_its_values():

@@ -1,6 +1,5 @@
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,8 +138,6 @@ def test_two_teachers_share_one_scratch_student_and_students_have_their_own_seed
     first = [json.loads(line) for line in (tmp_path / "student_scratch_seed0" / "metrics.jsonl").read_text().splitlines()]
     second = [json.loads(line) for line in (tmp_path / "student_scratch_seed1" / "metrics.jsonl").read_text().splitlines()]
     assert first[0]["train_loss"] != second[0]["train_loss"]
-    with pytest.raises(config_lib.ConfigError, match="teachers must be distinct model names"):
-        vgg19_to_vgg11.main(argv[:-2] + ["--set", "teachers=vgg19,vgg7", "--out", str(tmp_path / "bad")])
 
 
 def test_overrides_are_typed(vgg19_to_vgg11):
@@ -171,57 +168,97 @@ def vgg11_tree(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("args, message, env", [
-    (["--preset", "huge"], "unknown preset 'huge'", {}),
-    (["--set", "train.epochs=x"], "train.epochs takes int", {}),
-    (["--preset", "demo", "--set", "nope=1"], "error: unknown config key 'nope'", {}),
-    (["--preset", "demo", "--set", "data=nowhere"], "error: unknown data source 'nowhere'", {}),
-    (["--preset", "demo", "--set", "data=folder:/no/such.zip"], "error: data path /no/such.zip does not exist", {}),
-    (["--preset", "demo", "--set", "kd_rounds=2,9"], "error: kd_rounds=(2, 9) must lie in 1..prune.rounds (7)", {}),
-    (["--preset", "demo", "--set", "student_kd.batch_size=12"],
-     "error: student_kd.batch_size=12 does not split over the 8 devices; use a multiple of 8", {"JAX_NUM_CPU_DEVICES": "8"}),
-    (["--preset", "demo", "--set", "teacher_checkpoint={vgg11_tree}"], "holds a different model or state", {}),
-])
-def test_cli_bad_input_is_one_line_and_exit_2(args, message, env, tmp_path, vgg11_tree):
-    args = [a.replace("{vgg11_tree}", str(vgg11_tree)) for a in args]
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "vgg19_to_vgg11.py"), *args,
-                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **env})
+def test_cli_bad_input_in_a_process_of_its_own_is_one_line_and_exit_2(tmp_path):
+    # The script's own process (`__main__`, the interpreter's exit status); the other bad inputs
+    # are tested in-process below, through the same `run_cli`.
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "vgg19_to_vgg11.py"), "--preset", "huge",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
-    # Nothing was trained, and nothing of an earlier run would have been touched.
-    assert not (tmp_path / "run" / "teacher" / "checkpoints").exists()
-
-
-# Bad values of each experiment's config (the pruning ones checked by pdjax.pruning.PruneSpec,
-# the KD ones by pdjax.distill.KDSpec, nested in every config): exit 2, one line, nothing written. In-process through
-# run_cli, the scripts' __main__ path; the cases above need a process of their own.
-BAD_VALUES = [
-    ("vgg19_to_vgg11", "prune.rewind=bogus", "prune.rewind='bogus': use one of lr, weight, finetune"),
-    ("vgg19_to_vgg11", "prune.scope=everywhere", "prune.scope='everywhere': use one of global, layerwise"),
-    ("vgg19_to_vgg11", "prune.rewind_epoch=-1", "prune.rewind_epoch=-1 must be >= 0"),
-    ("vgg19_to_vgg11", "prune.finetune_lr=0", "prune.finetune_lr=0.0 must be > 0"),
-    ("vgg19_to_vgg11", "prune.fraction=1.0", "prune.fraction=1.0 must lie in [0, 1)"),
-    ("vgg19_to_vgg11", "kd.alpha=1.5", "kd.alpha=1.5 must lie in [0, 1]"),
-    ("vgg19_to_vgg11", "compute_dtype=float8", "compute_dtype='float8': use one of"),
-    ("resnet18_to_vgg16_mobilenetv2", "prune.rounds=-1", "prune.rounds=-1 must be >= 0"),
-    ("self_distillation", "prune.fraction=-0.1", "prune.fraction=-0.1 must lie in [0, 1)"),
-    ("compression_scheme", "kd.temperature=0", "kd.temperature=0.0 must be > 0"),
-    ("pruning_controls", "prune.rewind=bogus", "prune.rewind='bogus': use one of lr, weight, finetune"),
-]
-
-
-@pytest.mark.parametrize("experiment, setting, message", BAD_VALUES)
-def test_bad_values_stop_with_one_line_before_anything_is_written(experiment, setting, message, tmp_path, capsys):
-    module = load_experiment(experiment)
-    with pytest.raises(SystemExit) as stopped:
-        runs.run_cli(module.main, ["--preset", "demo", "--set", setting, "--out", str(tmp_path / "run")])
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert proc.stderr.startswith("error: unknown preset 'huge'") and proc.stderr.count("\n") == 1
     assert not (tmp_path / "run").exists()
 
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.epochs=x", "train.epochs takes int, got 'x'"),
+    ("nope=1", "unknown config key 'nope'"),
+    ("student_kd.batch_size=12", "student_kd.batch_size=12 does not split over the 8 devices; use a multiple of 8"),
+    ("teacher_checkpoint={vgg11_tree}", "holds a different model or state"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(setting, message, tmp_path, vgg11_tree, vgg19_to_vgg11, capsys):
+    assert jax.device_count() == 8  # the batch-size case
+    with pytest.raises(SystemExit) as stopped:
+        runs.run_cli(vgg19_to_vgg11.main, ["--preset", "demo", "--set", setting.replace("{vgg11_tree}", str(vgg11_tree)),
+                                           "--set", "teachers=vgg19", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    # Nothing was trained, and nothing of an earlier run would have been touched.
+    assert not (tmp_path / "run" / "teacher").exists()
+
+
+# A bad value for every key of every experiment's config, by the key's last name (a full dotted
+# key where one name means two things). Each must stop the script with exit 2 and one `error:`
+# line naming the key, before anything is written or trained.
+BAD_VALUE = {
+    "epochs": "-1", "batch_size": "0", "lr": "-0.1", "milestones": "999", "lr_factor": "0", "weight_decay": "-1",
+    "momentum": "1", "nesterov": "maybe", "augment": "maybe", "seed": "-1", "seeds": "0,0", "teacher_seeds": "1,1",
+    "val_fraction": "1", "max_train": "0", "max_test": "0", "eval_batch_size": "0", "cost_batch_size": "0",
+    "width_multiplier": "0", "student_width_multiplier": "0", "vgg_width_multiplier": "0",
+    "mobilenet_width_multiplier": "0", "stem_width": "0", "resnet_stem_width": "0",
+    "kd_rounds": "9", "rounds": "9", "prune.rounds": "-1", "temperature": "0", "alpha": "1.5",
+    "criterion": "bogus", "fraction": "1", "rewind": "bogus", "rewind_epoch": "-1", "finetune_lr": "0",
+    "scope": "everywhere", "compute_dtype": "float8", "dtypes": "float8", "log": "bogus",
+    "data": "nowhere", "vgg_data": "folder:/no/such.zip", "resnet_data": "tfds",
+    "teacher_checkpoint": "/no/such/teacher", "name": "nomodel", "teachers": "nomodel", "student": "nomodel",
+    "models": "vgg11,vgg11", "students": "vgg11", "arms": "vgg13", "student_arms": "kd_sometimes",
+    "criteria": "random", "width_rules": "uniform",
+}
+# Keys with no bad value, and why.
+NO_BAD_VALUE = {
+    "data_dir": "any directory: tensorflow-datasets makes it, and reads it only for a tfds source",
+}
+EXPERIMENTS = ["vgg19_to_vgg11", "resnet18_to_vgg16_mobilenetv2", "self_distillation", "compression_scheme",
+               "pruning_controls", "mixed_precision"]
+
+
+def _leaf_keys(config, prefix=""):
+    """Every settable dotted key of a config (a schedule that is None here has no sub-keys)."""
+    import dataclasses
+
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            yield from _leaf_keys(value, f"{prefix}{field.name}.")
+        elif not (value is None and "Schedule" in str(field.type)):
+            yield f"{prefix}{field.name}"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_config_key_has_a_bad_value_that_stops_before_anything_runs(experiment, tmp_path, capsys,
+                                                                         monkeypatch):
+    import pdjax
+
+    module = load_experiment(experiment)
+    keys = list(_leaf_keys(module.PRESETS["demo"]()))
+    missing = [k for k in keys if k not in BAD_VALUE and k.rsplit(".", 1)[-1] not in BAD_VALUE
+               and k not in NO_BAD_VALUE]
+    assert not missing, f"give these keys a bad value in BAD_VALUE (or a reason in NO_BAD_VALUE): {missing}"
+
+    def trains(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(pdjax.train, "fit", trains)
+    for key in keys:
+        if key in NO_BAD_VALUE:
+            continue
+        bad = BAD_VALUE.get(key, BAD_VALUE.get(key.rsplit(".", 1)[-1]))
+        out = tmp_path / key
+        with pytest.raises(SystemExit) as stopped:
+            runs.run_cli(module.main, ["--preset", "demo", "--set", f"{key}={bad}", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2, (key, err)
+        assert err.startswith("error: ") and err.count("\n") == 1 and key in err, (key, err)
+        assert not out.exists(), key
 
 def test_cli_unwritable_output_is_one_line_and_nonzero(tmp_path):
     blocker = tmp_path / "a_file"
@@ -278,26 +315,8 @@ def test_mixed_precision_smoke(tmp_path):
                           + one_epoch("train"))
     assert [(r["model"], r["compute dtype"], r["seeds"]) for r in results["rows"]] == [
         ("vgg11", "float32", 1), ("vgg11", "bfloat16", 1)]
-    assert all(0.0 <= r["mean"] <= 1.0 for r in results["rows"])
     markdown = (tmp_path / "results.md").read_text()
     assert f"host CPU {results['environment']['host_cpu']}" in markdown and "| vgg11 | bfloat16 | 1 |" in markdown
-
-
-def test_cpu_presets_share_one_resnet18_teacher():
-    # The ResNet18 teachers of three cpu presets are one network trained one way, so the
-    # self-distillation run's ResNet18 student stands for the one resnet18_to_vgg16_mobilenetv2 leaves out.
-    resnet = load_experiment("resnet18_to_vgg16_mobilenetv2").cpu()
-    self_distillation = load_experiment("self_distillation").cpu()
-    compression = load_experiment("compression_scheme").cpu()
-    # The whole pruning (rounds, fraction, scope, rewinding), not only its schedule.
-    teachers = {(c.resnet_train, c.prune_spec(c.resnet_prune), c.width_multiplier, c.resnet_stem_width, c.resnet_data,
-                 c.seed) for c in (self_distillation, compression)}
-    teachers.add((resnet.teacher_train, resnet.prune_spec(), resnet.width_multiplier, resnet.resnet_stem_width,
-                  resnet.data, resnet.seed))
-    assert len(teachers) == 1
-    assert (resnet.resnet_scratch, resnet.resnet_kd) == (self_distillation.resnet_student, self_distillation.resnet_kd)
-    assert resnet.seeds == self_distillation.seeds == (0, 1, 2) and resnet.kd_rounds == self_distillation.kd_rounds
-    assert resnet.students == ("vgg16_tiny", "mobilenetv2")
 
 
 def test_compression_smoke(tmp_path):
@@ -321,7 +340,6 @@ def test_compression_smoke(tmp_path):
     assert abs(uniform["params"] / chain["params"] - 1) < 0.1 and uniform["widths"] != chain["widths"]
     text = (tmp_path / "vgg19" / "results.md").read_text()
     assert "inference images/s" in text and "KD from its pruned teacher (mean ± std)" in text
-    assert (tmp_path / "vgg19" / "accuracy_vs_params.png").stat().st_size > 0
     index = (tmp_path / "results.md").read_text()
     assert f"summed over the arms: {r['train_seconds']['total']:,.0f} s" in index
     assert all(f"vgg19 {rule} st36 / vgg19 pruned 36%: " in index for rule in ("chain", "uniform", "balanced"))
@@ -331,10 +349,6 @@ def test_compression_smoke(tmp_path):
     against_chain = [c for c in r["comparisons"] if c["baseline"].endswith("same arm")]
     assert sorted(c["student"].split()[1] for c in against_chain) == ["balanced", "uniform"]
     assert all(c["arm"] == "KD from vgg19 pruned 36%" for c in against_chain)
-    with pytest.raises(config_lib.ConfigError, match="start with 'chain'"):
-        config_lib.override(module.demo(), ["width_rules=uniform,chain"])
-    with pytest.raises(config_lib.ConfigError, match="student_arms"):
-        config_lib.override(module.demo(), ["student_arms=kd"])
 
 
 def test_a_run_directory_from_before_a_new_config_field_is_still_accepted():

@@ -148,7 +148,7 @@ def test_rewind_modes_choose_the_starting_weights(small_digits, tiny_vgg11, teac
                  masks.apply(teacher["params"], weight.masks))
     # The masks come from the trained weights in both modes.
     chex.assert_trees_all_equal(weight.masks, lr.masks)
-    one_epoch = dataclasses.replace(SCHEDULE, epochs=1)
+    one_epoch = dataclasses.replace(SCHEDULE, epochs=1, milestones=())  # a milestone at 1 never fires
     spec = pruning.PruneSpec(one_epoch, rounds=1, rewind="finetune", finetune_lr=0.003)
     finetune = pruning.iterative_pruning(tiny_vgg11, small_digits, spec, variables=trained,
                                          workdir=tmp_path / "finetune", progress=False)[0]
@@ -243,7 +243,7 @@ def test_random_round_keeps_the_magnitude_rounds_layer_counts_at_other_positions
 
 
 def test_control_sequences_retrain_like_magnitude_pruning(small_digits, tiny_vgg11, teacher, tmp_path):
-    one_epoch = dataclasses.replace(SCHEDULE, epochs=1)
+    one_epoch = dataclasses.replace(SCHEDULE, epochs=1, milestones=())  # a milestone at 1 never fires
 
     def sequence(criterion, **kw):
         spec = pruning.PruneSpec(one_epoch, rounds=2, criterion=criterion)

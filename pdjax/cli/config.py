@@ -138,12 +138,7 @@ def override(config: C, assignments: Sequence[str]) -> C:
                 raise
             _set(tree, new.split("."), text, new)  # an old name (RENAMED): set the key it became
             print(f"note: --set {key} is now --set {new}", file=sys.stderr)
-    try:
-        return _build(tree)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as err:  # a spec's own check, which names its key
-        raise ConfigError(str(err)) from None
+    return _build(tree)
 
 
 def _unbuilt(config: Any) -> dict[str, Any]:
@@ -155,10 +150,17 @@ def _unbuilt(config: Any) -> dict[str, Any]:
     return tree
 
 
-def _build(tree: dict[str, Any]) -> Any:
-    values = {k: _build(v) if isinstance(v, dict) and "__class__" in v else v
+def _build(tree: dict[str, Any], path: str = "") -> Any:
+    """Builds the config bottom up; a spec's own check (its `__post_init__`, which names its
+    field: "epochs=-1 must be >= 0") becomes a ConfigError naming the field's place in the config
+    ("train.epochs=-1 must be >= 0")."""
+    values = {k: _build(v, f"{path}{k}.") if isinstance(v, dict) and "__class__" in v else v
               for k, v in tree.items() if k != "__class__"}
-    return tree["__class__"](**values)
+    try:
+        return tree["__class__"](**values)
+    except (TypeError, ValueError) as err:
+        message = str(err)
+        raise ConfigError(message if message.startswith(path) else f"{path}{message}") from None
 
 
 def _set(tree: dict[str, Any], path: list[str], text: str, full_key: str) -> None:

@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 
 from pdjax.paper import CIFAR_KD, CIFAR_PRUNE, CIFAR_TRAIN, TINY_KD, TINY_PRUNE, TINY_TRAIN
 from pdjax.pruning import PruneSpec
-from pdjax.specs import ResNetConfig
+from pdjax.specs import ResNetConfig, distinct_among
 from pdjax.train import Schedule
+from pdjax.types import check
 
 ARMS = ("vgg19", "resnet18")
 # The CIFAR-10 JPEGs shared with the project (../shared/datasets/README.md), as a data source
@@ -33,6 +34,14 @@ class TwoArmConfig(ResNetConfig):
     resnet_prune: Schedule = TINY_PRUNE
     resnet_kd: Schedule = TINY_KD
     resnet_student: Schedule | None = None  # the scratch students' schedule; None: resnet_train
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check([(distinct_among(self.arms, ARMS), f"arms={self.arms} must be distinct names among {', '.join(ARMS)}")])
+
+    def data_key(self, name: str) -> str:
+        """The field holding an arm's data source."""
+        return "vgg_data" if name == "vgg19" else "resnet_data"
 
     def arm(self, name: str) -> tuple[str, Schedule, Schedule, Schedule]:
         """(data source, train, prune, kd schedules) of an arm."""

@@ -238,7 +238,7 @@ def write_index(out: str | Path, experiment: str, preset: str, arms: Mapping[str
 
 
 def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Sequence[str] | None,
-          doc: str | None, arms: Sequence[str] = ()) -> tuple[str, Any, Path, dict[str, Any]]:
+          doc: str | None) -> tuple[str, Any, Path, dict[str, Any]]:
     """The common start of an experiment script: parse the command line, check the config,
     start the distributed runtime, prepare the run directory.
 
@@ -246,10 +246,15 @@ def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Seque
       (preset, config, run directory, run config as saved in config.json).
     """
     preset, config, out, restart = parse_args(experiment, presets, argv, doc)
-    if arms:
-        chosen = getattr(config, "arms", ())
-        if not chosen or any(a not in arms for a in chosen):
-            raise ConfigError(f"arms must be some of {', '.join(arms)}, got {chosen}")
+    for key in data_keys(config):
+        try:
+            data_lib.check_source(getattr(config, key))
+        except DataError as err:
+            raise ConfigError(f"{key}={getattr(config, key)!r}: {err}") from None
+    checkpoint = getattr(config, "teacher_checkpoint", None)
+    if checkpoint is not None and not Path(checkpoint).exists():
+        raise ConfigError(f"teacher_checkpoint={checkpoint!r} does not exist: give a trained teacher's stage "
+                          "directory or saved tree")
     parallel.initialize_distributed()
     n = jax.device_count()
     for name, value in _schedules(config):
@@ -262,6 +267,14 @@ def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Seque
     out = prepare(out, run_config, restart=restart, defaults=defaults)
     _check_shared_run_directory(out)
     return preset, config, out, run_config
+
+
+def data_keys(config: Any) -> list[str]:
+    """The config fields holding the data sources this run loads: each arm's of a two-arm
+    config (`data_key`), else `data`."""
+    if hasattr(config, "data_key"):
+        return [config.data_key(arm) for arm in config.arms]
+    return ["data"] if hasattr(config, "data") else []
 
 
 def _schedules(config: Any, prefix: str = "") -> list[tuple[str, Schedule]]:
@@ -345,15 +358,21 @@ def load_parts(directories: Sequence[str | Path], run_config: Mapping[str, Any],
     return parts
 
 
-def load_data(config: Any, source: str, out: str | Path | None = None) -> data_lib.ImageData:
-    """Loads `source` with a config's data fields (val_fraction, seed, max_train, ...).
+def load_data(config: Any, key: str = "data", out: str | Path | None = None) -> data_lib.ImageData:
+    """Loads the data source of the config's field `key` with the config's data fields
+    (val_fraction, seed, max_train, ...); a source that cannot be loaded is refused with a
+    message naming `key`.
 
     Its digest (`pdjax.data.digest`) must be the same in every process, and, with `out` (the
     run directory), the same as when the run started (`out/data.json`): a data set that
     changed between runs, or a stale copy on one worker, is refused before anything trains."""
-    data = data_lib.load(source, val_fraction=config.val_fraction, split_seed=config.seed,
-                         max_train=config.max_train, max_test=config.max_test,
-                         data_dir=getattr(config, "data_dir", None))
+    source = getattr(config, key)
+    try:
+        data = data_lib.load(source, val_fraction=config.val_fraction, split_seed=config.seed,
+                             max_train=config.max_train, max_test=config.max_test,
+                             data_dir=getattr(config, "data_dir", None))
+    except DataError as err:
+        raise DataError(f"{key}={source!r}: {err}") from None
     fingerprint = data_lib.digest(data)
     other = _first_disagreement(fingerprint)
     if other is not None:
@@ -388,7 +407,7 @@ def run_arms(config: Any, out: Path, experiment: str, preset: str, run_config: M
     results = {}
     for arm in config.arms:
         source, train, prune, kd = config.arm(arm)
-        data = load_data(config, source, out / arm)
+        data = load_data(config, config.data_key(arm), out / arm)
         result = pipeline.prune_then_distill(
             config, out=out / arm, data=data, teacher=arm, teacher_schedule=train,
             prune=config.prune_spec(prune),
