@@ -67,9 +67,13 @@ def small_digits():
     return data.load("digits", max_train=700)
 
 
+# A VGG11 2-8 channels wide: the tests' model where any small network does.
+TINY_VGG11 = (2, 4, 4, 4, 8, 8, 8, 8)
+
+
 @pytest.fixture(scope="module")
 def tiny_vgg11():
     """A VGG11 2-8 channels wide, for the digits' 10 classes."""
     from pdjax import models
 
-    return models.get("vgg11", 10, widths=(2, 4, 4, 4, 8, 8, 8, 8))
+    return models.get("vgg11", 10, widths=TINY_VGG11)

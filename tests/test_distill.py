@@ -7,7 +7,8 @@ import pytest
 from pdjax import data as data_lib
 from pdjax import distill, masks, models, parallel, train
 
-TINY_VGG11 = (2, 4, 4, 4, 8, 8, 8, 8)
+from conftest import TINY_VGG11
+
 TINY_VGG19 = (2, 2, 4, 4, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8, 8)
 
 

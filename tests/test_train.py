@@ -14,7 +14,7 @@ import pytest
 from pdjax import data as data_lib
 from pdjax import models, parallel, train
 
-TINY_VGG11 = (2, 4, 4, 4, 8, 8, 8, 8)
+from conftest import TINY_VGG11
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_one_train_step_serves_every_schedule(digits):
     variables = models.init(model, jax.random.key(0), (32, 32, 3))
     steps, results = set(), []
     for schedule in (train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4),
-                     train.Schedule(epochs=1, batch_size=16, lr=0.2, milestones=(1,), weight_decay=1e-3, momentum=0.8)):
+                     train.Schedule(epochs=2, batch_size=16, lr=0.2, milestones=(1,), weight_decay=1e-3, momentum=0.8)):
         optimizer = train.sgd(schedule)
         step = train.make_train_step(model, optimizer, mesh, mean=digits.mean, std=digits.std)
         steps.add(id(step))
@@ -200,20 +200,6 @@ def test_nan_loss_stops_with_the_step(digits, tmp_path):
     bad = train.Schedule(epochs=1, batch_size=64, lr=1e30)
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, step \d+"):
         train.fit(model, digits, bad, workdir=tmp_path, seed=0, progress=False, log_every=1)
-
-
-def test_replicated_state_never_aliases_the_callers_arrays():
-    # On a one-device mesh, a plain device_put hands back the caller's own buffer, and a step
-    # that donates it deletes the caller's array; `replicate` must copy.
-    mesh = parallel.data_mesh(jax.devices()[:1])
-    donating = jax.jit(lambda a: a + 1, donate_argnums=0, out_shardings=parallel.replicated(mesh))
-    aliased = jnp.ones((3,))
-    donating(jax.device_put(aliased, parallel.replicated(mesh)))
-    assert aliased.is_deleted()  # the hazard is real in this JAX version
-    x = jnp.ones((3,))
-    donating(parallel.replicate(x, mesh))
-    assert not x.is_deleted()
-    np.testing.assert_array_equal(x, [1.0, 1.0, 1.0])
 
 
 def test_sigterm_saves_mid_epoch_and_the_resumed_run_ends_the_same(digits, whole, tmp_path):
@@ -374,18 +360,3 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(digits, whole, tmp
     monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
     resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "run", seed=0, progress=False)
     chex.assert_trees_all_equal(resumed.variables, whole.variables)
-
-
-def test_a_given_trained_model_is_evaluated_not_retrained(digits, tmp_path):
-    from pdjax import pipeline
-
-    schedule = train.Schedule(epochs=1, batch_size=64, lr=0.05)
-    widths = TINY_VGG11
-    _, first, _ = pipeline.train_stage("a", model_name="vgg11", data=digits, schedule=schedule, out=tmp_path,
-                                   seed=0, widths=widths, progress=False)
-    _, again, row = pipeline.train_stage("b", model_name="vgg11", data=digits, schedule=schedule, out=tmp_path,
-                                     seed=1, widths=widths, progress=False, init_from=tmp_path / "a")
-    assert again.history == [] and row["epochs"] == 0
-    chex.assert_trees_all_equal(again.best_variables, first.best_variables)
-    assert again.test_accuracy == first.test_accuracy
-    assert again.val_accuracy == first.val_accuracy
