@@ -59,3 +59,20 @@ def test_set_takes_an_old_key_under_its_new_name_and_says_so(capsys):
         config_lib.override(vgg19_to_vgg11.demo(), ["nope=1"])
     with pytest.raises(config_lib.ConfigError, match=r"prune.schedule.epochs takes int, got 'x'"):
         config_lib.override(vgg19_to_vgg11.demo(), ["prune.epochs=x"])
+
+
+def test_overrides_are_typed():
+    config = config_lib.override(vgg19_to_vgg11.demo(), [
+        "train.epochs=7", "train.milestones=3,5", "max_train=none", "augment=false", "data=folder:/x"])
+    assert config.train.epochs == 7 and config.train.milestones == (3, 5)
+    assert config.max_train is None and config.augment is False and config.data == "folder:/x"
+    with pytest.raises(config_lib.ConfigError, match="train.epochs takes int, got 'many'"):
+        config_lib.override(config, ["train.epochs=many"])
+    with pytest.raises(config_lib.ConfigError, match="unknown config key 'widht_multiplier'"):
+        config_lib.override(config, ["widht_multiplier=2"])
+    with pytest.raises(config_lib.ConfigError, match="key=value"):
+        config_lib.override(config, ["epochs"])
+
+
+def test_config_diff_names_nested_keys():
+    assert config_lib.diff({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 2, "d": 4}, "e": 0}) == ["b.d", "e"]

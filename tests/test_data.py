@@ -1,4 +1,3 @@
-import json
 import time
 import zipfile
 from pathlib import Path
@@ -244,20 +243,3 @@ def test_batches_cover_the_split():
     batches = list(data.eval_batches(split, 4))
     assert [b[2].sum() for b in batches] == [4, 4, 2]
     assert batches[-1][0].shape == (4, 2, 2, 3)
-
-
-def test_a_run_refuses_data_that_changed_since_it_started(tmp_path):
-    from types import SimpleNamespace
-
-    from pdjax.cli import runs
-
-    write_tree(tmp_path / "images", size=(32, 32))
-    config = SimpleNamespace(data=f"folder:{tmp_path / 'images'}", val_fraction=0.0, seed=0, max_train=None,
-                             max_test=None)
-    first = runs.load_data(config, "data", tmp_path / "run")
-    assert json.loads((tmp_path / "run" / "data.json").read_text()) == data.digest(first)
-    runs.load_data(config, "data", tmp_path / "run")  # unchanged: accepted
-    removed = sorted((tmp_path / "images" / "train" / "cat").iterdir())[0]
-    removed.unlink()
-    with pytest.raises(data.DataError, match=r"changed since .* was started \(train: 12 -> 11 images\).*--restart"):
-        runs.load_data(config, "data", tmp_path / "run")

@@ -7,7 +7,6 @@ from pathlib import Path
 import jax
 import pytest
 
-from pdjax.cli import config as config_lib
 from pdjax.cli import runs
 from pdjax.train import Schedule
 
@@ -138,23 +137,6 @@ def test_two_teachers_share_one_scratch_student_and_students_have_their_own_seed
     first = [json.loads(line) for line in (tmp_path / "student_scratch_seed0" / "metrics.jsonl").read_text().splitlines()]
     second = [json.loads(line) for line in (tmp_path / "student_scratch_seed1" / "metrics.jsonl").read_text().splitlines()]
     assert first[0]["train_loss"] != second[0]["train_loss"]
-
-
-def test_overrides_are_typed(vgg19_to_vgg11):
-    config = config_lib.override(vgg19_to_vgg11.demo(), [
-        "train.epochs=7", "train.milestones=3,5", "max_train=none", "augment=false", "data=folder:/x"])
-    assert config.train.epochs == 7 and config.train.milestones == (3, 5)
-    assert config.max_train is None and config.augment is False and config.data == "folder:/x"
-    with pytest.raises(config_lib.ConfigError, match="train.epochs takes int, got 'many'"):
-        config_lib.override(config, ["train.epochs=many"])
-    with pytest.raises(config_lib.ConfigError, match="unknown config key 'widht_multiplier'"):
-        config_lib.override(config, ["widht_multiplier=2"])
-    with pytest.raises(config_lib.ConfigError, match="key=value"):
-        config_lib.override(config, ["epochs"])
-
-
-def test_config_diff_names_nested_keys():
-    assert config_lib.diff({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 2, "d": 4}, "e": 0}) == ["b.d", "e"]
 
 
 @pytest.fixture(scope="module")
@@ -349,25 +331,3 @@ def test_compression_smoke(tmp_path):
     against_chain = [c for c in r["comparisons"] if c["baseline"].endswith("same arm")]
     assert sorted(c["student"].split()[1] for c in against_chain) == ["balanced", "uniform"]
     assert all(c["arm"] == "KD from vgg19 pruned 36%" for c in against_chain)
-
-
-def test_a_run_directory_from_before_a_new_config_field_is_still_accepted():
-    old = {"config": {"seed": 0, "train": {"epochs": 3}}}
-    new = {"config": {"seed": 0, "train": {"epochs": 3}, "compute_dtype": "float32"}}
-    defaults = {"config": {"seed": 0, "train": {"epochs": 200}, "compute_dtype": "float32"}}
-    assert config_lib.diff(old, new, defaults=defaults) == []
-    changed = {"config": {**new["config"], "compute_dtype": "bfloat16"}}
-    assert config_lib.diff(old, changed, defaults=defaults) == ["config.compute_dtype"]
-    assert config_lib.diff(old, new) == ["config.compute_dtype"]  # without defaults: every new key
-
-
-def test_a_run_directory_of_another_config_is_refused_and_restart_starts_over(tmp_path):
-    out = runs.prepare(tmp_path / "run", {"config": {"seed": 0}})
-    (out / "teacher").mkdir()
-    assert runs.prepare(out, {"config": {"seed": 0}}) == out and (out / "teacher").exists()  # same config: reused
-    with pytest.raises(runs.RunDirError, match=r"differs in: config.seed\).*--restart"):
-        runs.prepare(out, {"config": {"seed": 1}})
-    assert (out / "teacher").exists()  # nothing deleted by a refusal
-    runs.prepare(out, {"config": {"seed": 1}}, restart=True)
-    assert not (out / "teacher").exists()
-    assert json.loads((out / "config.json").read_text()) == {"config": {"seed": 1}}
