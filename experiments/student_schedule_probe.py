@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pdjax
 from pdjax.cli import presets, runs
-from pdjax.files import write_json_atomic, write_text_atomic
 from pdjax.train import Schedule
 
 # family -> (teacher, teacher width, teacher schedule, student, student width, student lr,
@@ -90,11 +89,7 @@ def main() -> None:
               "student_width": student_width, "environment": runs.environment(), "rows": rows}
     markdown = (f"# Student schedule probe: {args.family}, {student_name} at {student_width:g} width "
                 f"(validation accuracy only)\n\n{table}")
-    if suffix:
-        write_json_atomic(out / f"results{suffix}.json", record)
-        write_text_atomic(out / f"results{suffix}.md", markdown)
-    else:
-        pdjax.reports.write_results(out, record, markdown)
+    pdjax.reports.write_results(out, record, markdown, stem=f"results{suffix}")
     print(table)
 
 

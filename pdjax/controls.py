@@ -44,9 +44,8 @@ from pdjax import distill, models, paper, parallel, pruning, reports, stats
 from pdjax.data import ImageData
 from pdjax.distill import KDSpec
 from pdjax.pruning import PruneSpec
-from pdjax.tensorboard import LOGS
 from pdjax.train import Schedule
-from pdjax.specs import count_or_none, distinct_seeds
+from pdjax.specs import distinct_seeds, shared_checks
 from pdjax.types import check
 
 # criterion -> arm name
@@ -134,15 +133,7 @@ class ControlsConfig:
              f"rounds={self.rounds} must lie in 1..prune.rounds ({self.prune.rounds})"),
             (len(set(self.rounds)) == len(self.rounds), f"rounds={self.rounds} must name each round once"),
             (distinct_seeds(self.teacher_seeds), f"teacher_seeds={self.teacher_seeds} must name distinct seeds >= 0"),
-            (distinct_seeds(self.seeds), f"seeds={self.seeds} must name distinct seeds >= 0"),
-            (self.seed >= 0, f"seed={self.seed} must be >= 0"),
-            (count_or_none(self.max_train), f"max_train={self.max_train} must be >= 1 (none: every image)"),
-            (count_or_none(self.max_test), f"max_test={self.max_test} must be >= 1 (none: every image)"),
-            (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
-            (self.compute_dtype in models.COMPUTE_DTYPES,
-             f"compute_dtype={self.compute_dtype!r}: use one of {', '.join(models.COMPUTE_DTYPES)}"),
-            (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
-            (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
+            *shared_checks(self),
         ]
         check(checks)
 

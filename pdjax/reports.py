@@ -25,11 +25,11 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) ->
     return "\n".join(lines) + "\n"
 
 
-def write_results(out: str | Path, results: dict[str, Any], markdown: str) -> None:
-    """Writes `results.json` and `results.md` in `out`, each atomically."""
+def write_results(out: str | Path, results: dict[str, Any], markdown: str, stem: str = "results") -> None:
+    """Writes `<stem>.json` and `<stem>.md` in `out`, each atomically."""
     out = Path(out)
-    write_json_atomic(out / "results.json", results)
-    write_text_atomic(out / "results.md", markdown)
+    write_json_atomic(out / f"{stem}.json", results)
+    write_text_atomic(out / f"{stem}.md", markdown)
 
 
 def plot_curves(path: str | Path, curves: dict[str, Sequence[float]], *, xlabel: str, ylabel: str,

@@ -40,6 +40,23 @@ def count_or_none(count: int | None) -> bool:
     return count is None or count >= 1
 
 
+def shared_checks(config: Any) -> list[tuple[bool, str]]:
+    """The checks of the keys every experiment config has, `ExperimentConfig` and
+    `pdjax.controls.ControlsConfig` alike: the data split and subsets, the student seeds, the
+    compute dtype, the evaluation batch and the log."""
+    return [
+        (config.compute_dtype in COMPUTE_DTYPES,
+         f"compute_dtype={config.compute_dtype!r}: use one of {', '.join(COMPUTE_DTYPES)}"),
+        (0 <= config.val_fraction < 1, f"val_fraction={config.val_fraction} must lie in [0, 1)"),
+        (config.seed >= 0, f"seed={config.seed} must be >= 0"),
+        (distinct_seeds(config.seeds), f"seeds={config.seeds} must name distinct seeds >= 0, at least one"),
+        (count_or_none(config.max_train), f"max_train={config.max_train} must be >= 1 (none: every image)"),
+        (count_or_none(config.max_test), f"max_test={config.max_test} must be >= 1 (none: every image)"),
+        (config.eval_batch_size >= 1, f"eval_batch_size={config.eval_batch_size} must be >= 1"),
+        (config.log in LOGS, f"log={config.log!r}: use one of {', '.join(LOGS)}"),
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Fields every prune-then-distill experiment has (PAPER.md's values as defaults)."""
@@ -64,21 +81,12 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         # `prune` and `kd` checked their own values when they were built.
-        checks = [
-            (self.compute_dtype in COMPUTE_DTYPES, f"compute_dtype={self.compute_dtype!r}: use one of "
-                                                   f"{', '.join(COMPUTE_DTYPES)}"),
+        check([
             (self.width_multiplier > 0, f"width_multiplier={self.width_multiplier} must be > 0"),
-            (0 <= self.val_fraction < 1, f"val_fraction={self.val_fraction} must lie in [0, 1)"),
-            (self.seed >= 0, f"seed={self.seed} must be >= 0"),
-            (distinct_seeds(self.seeds), f"seeds={self.seeds} must name distinct seeds >= 0, at least one"),
-            (count_or_none(self.max_train), f"max_train={self.max_train} must be >= 1 (none: every image)"),
-            (count_or_none(self.max_test), f"max_test={self.max_test} must be >= 1 (none: every image)"),
+            *shared_checks(self),
             (all(1 <= k <= self.prune.rounds for k in self.kd_rounds) and len(set(self.kd_rounds)) == len(self.kd_rounds),
              f"kd_rounds={self.kd_rounds} must lie in 1..prune.rounds ({self.prune.rounds}), each once"),
-            (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
-            (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
-        ]
-        check(checks)
+        ])
 
     def prune_spec(self, schedule: Schedule | None = None) -> pruning.PruneSpec:
         """`prune`, with each round trained on `schedule` (default: `prune.schedule`; an

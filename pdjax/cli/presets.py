@@ -45,9 +45,10 @@ class TwoArmConfig(ResNetConfig):
 
     def arm(self, name: str) -> tuple[str, Schedule, Schedule, Schedule]:
         """(data source, train, prune, kd schedules) of an arm."""
+        source = getattr(self, self.data_key(name))
         if name == "vgg19":
-            return self.vgg_data, self.vgg_train, self.vgg_prune, self.vgg_kd
-        return self.resnet_data, self.resnet_train, self.resnet_prune, self.resnet_kd
+            return source, self.vgg_train, self.vgg_prune, self.vgg_kd
+        return source, self.resnet_train, self.resnet_prune, self.resnet_kd
 
     def student_schedule(self, name: str) -> Schedule:
         """The schedule of an arm's students trained from scratch."""
