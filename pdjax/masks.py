@@ -145,11 +145,24 @@ def _rebuild(meta: list, kept: list[np.ndarray]) -> Masks:
 
 
 def _drop_smallest(weights: np.ndarray, kept: np.ndarray, count: int) -> np.ndarray:
-    """Clears the `count` smallest still-kept entries; ties go to the lower index."""
-    alive = np.flatnonzero(kept)
-    order = np.argsort(weights[alive], kind="stable")
+    """Clears the `count` smallest still-kept entries; ties go to the lower index.
+
+    What a stable sort of the kept weights would clear, found in linear time (a VGG19's 20M
+    weights: a partition instead of a sort): every kept weight below the `count`-th smallest
+    value, then the lowest-indexed kept weights equal to it until `count` are cleared."""
     out = kept.copy()
-    out[alive[order[:count]]] = False
+    if count <= 0:
+        return out
+    alive = np.flatnonzero(kept)
+    values = weights[alive]
+    threshold = np.partition(values, count - 1)[count - 1]
+    if np.isnan(threshold):  # NaNs rank last, as in a sort
+        below, equal = ~np.isnan(values), np.isnan(values)
+    else:
+        below, equal = values < threshold, values == threshold
+    tied = np.flatnonzero(equal)[:count - int(below.sum())]
+    out[alive[below]] = False
+    out[alive[tied]] = False
     return out
 
 

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -41,6 +43,23 @@ def test_digits_is_32x32_rgb_with_validation_holdout():
     np.testing.assert_array_equal(again.val.labels, d.val.labels)
     train_rows = {x.tobytes() for x in d.train.images}
     assert sum(x.tobytes() in train_rows for x in d.val.images) < len(d.val) // 4  # digits has duplicates
+
+
+def test_digits_are_scikit_learns_without_importing_it(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    reference = load_digits()
+    images, labels = data._digits_arrays()
+    np.testing.assert_array_equal(images, reference.images)
+    np.testing.assert_array_equal(labels, reference.target)
+    # Where the file is not where scikit-learn 1.x keeps it: scikit-learn's own loader.
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    images, labels = data._digits_arrays()
+    np.testing.assert_array_equal(images, reference.images)
+    # A process that loads the digits does not import scikit-learn.
+    code = "import sys; from pdjax import data; data.load('digits'); assert 'sklearn' not in sys.modules"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_folder_directory_and_zip_give_the_same_data(tmp_path):

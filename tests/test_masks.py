@@ -35,6 +35,21 @@ def test_vgg19_global_rounds_leave_the_exact_counts():
     assert jax.tree.structure(m, is_leaf=masks.is_none) == jax.tree.structure(params)
 
 
+def test_drop_smallest_clears_what_a_stable_sort_would():
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        n = int(rng.integers(1, 300))
+        weights = rng.integers(0, 6, n).astype(np.float32)  # many ties
+        if trial % 4 == 0:
+            weights[rng.integers(0, n, 3)] = np.nan
+        kept = rng.random(n) < 0.7
+        alive = np.flatnonzero(kept)
+        for count in sorted({0, 1, len(alive) // 2, len(alive)}):
+            expected = kept.copy()
+            expected[alive[np.argsort(weights[alive], kind="stable")[:count]]] = False
+            np.testing.assert_array_equal(masks._drop_smallest(weights, kept, count), expected)
+
+
 def test_prune_global_ranks_the_whole_network_and_masks_only_shrink():
     params = literal_params()
     m = masks.prune_global(params, masks.init(params), 0.25)  # round(0.25 * 134) = 34 removed
