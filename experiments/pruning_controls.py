@@ -124,11 +124,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
     data = runs.load_data(config, "data", out)
     if parts.pool is None:
-        result = pdjax.controls.run(config, out=out, data=data)
+        pooled, result = None, pdjax.controls.run(config, out=out, data=data)
     else:
-        result = pdjax.controls.pool(config, runs.load_parts(parts.pool, run_config, vary=("teacher_seeds",),
-                                                                    defaults=runs.to_dict(type(config)())))
-    return runs.write_controls_report(out, result, EXPERIMENT, preset, run_config, data)
+        pooled = runs.load_parts(parts.pool, run_config, vary=("teacher_seeds",), defaults=runs.to_dict(type(config)()))
+        result = pdjax.controls.pool(config, pooled)
+    return runs.write_controls_report(out, result, EXPERIMENT, preset, run_config, data, parts=pooled)
 
 
 if __name__ == "__main__":

@@ -106,11 +106,18 @@ def test_runs_split_by_teacher_pool_into_the_same_report(demo, tmp_path):
                 "rows": [r for r in results["rows"] if not r["stage"].startswith(f"teacher_seed{1 - t}/")]}
         if t == 0:  # a part made before the `log` key existed still pools while the run keeps its default
             del part["config"]["log"]
+        else:  # trained on another machine
+            part["environment"] = {**results["environment"], "host_cpu_flags": "0ther0flags0"}
         (tmp_path / f"t{t}").mkdir()
         (tmp_path / f"t{t}" / "results.json").write_text(json.dumps(part))
     pooled = module.main(ARGV + ["--pool", str(tmp_path / "t0"), str(tmp_path / "t1"), "--out", str(tmp_path / "all")])
     assert pooled["contrasts"] == results["contrasts"] and len(pooled["students"]) == len(results["students"])
-    assert (tmp_path / "all" / "results.md").exists()
+    # The report names the machine of each part, not the pooling process's.
+    assert [(p["teacher_seeds"], p["environment"]["host_cpu_flags"]) for p in pooled["parts"]] == [
+        ([0], results["environment"]["host_cpu_flags"]), ([1], "0ther0flags0")]
+    markdown = (tmp_path / "all" / "results.md").read_text()
+    assert "pooled without training from 2 runs" in markdown and "teacher seeds 1 on" in markdown
+    assert "flags 0ther0flags0" in markdown and "the table's are the first run's" in markdown
     from pdjax.cli import runs
 
     with pytest.raises(runs.RunDirError, match=r"t0 is not a part of this run \(differs in: kd.alpha\)"):

@@ -154,8 +154,9 @@ PEER_FAILURE_WORDS = ("connection reset", "connection refused", "gloo", "heartbe
 
 
 def _results(result: Any, run_config: Mapping[str, Any], data: data_lib.ImageData,
-             extra: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
-    """results.json's content for a result with `to_json`, and the report's data and machine lines."""
+             extra: Mapping[str, Any] | None, machine: str | None = None) -> tuple[dict[str, Any], str]:
+    """results.json's content for a result with `to_json`, and the report's data and machine
+    lines (`machine`: another machine line than this process's)."""
     results = {**run_config, "environment": environment(),
                "data": {"source": run_config.get("config", {}).get("data"), "train": len(data.train),
                         "val": len(data.val), "test": len(data.test), "classes": data.num_classes,
@@ -163,7 +164,7 @@ def _results(result: Any, run_config: Mapping[str, Any], data: data_lib.ImageDat
                **result.to_json(), **(extra or {})}
     data_note = (f"Data: {results['data']['source']} ({len(data.train)} train, {len(data.val)} val, "
                  f"{len(data.test)} test, {data.num_classes} classes). Normalization: "
-                 f"{_normalization_note(data)}.\n\n{machine_note(results['environment'])}\n\n")
+                 f"{_normalization_note(data)}.\n\n{machine or machine_note(results['environment'])}\n\n")
     return results, data_note
 
 
@@ -187,10 +188,18 @@ def write_report(out: str | Path, result: Any, experiment: str, preset: str,
 
 
 def write_controls_report(out: str | Path, result: Any, experiment: str, preset: str,
-                          run_config: Mapping[str, Any], data: data_lib.ImageData) -> dict[str, Any]:
-    """Writes results.json, results.md, controls.png and curves.png of a `pdjax.controls` result."""
+                          run_config: Mapping[str, Any], data: data_lib.ImageData,
+                          parts: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Writes results.json, results.md, controls.png and curves.png of a `pdjax.controls` result;
+    with `parts` (the results.json of pooled runs, `load_parts`), each part's teachers and the
+    machine that trained them, instead of the pooling process's machine."""
     out = Path(out)
-    results, data_note = _results(result, run_config, data, None)
+    extra = machine = None
+    if parts:
+        extra = {"parts": [{"teacher_seeds": p["config"]["teacher_seeds"], "environment": p["environment"]}
+                           for p in parts]}
+        machine = pooled_machine_note(parts)
+    results, data_note = _results(result, run_config, data, extra, machine)
     title = f"{experiment}, preset `{preset}`"
     markdown = controls.report(result, title, data_note)
     if parallel.is_main_process():
@@ -212,6 +221,24 @@ def machine_note(env: Mapping[str, Any]) -> str:
             f"jax {env['versions']['jax']}. The same command reproduces these numbers exactly on "
             "the same kind of host with as many usable cores and the same versions; on another CPU, "
             "or with another number of cores, XLA can round differently and give other numbers.")
+
+
+def pooled_machine_note(parts: Sequence[Mapping[str, Any]]) -> str:
+    """The machine line of a report pooled from `parts`: which machine trained which teachers."""
+    def host(env: Mapping[str, Any]) -> str:
+        cores = env.get("usable_cores") or env["host_cpu_count"]
+        return (f"{env['device_count']} x {env['device_kind']}, host CPU {env['host_cpu']} "
+                f"(flags {env['host_cpu_flags'] or 'unknown'}, {cores} usable core{'s' * (cores != 1)}), "
+                f"jax {env['versions']['jax']}")
+    trained = "; ".join(f"teacher seeds {', '.join(map(str, p['config']['teacher_seeds']))} on {host(p['environment'])}"
+                        for p in parts)
+    flags = {p["environment"].get("host_cpu_flags") for p in parts}
+    note = (f"Machines: pooled without training from {len(parts)} runs (`--pool`), each trained on its "
+            f"own: {trained}. Every contrast pairs students of one teacher, trained in one run.")
+    if len(flags) > 1:
+        note += (" The runs' hosts differ, and XLA:CPU rounds differently on each: every run trained "
+                 "its own scratch students (from the same seeds, with other floats); the table's are the first run's.")
+    return note
 
 
 def _normalization_note(data: data_lib.ImageData) -> str:
