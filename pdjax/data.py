@@ -236,7 +236,7 @@ def _normalization(name: str, train_images: np.ndarray) -> tuple[tuple[float, ..
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 digits as (8x8 float64 images 0..16, int labels). Read straight from
     the file scikit-learn ships (what `load_digits` reads), which spares every process importing
-    scikit-learn (~1.2 s of CPU, most of a short job's start); `load_digits` where that file is
+    scikit-learn (~1.2 s of CPU at every start); `load_digits` where that file is
     not where scikit-learn 1.x keeps it."""
     spec = importlib.util.find_spec("sklearn")
     bundled = (Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"

@@ -212,29 +212,28 @@ def write_controls_report(out: str | Path, result: Any, experiment: str, preset:
     return results
 
 
-def machine_note(env: Mapping[str, Any]) -> str:
-    """One line of a report naming the machine of `environment()`."""
-    return (f"Machine: {env['process_count']} process(es), {env['device_count']} x {env['device_kind']} "
+def _host(env: Mapping[str, Any]) -> str:
+    """The machine of `environment()` in words: processes, devices, host CPU, jax."""
+    return (f"{env['process_count']} process(es), {env['device_count']} x {env['device_kind']} "
             f"({env['backend']} backend), host CPU {env['host_cpu']} ({env['host_cpu_count']} cores, "
             f"{env.get('usable_cores') or env['host_cpu_count']} usable by the run, "
-            f"flags {env['host_cpu_flags'] or 'unknown'}); "
-            f"jax {env['versions']['jax']}. The same command reproduces these numbers exactly on "
+            f"flags {env['host_cpu_flags'] or 'unknown'}); jax {env['versions']['jax']}")
+
+
+def machine_note(env: Mapping[str, Any]) -> str:
+    """One line of a report naming the machine of `environment()`."""
+    return (f"Machine: {_host(env)}. The same command reproduces these numbers exactly on "
             "the same kind of host with as many usable cores and the same versions; on another CPU, "
             "or with another number of cores, XLA can round differently and give other numbers.")
 
 
 def pooled_machine_note(parts: Sequence[Mapping[str, Any]]) -> str:
     """The machine line of a report pooled from `parts`: which machine trained which teachers."""
-    def host(env: Mapping[str, Any]) -> str:
-        cores = env.get("usable_cores") or env["host_cpu_count"]
-        return (f"{env['device_count']} x {env['device_kind']}, host CPU {env['host_cpu']} "
-                f"(flags {env['host_cpu_flags'] or 'unknown'}, {cores} usable core{'s' * (cores != 1)}), "
-                f"jax {env['versions']['jax']}")
-    trained = "; ".join(f"teacher seeds {', '.join(map(str, p['config']['teacher_seeds']))} on {host(p['environment'])}"
-                        for p in parts)
+    trained = " ".join(f"Run {i}: teacher seeds {', '.join(map(str, p['config']['teacher_seeds']))} on "
+                       f"{_host(p['environment'])}." for i, p in enumerate(parts, 1))
     flags = {p["environment"].get("host_cpu_flags") for p in parts}
     note = (f"Machines: pooled without training from {len(parts)} runs (`--pool`), each trained on its "
-            f"own: {trained}. Every contrast pairs students of one teacher, trained in one run.")
+            f"own. {trained} Every contrast pairs students of one teacher, trained in one run.")
     if len(flags) > 1:
         note += (" The runs' hosts differ, and XLA:CPU rounds differently on each: every run trained "
                  "its own scratch students (from the same seeds, with other floats); the table's are the first run's.")
