@@ -12,7 +12,9 @@ remedies, both on by default:
   It applies to every JAX program of the process, the user's own included, as JAX's cache does.
 - `one_off(fn)`: `jax.jit` for a function run once (a model's initialisation, a cost analysis),
   compiled by XLA:CPU's backend at optimisation level 1 instead of 2 (a VGG19/16 init: 19 s ->
-  4 s measured, with bit-identical values); on other backends it is plain `jax.jit`.
+  4 s measured, with bit-identical values), or at the level `XLA_FLAGS` sets where that is lower
+  (`--xla_backend_optimization_level=0`: then a plain `jax.jit` compiles at 0 too, and one_off
+  computes what it does); on other backends it is plain `jax.jit`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MIN_COMPILE_SECONDS = 0.2
 # XLA:CPU backend level 1 computes the initial values level 2 computes, bit for bit (checked on
 # every pdjax model by tests/test_models.py); level 0 does not.
 ONE_OFF_OPTIONS = {"xla_backend_optimization_level": 1}
+_LEVEL_FLAG = "--xla_backend_optimization_level"
 
 
 def default_cache_dir() -> Path:
@@ -57,6 +60,18 @@ def enable_cache(path: str | Path | None = None) -> Path | None:
     return directory
 
 
+def one_off_options() -> dict[str, Any]:
+    """The XLA:CPU compiler options of `one_off`: `ONE_OFF_OPTIONS`, never a higher backend level
+    than the one this process's `XLA_FLAGS` asks for (a user compiling at level 0 to save time
+    gets level 0 here too)."""
+    level = ONE_OFF_OPTIONS["xla_backend_optimization_level"]
+    for flag in os.environ.get("XLA_FLAGS", "").split():
+        name, _, value = flag.partition("=")
+        if name == _LEVEL_FLAG and value.isdigit():
+            level = min(level, int(value))
+    return {**ONE_OFF_OPTIONS, "xla_backend_optimization_level": level}
+
+
 def one_off(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`jax.jit(fn)` compiled cheaply on the CPU backend (see the module docstring). Called
     inside another transformation (`jax.eval_shape`, an outer `jit`), where JAX takes no
@@ -64,7 +79,7 @@ def one_off(fn: Callable[..., Any]) -> Callable[..., Any]:
     plain = jax.jit(fn)
     if jax.default_backend() != "cpu":
         return plain
-    cheap = jax.jit(fn, compiler_options=ONE_OFF_OPTIONS)
+    cheap = jax.jit(fn, compiler_options=one_off_options())
 
     def call(*args: Any) -> Any:
         try:

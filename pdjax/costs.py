@@ -26,7 +26,7 @@ def _forward(model: nn.Module):
 def xla_flops(jitted: Any, *args: Any) -> float:
     """Floating-point operations of one call of a jitted function, as XLA counts them."""
     # Run never: compiled cheaply (the backend's optimisation level does not change XLA's count).
-    options = compilation.ONE_OFF_OPTIONS if jax.default_backend() == "cpu" else None
+    options = compilation.one_off_options() if jax.default_backend() == "cpu" else None
     analysis = jitted.lower(*args).compile(compiler_options=options).cost_analysis()
     if isinstance(analysis, list):  # older JAX returned one dict per device
         analysis = analysis[0]

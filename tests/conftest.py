@@ -34,6 +34,12 @@ _CACHE = (os.path.join(tempfile.gettempdir(), f"pdjax-test-jax-cache-{_RUN}") if
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+# The same for the processes the tests launch (experiments killed and resumed, multi-host runs,
+# the notebook's kernel): they inherit the cache and keep every program in it, however quick to
+# compile. Without the thresholds a launched experiment recompiled ~85 programs JAX's default
+# (1 s) leaves out: 3.3 s of each launch's 16 s (one CPU core, warm cache).
+os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 import pytest  # noqa: E402
 
@@ -57,6 +63,18 @@ def test_env() -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def _quiet_tqdm(monkeypatch):
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture
+def fresh_steps(monkeypatch):
+    """This process without the steps earlier tests built, for tests that count traces:
+    pdjax.train keeps built steps for reuse, and an earlier test in the same worker may have
+    traced one for another batch shape (which worker runs which test changes from run to run)."""
+    import collections
+
+    from pdjax import train
+
+    monkeypatch.setattr(train, "_STEPS", collections.OrderedDict())
 
 
 @pytest.fixture(scope="module")

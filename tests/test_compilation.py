@@ -44,3 +44,11 @@ def test_one_off_computes_what_jit_does_and_works_under_another_transformation()
     np.testing.assert_allclose(compilation.one_off(fn)(x), jax.jit(fn)(x), rtol=1e-5, atol=1e-6)
     shape = jax.eval_shape(compilation.one_off(fn), x)  # no compiler options inside a trace
     assert shape.shape == (16,)
+
+
+def test_one_off_never_compiles_above_the_level_the_user_set(monkeypatch):
+    for flags, level in (("", 1), ("--xla_backend_optimization_level=2", 1),
+                         ("--xla_cpu_foo=1 --xla_backend_optimization_level=0", 0),
+                         ("--xla_backend_optimization_level=3", 1)):
+        monkeypatch.setenv("XLA_FLAGS", flags)
+        assert compilation.one_off_options() == {"xla_backend_optimization_level": level}, flags

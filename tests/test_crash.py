@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +28,7 @@ VOLATILE = ("seconds", "images_per_second", "train_s")
 
 def env(**faults: str) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("PDJAX_FAULT")}
-    return {**out, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
-            "TQDM_DISABLE": "1", **faults}
+    return {**out, "TQDM_DISABLE": "1", **faults}  # with the suite's compilation cache (conftest.py)
 
 
 def run(out: Path, **faults: str) -> subprocess.CompletedProcess:

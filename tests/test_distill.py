@@ -94,7 +94,7 @@ def kd_steps(setup, mesh, teacher_variables_list, steps=2):
     return jax.device_get(state), jax.device_get(metrics), step
 
 
-def test_kd_step_updates_only_the_student_and_compiles_once(setup):
+def test_kd_step_updates_only_the_student_and_compiles_once(setup, fresh_steps):
     _, _, _, tv = setup
     pruned = {"params": masks.apply(tv["params"], masks.prune_global(tv["params"], masks.init(tv["params"]), 0.5)),
               "batch_stats": tv["batch_stats"]}

@@ -11,7 +11,6 @@ import time
 import zipfile
 from pathlib import Path
 
-import jax
 import numpy as np
 from PIL import Image
 
@@ -71,17 +70,20 @@ SHRUNK_DEMO = ["--preset", "demo", "--set", "teachers=vgg11", "--set", "max_trai
     a for k in ("train", "prune.schedule", "student_kd") for a in ("--set", f"{k}.epochs=1", "--set", f"{k}.milestones=")]
 
 
+CACHE_SETTINGS = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_")
+
+
 def _launch(out, processes, devices_per_process, *, per_process_env=None, per_process_args=None, cwds=None,
             timeout=400):
     """Starts experiments/vgg19_to_vgg11.py as `processes` processes, the README's way
     (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID); returns their exit codes, their
     output and the seconds each took."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "PYTEST_XDIST", "PDJAX_FAULT"))}
-    env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices_per_process), TQDM_DISABLE="1",
-               # The suite's compilation cache (not the user's ~/.cache): the launches of one
-               # test compile the same programs.
-               JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir)
+    # The suite's compilation cache and its thresholds (conftest.py) stay: the launches of one
+    # test compile the same programs.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("JAX_", "PYTEST_XDIST", "PDJAX_FAULT")) or k.startswith(CACHE_SETTINGS)}
+    env.update(JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES=str(devices_per_process), TQDM_DISABLE="1")
     procs, logs, started = [], [], time.monotonic()
     for i in range(processes):
         launch = dict(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(processes),

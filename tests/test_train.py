@@ -52,25 +52,27 @@ def test_eight_devices_compute_what_one_does(digits):
 
 def test_device_checks_pass_with_pdjax_xla_defaults():
     """The suite compiles at XLA's optimisation level 0 without pdjax's CPU flags (conftest.py);
-    the 1-vs-8-device checks of the train and KD steps also hold with a user's settings."""
+    the 1-vs-8-device checks of the train and KD steps also hold with a user's settings, and
+    models.init's cheap compile gives level 2's values there."""
     tests = Path(__file__).parent
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PDJAX_XLA_DEFAULTS")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-p no:benchmark",
          f"{tests / 'test_train.py'}::test_eight_devices_compute_what_one_does",
-         f"{tests / 'test_distill.py'}::test_kd_step_on_eight_devices_equals_one"],
+         f"{tests / 'test_distill.py'}::test_kd_step_on_eight_devices_equals_one",
+         f"{tests / 'test_models.py'}::test_cheap_init_compile_gives_the_values_of_a_full_one"],
         env={**env, "PDJAX_TEST_USER_XLA": "1"}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "2 passed" in done.stdout
+    assert "4 passed" in done.stdout
 
 
-def test_train_step_compiles_once(digits):
+def test_train_step_compiles_once(digits, fresh_steps):
     _, metrics, step = run_steps(parallel.data_mesh(), digits, steps=6)
     assert len(metrics) == 6
     assert step.traces == 1
 
 
-def test_eval_step_compiles_once_with_a_padded_last_batch(digits):
+def test_eval_step_compiles_once_with_a_padded_last_batch(digits, fresh_steps):
     mesh = parallel.data_mesh()
     model = models.get("vgg11", 10, widths=TINY_VGG11)
     variables = parallel.replicate(models.init(model, jax.random.key(0), (32, 32, 3)), mesh)
@@ -114,7 +116,7 @@ def test_learning_rate_steps_at_epoch_milestones_as_optax_computes_it():
         assert np.float32(in_step(epoch * 10)) == train.learning_rate(schedule, epoch)
 
 
-def test_one_train_step_serves_every_schedule(digits):
+def test_one_train_step_serves_every_schedule(digits, fresh_steps):
     # A pruning round's rewound schedule, a teacher's and a notebook cell's other learning rate
     # share the compiled step: the schedule's numbers are values in the optimizer state.
     mesh = parallel.data_mesh()
