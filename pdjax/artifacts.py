@@ -221,6 +221,13 @@ def export_onnx(stage: str | Path | Stage, out: str | Path) -> Path:
 
 def logits(stage: Stage, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """The stage's logits on uint8 images, in batches (one compiled forward pass)."""
-    forward = jax.jit(stage.forward())
-    return np.concatenate([np.asarray(forward(images[i:i + batch_size]))
+    # The variables are arguments, not constants of the program (as in `Stage.forward`, made for
+    # export): the stages of one architecture share one compiled program, and XLA does not
+    # compile the weights into it.
+    def forward(variables: Variables, masks: Masks | None, images: Array) -> Array:
+        variables = {**variables, "params": masks_lib.apply(variables["params"], masks)}
+        return stage.module.apply(variables, stage.normalize(images), train=False)
+
+    jitted = jax.jit(forward)
+    return np.concatenate([np.asarray(jitted(stage.variables, stage.masks, images[i:i + batch_size]))
                            for i in range(0, len(images), batch_size)])

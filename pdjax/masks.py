@@ -46,8 +46,9 @@ def _names(path: tuple) -> tuple[str, ...]:
 
 def init(params: Params, prunable: Callable[[tuple[str, ...], Any], bool] = is_prunable) -> Masks:
     """All-True masks for the prunable leaves of `params`, None elsewhere."""
+    # Made on the host and transferred: an eager jnp.ones would compile one program per shape.
     return jax.tree_util.tree_map_with_path(
-        lambda path, p: jnp.ones(p.shape, jnp.bool_) if prunable(_names(path), p) else None, params)
+        lambda path, p: jnp.asarray(np.ones(p.shape, bool)) if prunable(_names(path), p) else None, params)
 
 
 def check(params: Params, masks: Masks) -> None:
@@ -236,7 +237,7 @@ def prune_random_like(masks: Masks, reference: Masks, seed: int | tuple[int, ...
 
 def remaining(masks: Masks) -> int:
     """Number of kept (unpruned) prunable weights."""
-    return int(sum(int(jnp.sum(m)) for m in jax.tree.leaves(masks)))
+    return int(sum(np.count_nonzero(jax.device_get(m)) for m in jax.tree.leaves(masks)))  # host count: no compile
 
 
 def total(masks: Masks) -> int:

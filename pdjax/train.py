@@ -131,6 +131,14 @@ def with_learning_rate(opt_state: optax.OptState, lr: Any) -> optax.OptState:
     return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
 
 
+@functools.partial(jax.jit, static_argnums=2)
+def _masked_init(params: Params, masks: Masks | None, optimizer: optax.GradientTransformation):
+    """Masked parameters and the optimizer's initial state: one program (eagerly, every leaf
+    shape compiled one of its own in every new process)."""
+    params = masks_lib.apply(params, masks)
+    return params, optimizer.init(params)
+
+
 class TrainState(NamedTuple):
     """Everything a training step updates; a plain pytree.
 
@@ -151,9 +159,8 @@ class TrainState(NamedTuple):
                masks: Masks | None = None) -> "TrainState":
         if masks is not None:
             masks_lib.check(variables["params"], masks)
-        params = masks_lib.apply(variables["params"], masks)
-        return cls(jnp.zeros((), jnp.int32), params, variables.get("batch_stats", {}),
-                   optimizer.init(params), masks)
+        params, opt_state = _masked_init(variables["params"], masks, optimizer)
+        return cls(jnp.asarray(np.int32(0)), params, variables.get("batch_stats", {}), opt_state, masks)
 
     @property
     def variables(self) -> Variables:
