@@ -14,6 +14,9 @@ import pytest
 from pdjax import artifacts, distill, masks, models, pruning, train
 
 SCHEDULE = train.Schedule(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4)
+# One worker runs the whole module: its tests share the `stages` fixture (~25 s), which each
+# worker would otherwise train for itself; started early (conftest.py).
+pytestmark = [pytest.mark.xdist_group("artifact_stages"), pytest.mark.slow(60)]
 
 
 @pytest.fixture(scope="module")
@@ -140,4 +143,4 @@ def test_every_model_family_converts_to_onnx(name):
     session = ort.InferenceSession(onnx_model.SerializeToString())
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     served = session.run(None, {session.get_inputs()[0].name: images})[0]
-    np.testing.assert_allclose(served, np.asarray(forward(images)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(served, np.asarray(jax.jit(forward)(images)), rtol=1e-5, atol=1e-5)  # jitted: one program
