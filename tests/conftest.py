@@ -46,6 +46,17 @@ import pytest  # noqa: E402
 SHARED_CIFAR10 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10-jpeg.zip"
 
 
+def pytest_collection_modifyitems(items):
+    """The longest tests first, by their `slow(seconds)` marks (measured on 2 cores): the workers
+    take tests in this order (pyproject.toml: --dist loadgroup, no reordering), so they end
+    together, not one waiting out the other's last long test."""
+    def seconds(item):
+        mark = item.get_closest_marker("slow")
+        return mark.args[0] if mark else 0
+
+    items.sort(key=seconds, reverse=True)  # stable: the rest keep their order
+
+
 @pytest.fixture
 def shared_cifar10() -> Path:
     """The shared CIFAR-10 JPEG zip; tests that need it skip where a clone has no ../shared."""

@@ -11,6 +11,10 @@ from pdjax.types import SpecError
 
 from test_experiments import load_experiment
 
+# One worker runs the whole module: its tests share the `demo` run (a module fixture, ~40 s,
+# which each worker would otherwise make for itself); started early (conftest.py).
+pytestmark = [pytest.mark.xdist_group("controls_demo"), pytest.mark.slow(75)]
+
 # The demo preset on fewer images and epochs: 2 teachers x (magnitude, dense, random) x 1
 # round, one student seed, every model one epoch (tests/test_pruning.py runs longer sequences;
 # tests/test_stats.py the statistics of several seeds).

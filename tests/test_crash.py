@@ -58,6 +58,7 @@ def reference(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow(71)
 def test_killed_in_every_stage_resumes_to_identical_results(reference, tmp_path):
     out = tmp_path / "run"
     # SIGKILL inside the teacher's second epoch; SIGTERM (a preemption notice) inside the last

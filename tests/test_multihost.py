@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 WORKER = Path(__file__).parent / "helpers" / "multihost_worker.py"
@@ -23,6 +24,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow(28)
 def test_two_processes_train_like_one(tmp_path):
     port = _free_port()
     two = tmp_path / "two.json"
@@ -147,6 +149,7 @@ def _assert_close(a, b, path="results"):
         assert a == b, path
 
 
+@pytest.mark.slow(107)
 def test_experiment_script_on_two_processes_survives_faults_and_matches_one_process(tmp_path):
     """Two processes launched the README's way, through a SIGTERM that reaches only one of them
     and the death of one, end with the numbers of one uninterrupted process with two devices."""
@@ -191,6 +194,7 @@ def _image_zip(path, changed=False):
                     zf.writestr(f"{split}/{c}/{i}.png", buffer.getvalue())
 
 
+@pytest.mark.slow(13)
 def test_processes_given_different_run_directories_or_data_stop_at_once(tmp_path):
     # Different --out: refused in every process before anything is written.
     codes, outputs, seconds = _launch(tmp_path / "a", 2, 1, per_process_args={1: ("--out", str(tmp_path / "b"))},

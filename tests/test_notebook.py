@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "prune_then_distill.ipynb"
 
 
+@pytest.mark.slow(69)
 def test_the_example_notebook_runs(tmp_path, monkeypatch, test_env):
     from nbclient import NotebookClient
 
@@ -41,6 +43,7 @@ def _snippets(heading: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
+@pytest.mark.slow(62)
 def test_readme_notebook_snippets_run_in_order(tmp_path, monkeypatch, capsys, test_env):
     snippets = _snippets("## In a notebook")
     assert len(snippets) >= 3
