@@ -29,6 +29,14 @@ def one_epoch(*keys):
     return [a for k in keys for a in ("--set", f"{k}.epochs=1", "--set", f"{k}.milestones=")]
 
 
+# Smoke tests that train the same teacher on the same images (SMOKE) run one after the other on
+# one worker: the later ones reuse the first one's compiled steps (run side by side, each
+# worker compiled them for itself; the steps bake in the data's mean and std, so the images
+# must be the same too).
+VGG19_SMOKES = pytest.mark.xdist_group("vgg19_smokes")
+RESNET18_SMOKES = pytest.mark.xdist_group("resnet18_smokes")
+
+
 @pytest.fixture(scope="module")
 def vgg19_to_vgg11():
     return load_experiment("vgg19_to_vgg11")
@@ -55,6 +63,7 @@ def test_presets_follow_the_paper(vgg19_to_vgg11):
 
 
 @pytest.mark.slow(43)
+@VGG19_SMOKES
 def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tmp_path, capsys):
     # The same data and schedules as the other experiments' smoke tests below, so that they
     # reuse this test's compiled steps (the tests share a compilation cache).
@@ -112,9 +121,10 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
 
 
 @pytest.mark.slow(41)
+@VGG19_SMOKES
 def test_two_teachers_share_one_scratch_student_and_students_have_their_own_seeds(vgg19_to_vgg11, tmp_path):
     argv = SMOKE + one_epoch("train", "prune.schedule", "student_kd") + [
-        "--set", "teachers=vgg19,vgg11", "--set", "seeds=0,1", "--set", "max_train=200", "--out", str(tmp_path)]
+        "--set", "teachers=vgg19,vgg11", "--set", "seeds=0,1", "--out", str(tmp_path)]
     results = vgg19_to_vgg11.main(argv)
     stages = [r["stage"] for r in results["rows"]]
     assert stages == ["vgg19/teacher", "student_scratch_seed0", "student_scratch_seed1",
@@ -257,6 +267,7 @@ def test_cli_unwritable_output_is_one_line_and_nonzero(tmp_path):
 
 
 @pytest.mark.slow(37)
+@RESNET18_SMOKES
 def test_self_distillation_smoke(tmp_path):
     module = load_experiment("self_distillation")
     # The vgg19 arm runs the same pipeline as vgg19_to_vgg11 (tested above); the resnet18 arm here.
@@ -275,6 +286,7 @@ def test_self_distillation_smoke(tmp_path):
 
 
 @pytest.mark.slow(48)
+@RESNET18_SMOKES
 def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
     module = load_experiment("resnet18_to_vgg16_mobilenetv2")
     # The resnet18 student runs the same code as the self-distillation arm (tested below).
@@ -307,6 +319,7 @@ def test_mixed_precision_smoke(tmp_path):
 
 
 @pytest.mark.slow(70)
+@VGG19_SMOKES
 def test_compression_smoke(tmp_path):
     module = load_experiment("compression_scheme")
     # Two rules' students (the balanced rule's widths: tests/test_students.py; every rule's student
