@@ -106,7 +106,8 @@ def test_bfloat16_compute_keeps_float32_parameters_and_close_logits(name):
         models.get(name, 10, widths=widths, dtype="float8")
 
 
-# The tests below share full-width initialisations (_initial_params): one worker runs them all.
+# The tests below share full-width initialisations (_initial_params), and with them
+# tests/test_students.py's ResNet18 and MobileNetV2 students: one worker runs them all.
 INITIAL_PARAMS = pytest.mark.xdist_group("initial_params")
 
 

@@ -58,9 +58,10 @@ def test_vgg_chain_oscillates_and_balanced_does_not_while_matching_the_count():
 
 
 @pytest.mark.parametrize("model_name", ["resnet18", "mobilenetv2"])
+@pytest.mark.xdist_group("initial_params")  # on the worker that runs tests/test_models.py's
 def test_resnet_and_mobilenet_students_match_the_pruned_teacher_within_2_percent(model_name):
     # Initialised for 64x64 images, as tests/test_models.py does: the same weights as for 32x32
-    # (global pooling), and the same compiled program, which the suite's cache then shares.
+    # (global pooling), and the same compiled program, which that worker then has.
     params = models.init(models.get(model_name, 200), jax.random.key(0), (64, 64, 3))["params"]
     dense = masks.init(params)
     previous = None
