@@ -131,12 +131,23 @@ def with_learning_rate(opt_state: optax.OptState, lr: Any) -> optax.OptState:
     return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _masked_init(params: Params, masks: Masks | None, optimizer: optax.GradientTransformation):
-    """Masked parameters and the optimizer's initial state: one program (eagerly, every leaf
-    shape compiled one of its own in every new process)."""
+def _masked_init_eager(params: Params, masks: Masks | None, optimizer: optax.GradientTransformation):
     params = masks_lib.apply(params, masks)
     return params, optimizer.init(params)
+
+
+_masked_init_jitted = jax.jit(_masked_init_eager, static_argnums=2)
+
+
+def _masked_init(params: Params, masks: Masks | None, optimizer: optax.GradientTransformation):
+    """Masked parameters and the optimizer's initial state: one program (eagerly, every leaf
+    shape compiled one of its own in every new process). An optimizer jit cannot take as a
+    static argument (not hashable) is initialised eagerly, as before."""
+    try:
+        hash(optimizer)
+    except TypeError:
+        return _masked_init_eager(params, masks, optimizer)
+    return _masked_init_jitted(params, masks, optimizer)
 
 
 class TrainState(NamedTuple):

@@ -364,3 +364,23 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(digits, whole, tmp
     monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
     resumed = train.fit(model, digits, SCHEDULE, workdir=tmp_path / "run", seed=0, progress=False)
     chex.assert_trees_all_equal(resumed.variables, whole.variables)
+
+
+def test_train_state_initialises_any_optimizer_in_one_program_or_eagerly():
+    import optax
+
+    params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
+    masks = {"w": jnp.array([[True, False, True], [False, True, True]]), "b": None}
+    adam = optax.adam(1e-3)
+
+    class Unhashable:  # an optimizer object jit cannot take as a static argument
+        __hash__ = None
+
+        def __init__(self, inner):
+            self.init, self.update = inner.init, inner.update
+
+    jitted = train.TrainState.create({"params": params}, adam, masks)
+    eager = train.TrainState.create({"params": params}, Unhashable(adam), masks)
+    for a, b in zip(jax.tree.leaves((jitted.params, jitted.opt_state)), jax.tree.leaves((eager.params, eager.opt_state))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(jitted.params["w"], [[0.0, 0.0, 2.0], [0.0, 4.0, 5.0]])  # masked
