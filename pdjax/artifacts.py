@@ -131,8 +131,13 @@ class Stage:
 
     def forward(self) -> Callable[[Any], Array]:
         """uint8 NHWC images -> logits, evaluation mode, masks folded into the weights."""
-        variables = {**self.variables, "params": masks_lib.apply(self.variables["params"], self.masks)}
+        variables = _fold_masks(self.variables, self.masks)
         return lambda images: self.module.apply(variables, self.normalize(images), train=False)
+
+
+def _fold_masks(variables: Variables, masks: Masks | None) -> Variables:
+    """The variables with the pruned weights zeroed (weight x mask)."""
+    return {**variables, "params": masks_lib.apply(variables["params"], masks)}
 
 
 def load_stage(path: str | Path) -> Stage:
@@ -222,11 +227,10 @@ def export_onnx(stage: str | Path | Stage, out: str | Path) -> Path:
 def logits(stage: Stage, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """The stage's logits on uint8 images, in batches (one compiled forward pass)."""
     # The variables are arguments, not constants of the program (as in `Stage.forward`, made for
-    # export): the stages of one architecture share one compiled program, and XLA does not
-    # compile the weights into it.
+    # export): XLA does not compile the weights into it, and the program depends only on the
+    # architecture (and batch shape), so the compilation cache reads it back for other stages.
     def forward(variables: Variables, masks: Masks | None, images: Array) -> Array:
-        variables = {**variables, "params": masks_lib.apply(variables["params"], masks)}
-        return stage.module.apply(variables, stage.normalize(images), train=False)
+        return stage.module.apply(_fold_masks(variables, masks), stage.normalize(images), train=False)
 
     jitted = jax.jit(forward)
     return np.concatenate([np.asarray(jitted(stage.variables, stage.masks, images[i:i + batch_size]))

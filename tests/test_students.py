@@ -58,7 +58,7 @@ def test_vgg_chain_oscillates_and_balanced_does_not_while_matching_the_count():
 
 
 @pytest.mark.parametrize("model_name", ["resnet18", "mobilenetv2"])
-@pytest.mark.xdist_group("initial_params")  # on the worker that runs tests/test_models.py's
+@pytest.mark.xdist_group("initial_params")  # the worker of tests/test_models.py's initialisation tests
 def test_resnet_and_mobilenet_students_match_the_pruned_teacher_within_2_percent(model_name):
     # Initialised for 64x64 images, as tests/test_models.py does: the same weights as for 32x32
     # (global pooling), and the same compiled program, which that worker then has.
