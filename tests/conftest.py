@@ -11,7 +11,8 @@ from pathlib import Path
 # computes some one-device steps differently (loss 2.4088 vs 2.4100 after one step of the
 # 1-vs-8-device check in test_train.py): the suite runs without it. Users' settings (level 2,
 # YNNPACK dots) keep their own check: test_train.py::test_device_checks_pass_with_pdjax_xla_defaults.
-# Subprocesses (crash, multi-host, notebook tests) inherit these settings.
+# Subprocesses (crash, multi-host tests) inherit these settings; the example notebook's kernel runs
+# with a user's (test_notebook.py).
 TEST_ENV = {"XLA_FLAGS": "--xla_backend_optimization_level=0", "PDJAX_XLA_DEFAULTS": "0"}
 if os.environ.get("PDJAX_TEST_USER_XLA") != "1":
     os.environ["PDJAX_XLA_DEFAULTS"] = TEST_ENV["PDJAX_XLA_DEFAULTS"]
