@@ -116,7 +116,7 @@ def cost_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageD
     for k in config.kd_rounds:
         pruned_teacher = taught.rounds[k]
         masks = pruned_teacher.masks
-        masked = {**template, "params": pdjax.masks.apply(template["params"], masks)}
+        masked = pdjax.masks.apply_to_variables(template, masks)
         pruned = pdjax.costs.inference_costs(
             teacher, masked, data.image_shape,
             nonzero_params=dense["params"] - pdjax.masks.total(masks) + pdjax.masks.remaining(masks))

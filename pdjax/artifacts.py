@@ -131,13 +131,8 @@ class Stage:
 
     def forward(self) -> Callable[[Any], Array]:
         """uint8 NHWC images -> logits, evaluation mode, masks folded into the weights."""
-        variables = _fold_masks(self.variables, self.masks)
+        variables = masks_lib.apply_to_variables(self.variables, self.masks)
         return lambda images: self.module.apply(variables, self.normalize(images), train=False)
-
-
-def _fold_masks(variables: Variables, masks: Masks | None) -> Variables:
-    """The variables with the pruned weights zeroed (weight x mask)."""
-    return {**variables, "params": masks_lib.apply(variables["params"], masks)}
 
 
 def load_stage(path: str | Path) -> Stage:
@@ -230,7 +225,8 @@ def logits(stage: Stage, images: np.ndarray, batch_size: int = 500) -> np.ndarra
     # export): XLA does not compile the weights into it, and the program depends only on the
     # architecture (and batch shape), so the compilation cache reads it back for other stages.
     def forward(variables: Variables, masks: Masks | None, images: Array) -> Array:
-        return stage.module.apply(_fold_masks(variables, masks), stage.normalize(images), train=False)
+        return stage.module.apply(masks_lib.apply_to_variables(variables, masks), stage.normalize(images),
+                                  train=False)
 
     jitted = jax.jit(forward)
     return np.concatenate([np.asarray(jitted(stage.variables, stage.masks, images[i:i + batch_size]))

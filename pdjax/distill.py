@@ -49,7 +49,7 @@ class Teacher(NamedTuple):
 
     def masked_variables(self) -> Variables:
         """The variables the teacher runs with: pruned weights zeroed (weight x mask)."""
-        return {**self.variables, "params": masks_lib.apply(self.variables["params"], self.masks)}
+        return masks_lib.apply_to_variables(self.variables, self.masks)
 
 
 class KDLoss(NamedTuple):

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from pdjax.models import is_prunable
-from pdjax.types import Masks, Params
+from pdjax.types import Masks, Params, Variables
 
 
 class MaskError(ValueError):
@@ -92,6 +92,12 @@ def apply(params: Params, masks: Masks | None) -> Params:
         return params
     return jax.tree.map(lambda m, p: p if m is None else p * m.astype(p.dtype), masks, params,
                         is_leaf=is_none)
+
+
+def apply_to_variables(variables: Variables, masks: Masks | None) -> Variables:
+    """A model's variables with `apply` done to their params (the rest, e.g. BatchNorm
+    statistics, as they are): what a masked network runs with."""
+    return {**variables, "params": apply(variables["params"], masks)}
 
 
 def masked_optimizer(optimizer: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:

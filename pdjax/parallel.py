@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -75,33 +75,29 @@ def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     The copy never aliases the caller's arrays, so a step that donates its state cannot
     delete arrays the caller still holds.
     """
+    sharding = replicated(mesh)
     if jax.process_count() > 1:
         # device_put cannot place a local array on devices of other processes: every process
         # builds its own devices' copies from the same host values (the tree is the same on
         # every process: made from the same seed, or read from the same checkpoint).
-        return jax.tree.map(lambda a: _replicate_global(a, replicated(mesh)), tree)
+        def place(host: np.ndarray) -> jax.Array:
+            return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+        return jax.tree.map(lambda a: _via_host(a, place) if isinstance(a, (jax.Array, np.ndarray, np.generic)) else a,
+                            tree)
     # device_put may reuse a buffer already on one of the mesh's devices (even with
     # may_alias=False, as of JAX 0.10): copy first, on the host (an eager on-device copy
     # compiled one XLA program per leaf shape: ~20 per model, in every new process).
-    return jax.device_put(jax.tree.map(_host_copy, tree), replicated(mesh))
+    return jax.device_put(jax.tree.map(lambda a: _via_host(a, np.asarray) if isinstance(a, jax.Array) else a, tree),
+                          sharding)
 
 
-def _host_copy(leaf: Any) -> Any:
-    if not isinstance(leaf, jax.Array):
-        return leaf
-    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(_host_copy(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
-    return np.array(jax.device_get(leaf))  # np.array copies
-
-
-def _replicate_global(leaf: Any, sharding: NamedSharding) -> Any:
+def _via_host(leaf: Any, place: Callable[[np.ndarray], Any]) -> Any:
+    """A copy of an array made on the host and placed by `place`; a typed PRNG key through its
+    key data."""
     if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-        data = _replicate_global(jax.random.key_data(leaf), sharding)
-        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
-    if not isinstance(leaf, (jax.Array, np.ndarray, np.generic)):
-        return leaf
-    host = np.array(jax.device_get(leaf))  # a copy of this process's value
-    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+        return jax.random.wrap_key_data(_via_host(jax.random.key_data(leaf), place), impl=jax.random.key_impl(leaf))
+    return place(np.array(jax.device_get(leaf)))  # np.array copies
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
