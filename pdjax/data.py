@@ -199,6 +199,42 @@ def load(
     return ImageData(name, train, val, test, tuple(classes), mean, std, normalization)
 
 
+def train_subset(data: ImageData, size: int | None, seed: int = 0) -> ImageData:
+    """The same data with its training split cut to `size` images, each class keeping its share.
+
+    For students trained on fewer labelled images than their teacher (distillation's gain grows
+    as labels get scarcer): the validation and test splits and the normalization constants stay
+    those of `data`, so a teacher trained on `data` sees its inputs normalised as it was trained.
+    The subset is fixed by `seed` alone: every student given the same (data, size, seed) trains
+    on the same images. Each class keeps floor(size * its share) images, and the images left over
+    go to the classes with the largest remainders (ties to the lower class index).
+
+    Args:
+      data: the full data set.
+      size: how many training images to keep; None, or at least the split's size, keeps all.
+      seed: which images each class keeps.
+
+    Raises:
+      DataError: `size` is below the number of classes, or below 1.
+    """
+    n = len(data.train)
+    if size is None or size >= n:
+        return data
+    if size < max(1, data.num_classes):
+        raise DataError(f"a training subset of {size} images cannot hold one image of each of "
+                        f"{data.num_classes} classes")
+    labels = np.asarray(data.train.labels)
+    counts = np.bincount(labels, minlength=data.num_classes)
+    exact = size * counts / n
+    quota = np.floor(exact).astype(np.int64)
+    left = size - int(quota.sum())
+    by_remainder = sorted(range(data.num_classes), key=lambda c: (-(exact[c] - quota[c]), c))
+    quota[by_remainder[:left]] += 1
+    order = np.random.default_rng(seed).permutation(n)
+    keep = np.sort(np.concatenate([order[labels[order] == c][:quota[c]] for c in range(data.num_classes)]))
+    return dataclasses.replace(data, train=Split(data.train.images[keep], data.train.labels[keep]))
+
+
 def _subset_indices(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarray | None:
     """Sorted indices of a seeded random subset of `limit` out of `n`; None keeps all."""
     if limit is None or limit >= n:
