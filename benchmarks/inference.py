@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pdjax import artifacts, costs, masks as masks_lib, models, reports, students  # noqa: E402
-from pdjax.cli import runs  # noqa: E402
+from pdjax import artifacts, costs, masks as masks_lib, models, render, students  # noqa: E402
+from pdjax.designs import common  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 100
@@ -88,11 +88,11 @@ def main() -> None:
                 rows.append({"batch": batch, "model": name, "runtime": runtime, "images_per_second": speed,
                              "speedup": speed / speeds[("teacher", runtime)], "flops": flops[name],
                              "flops_ratio": flops["teacher"] / flops[name], "nonzero": nonzero[name]})
-    print(runs.machine_note(runs.environment()))
+    print(common.machine_note(common.environment()))
     print(f"\n{args.model} x{args.width:g} teacher pruned to {1 - masks_lib.density(masks):.0%} (masked, dense compute) "
           f"and its chain-rule student {list(student_widths)}; uint8 {IMAGE_SHAPE} images, interleaved, "
           f"best of {args.repeats}.\n")
-    print(reports.markdown_table(rows, [
+    print(render.markdown_table(rows, [
         ("batch", "batch", "d"), ("model", "model", "s"), ("runtime", "runtime", "s"),
         ("nonzero", "nonzero conv/linear weights", ","), ("flops", "FLOPs / image", ",.0f"),
         ("images_per_second", "images/s", ",.0f"), ("speedup", "speed-up over the teacher", ".2f"),

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from pdjax import data as data_lib
-from pdjax import parallel, train
+from pdjax import parallel, steps
 
 
 def masked_vs_dense(setup: PdjaxSetup, repeats: int) -> dict:
@@ -41,7 +41,7 @@ def kd_vs_parts(student: PdjaxSetup, teacher: PdjaxSetup, repeats: int) -> dict:
                                teacher_variables, repeats=repeats)
     plain, _ = student.time_train(student.train_step(), student.state(), repeats=repeats)
     forward = jax.jit(lambda v, x: teacher.model.apply(
-        v, train.prepare_images(x, None, mean=MEAN, std=STD, augment=False), train=False))
+        v, steps.prepare_images(x, None, mean=MEAN, std=STD, augment=False), train=False))
     images = student.images
     teacher_fwd = median_seconds(lambda: forward(teacher_variables, images).block_until_ready(),
                                  repeats=repeats)

@@ -108,13 +108,13 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     sys.path.insert(0, str(ROOT))
-    from pdjax import reports
-    from pdjax.cli import runs
+    from pdjax import render
+    from pdjax.designs import common
 
     print()
-    print(runs.machine_note(runs.environment()))
+    print(common.machine_note(common.environment()))
     print()
-    print(reports.markdown_table(rows, [
+    print(render.markdown_table(rows, [
         ("what", "what", "s"), ("process", "process", "s"), ("wall", "wall s", ".1f"),
         ("training", "training s", ".1f"), ("overhead", "wall - training, s", ".1f"),
         ("import", "import pdjax, s", ".1f"), ("compiles", "XLA compilations", "d"),

@@ -17,7 +17,7 @@ Presets:
   python experiments/compression_scheme.py --preset cpu     # shared CIFAR-10 JPEGs, 1/16 widths, 3 seeds, 3 rules
   python experiments/compression_scheme.py --preset paper --set resnet_data=folder:/data/tiny-imagenet-200.zip
 
-Overrides: `--set key=value` (e.g. `--set arms=vgg19`, `--set width_rules=chain,balanced`),
+Overrides: `--set key=value` (e.g. `--set families=vgg19`, `--set width_rules=chain,balanced`),
 `--out DIR`, `--restart`.
 """
 
@@ -32,33 +32,33 @@ import jax
 
 import pdjax
 from pdjax.cli import presets, runs
-from pdjax.train import Schedule
+from pdjax.steps import Schedule
 from pdjax.types import check
 
 EXPERIMENT = "compression_scheme"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(presets.TwoArmConfig):
+class Config(pdjax.designs.prune_distill.TwoFamilyConfig):
     # Width rules of the derived students: "chain" (the paper's; always first, the others are
     # compared with it), "uniform", "balanced" (VGG arms only).
     width_rules: tuple[str, ...] = ("chain",)
-    student_arms: tuple[str, ...] = pdjax.specs.STUDENT_ARMS  # the paper's three baselines
+    student_arms: tuple[str, ...] = pdjax.designs.prune_distill.STUDENT_ARMS  # the paper's three baselines
     cost_batch_size: int = 256  # batch of the inference images/s measurement
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check([
-            (pdjax.specs.distinct_among(self.width_rules, pdjax.students.RULES) and self.width_rules[0] == "chain",
+            (pdjax.designs.common.distinct_among(self.width_rules, pdjax.students.RULES) and self.width_rules[0] == "chain",
              f"width_rules={self.width_rules}: start with 'chain', then any of {', '.join(pdjax.students.RULES)}"),
-            (pdjax.specs.distinct_among(self.student_arms, pdjax.specs.STUDENT_ARMS),
-             f"student_arms={self.student_arms}: some of {', '.join(pdjax.specs.STUDENT_ARMS)}"),
+            (pdjax.designs.common.distinct_among(self.student_arms, pdjax.designs.prune_distill.STUDENT_ARMS),
+             f"student_arms={self.student_arms}: some of {', '.join(pdjax.designs.prune_distill.STUDENT_ARMS)}"),
             (self.cost_batch_size >= 1, f"cost_batch_size={self.cost_batch_size} must be >= 1"),
         ])
 
-    def rules(self, arm: str) -> tuple[str, ...]:
-        """The width rules of an arm: "balanced" is defined for VGG only."""
-        return tuple(r for r in self.width_rules if r != "balanced" or arm.startswith("vgg"))
+    def rules(self, family: str) -> tuple[str, ...]:
+        """The width rules of a family: "balanced" is defined for VGG only."""
+        return tuple(r for r in self.width_rules if r != "balanced" or family.startswith("vgg"))
 
 
 def paper() -> Config:
@@ -66,7 +66,7 @@ def paper() -> Config:
 
 
 def cpu() -> Config:
-    # The self-distillation cpu preset's teachers and pruning (`presets.two_arm_cpu`: 1/16
+    # The self-distillation cpu preset's teachers and pruning (`presets.two_family_cpu`: 1/16
     # width, shared CIFAR-10 JPEGs, 3 seeds), with shorter student schedules: 3 rules x 3
     # sparsities x 2 arms x 3 seeds = 54 VGG students and 36 ResNet students must fit in the
     # 2.5 hours. Estimate (not a measurement) from the self-distillation run's uncontended rates
@@ -78,14 +78,14 @@ def cpu() -> Config:
                            weight_decay=5e-4)
     resnet_student = Schedule(epochs=6, batch_size=128, lr=0.05, milestones=(2, 4, 5), lr_factor=0.2,
                               weight_decay=5e-4)
-    return presets.two_arm_cpu(Config, width_rules=("chain", "uniform", "balanced"),
+    return presets.two_family_cpu(Config, width_rules=("chain", "uniform", "balanced"),
                                      student_arms=("scratch", "kd_pruned"),
-                                     vgg_student=vgg_student, vgg_kd=vgg_student,
-                                     resnet_student=resnet_student, resnet_kd=resnet_student)
+                                     vgg_student=vgg_student, vgg_distill=vgg_student,
+                                     resnet_student=resnet_student, resnet_distill=resnet_student)
 
 
 def demo() -> Config:
-    return dataclasses.replace(presets.two_arm_demo(Config), cost_batch_size=64)
+    return dataclasses.replace(presets.two_family_demo(Config), cost_batch_size=64)
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
@@ -95,7 +95,7 @@ COST_COLUMNS = [("model", "model", "s"), ("widths", "widths", "s"), ("params", "
                 ("images_per_second", "inference images/s", ",.0f"), ("own", "teacher test acc", "s")]
 
 
-def cost_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageData,
+def cost_rows(family: str, result: pdjax.designs.prune_distill.PipelineResult, data: pdjax.ImageData,
               config: Config) -> list[dict[str, Any]]:
     """Parameters, FLOPs and measured inference speed of the teacher, its pruned rounds and every
     derived student (one row per rule and sparsity), all on this machine in this run, beside
@@ -103,14 +103,14 @@ def cost_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageD
     weights' values, so freshly initialised variables (with each round's masks applied) stand
     in for trained ones."""
     (taught,) = result.teachers
-    options = config.model_options().get(arm, {})
+    options = config.model_options().get(family, {})
     teacher_row = next(r for r in result.rows if r["stage"] == taught.stage)
-    teacher = pdjax.models.get(arm, data.num_classes, widths=teacher_row["widths"], **options)
+    teacher = pdjax.models.get(family, data.num_classes, widths=teacher_row["widths"], **options)
     template = pdjax.models.init(teacher, jax.random.key(0), data.image_shape)
     rows = []
-    forwards = {f"{arm} teacher (dense)": pdjax.costs.forward_pass(teacher, template)}
+    forwards = {f"{family} teacher (dense)": pdjax.costs.forward_pass(teacher, template)}
     dense = pdjax.costs.inference_costs(teacher, template, data.image_shape)
-    rows.append({"model": f"{arm} teacher (dense)", "kind": "teacher", "widths": str(teacher_row["widths"]),
+    rows.append({"model": f"{family} teacher (dense)", "kind": "teacher", "widths": str(teacher_row["widths"]),
                  **dense, "test_accuracy": teacher_row["test_accuracy"],
                  "own": f"{teacher_row['test_accuracy']:.4f}"})
     for k in config.kd_rounds:
@@ -120,8 +120,8 @@ def cost_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageD
         pruned = pdjax.costs.inference_costs(
             teacher, masked, data.image_shape,
             nonzero_params=dense["params"] - pdjax.masks.total(masks) + pdjax.masks.remaining(masks))
-        forwards[f"{arm} teacher pruned {pruned_teacher.sparsity:.0%} (masked)"] = pdjax.costs.forward_pass(teacher, masked)
-        rows.append({"model": f"{arm} teacher pruned {pruned_teacher.sparsity:.0%} (masked)", "kind": "pruned teacher",
+        forwards[f"{family} teacher pruned {pruned_teacher.sparsity:.0%} (masked)"] = pdjax.costs.forward_pass(teacher, masked)
+        rows.append({"model": f"{family} teacher pruned {pruned_teacher.sparsity:.0%} (masked)", "kind": "pruned teacher",
                      "sparsity": pruned_teacher.sparsity, "widths": str(teacher_row["widths"]), **pruned,
                      "test_accuracy": pruned_teacher.test_accuracy, "own": f"{pruned_teacher.test_accuracy:.4f}"})
     students: dict[tuple, dict[str, Any]] = {}
@@ -130,12 +130,12 @@ def cost_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageD
             continue
         key = (r.width_rule, r.derived_round, r.widths)
         if key not in students:
-            student = pdjax.models.get(arm, data.num_classes, widths=r.widths, **options)
+            student = pdjax.models.get(family, data.num_classes, widths=r.widths, **options)
             variables = pdjax.models.init(student, jax.random.key(0), data.image_shape)
             costs = pdjax.costs.inference_costs(student, variables, data.image_shape)
-            forwards[f"{arm} {r.width_rule} st{round(100 * r.derived_from_sparsity)}"] = \
+            forwards[f"{family} {r.width_rule} st{round(100 * r.derived_from_sparsity)}"] = \
                 pdjax.costs.forward_pass(student, variables)
-            students[key] = {"model": f"{arm} {r.width_rule} st{round(100 * r.derived_from_sparsity)}",
+            students[key] = {"model": f"{family} {r.width_rule} st{round(100 * r.derived_from_sparsity)}",
                              "kind": f"{r.width_rule} student", "rule": r.width_rule,
                              "sparsity": r.derived_from_sparsity, "widths": str(list(r.widths)), **costs}
         std = r.test_accuracy_std or 0.0
@@ -150,11 +150,11 @@ def cost_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageD
     return rows
 
 
-def cost_columns(config: Config) -> list[pdjax.reports.Column]:
+def cost_columns(config: Config) -> list[pdjax.render.Column]:
     return COST_COLUMNS + [(f"{a}_text", f"{ARM_COLUMNS[a]} (mean ± std)", "s") for a in config.student_arms]
 
 
-def plot_accuracy_vs_params(path: Path, arm: str, rows: list[dict[str, Any]], config: Config) -> None:
+def plot_accuracy_vs_params(path: Path, family: str, rows: list[dict[str, Any]], config: Config) -> None:
     """Test accuracy against parameters (nonzero ones for a pruned teacher): one marker per
     student kind (rule and arm), error bars the std over seeds."""
     series: dict[str, tuple[list[float], list[float]]] = {}
@@ -172,9 +172,9 @@ def plot_accuracy_vs_params(path: Path, arm: str, rows: list[dict[str, Any]], co
             xs.append(row["nonzero_params"])
             ys.append(accuracy)
             errors.setdefault(label, []).append(std)
-    pdjax.reports.plot_panels(path, [pdjax.reports.Panel(series, "test accuracy (mean ± std over seeds)", errors)],
+    pdjax.render.plot_panels(path, [pdjax.render.Panel(series, "test accuracy (mean ± std over seeds)", errors)],
                               xlabel="parameters (nonzero, for a masked teacher)",
-                              title=f"{EXPERIMENT}: {arm}, accuracy against size")
+                              title=f"{EXPERIMENT}: {family}, accuracy against size")
 
 
 RULE_COLUMNS = [("sparsity", "teacher sparsity", ".3f"), ("rule", "rule", "s"), ("widths", "student widths", "s"),
@@ -182,15 +182,15 @@ RULE_COLUMNS = [("sparsity", "teacher sparsity", ".3f"), ("rule", "rule", "s"), 
                 ("ratio", "ratio", ".4f")]
 
 
-def rule_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageData,
+def rule_rows(family: str, result: pdjax.designs.prune_distill.PipelineResult, data: pdjax.ImageData,
               config: Config) -> list[dict[str, Any]]:
     """Every applicable width rule beside the other, for each pruned teacher: the widths and the
     student's conv + linear weights against the teacher's remaining weights."""
     (taught,) = result.teachers
     rows = []
     for k in config.kd_rounds:
-        for row in pdjax.students.compare_rules(arm, taught.rounds[k].masks, data.num_classes, data.image_shape,
-                                                **config.model_options().get(arm, {})):
+        for row in pdjax.students.compare_rules(family, taught.rounds[k].masks, data.num_classes, data.image_shape,
+                                                **config.model_options().get(family, {})):
             rows.append({"sparsity": taught.rounds[k].sparsity, **row, "widths": str(row["widths"])})
     return rows
 
@@ -198,30 +198,32 @@ def rule_rows(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageD
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
 
-    def students(arm: str) -> list[pdjax.specs.StudentSpec]:
+    def students(family: str) -> list[pdjax.designs.prune_distill.StudentSpec]:
         # The chain rule's students keep the stage names of a one-rule run ("student_round_02_...").
-        return [pdjax.specs.StudentSpec("student" if rule == "chain" else f"{rule}_student", arm,
-                                           scratch=config.student_schedule(arm), kd=config.arm(arm)[3],
-                                           width_rule=rule, arms=config.student_arms)
-                for rule in config.rules(arm)]
+        return [pdjax.designs.prune_distill.StudentSpec("student" if rule == "chain" else f"{rule}_student", family,
+                                                        scratch=config.family(family).scratch,
+                                                        distill=config.family(family).distill,
+                                                        width_rule=rule, arms=config.student_arms)
+                for rule in config.rules(family)]
 
-    def costs(arm: str, result: pdjax.results.PipelineResult, data: pdjax.ImageData):
-        rows = cost_rows(arm, result, data, config)
-        rules = rule_rows(arm, result, data, config)
-        plot_accuracy_vs_params(out / arm / "accuracy_vs_params.png", arm, rows, config)
-        skipped = [r for r in config.width_rules if r not in config.rules(arm)]
-        notes = (f"Students derived with the rules {', '.join(config.rules(arm))}"
+    def costs(family: str, result: pdjax.designs.prune_distill.PipelineResult, data: pdjax.ImageData):
+        rows = cost_rows(family, result, data, config)
+        rules = rule_rows(family, result, data, config)
+        plot_accuracy_vs_params(out / family / "accuracy_vs_params.png", family, rows, config)
+        skipped = [r for r in config.width_rules if r not in config.rules(family)]
+        notes = (f"Students derived with the rules {', '.join(config.rules(family))}"
                  + (f" ({', '.join(skipped)}: VGG only)" if skipped else "") + ". Costs measured on "
                  f"{jax.devices()[0].device_kind} ({jax.default_backend()}), batch {config.cost_batch_size}, "
                  "in the run, every model interleaved and the best of 7 rounds kept (`pdjax.costs.throughput`; "
                  "another process on the cores would still move them); accuracy is test "
                  "accuracy, mean ± std over the seeds. `accuracy_vs_params.png` plots it.\n\n"
-                 f"{pdjax.reports.markdown_table(rows, cost_columns(config))}\n"
+                 f"{pdjax.render.markdown_table(rows, cost_columns(config))}\n"
                  f"Width rules side by side (conv + linear weights of the student; the classifier is "
-                 f"dense):\n\n{pdjax.reports.markdown_table(rules, RULE_COLUMNS)}\n")
+                 f"dense):\n\n{pdjax.render.markdown_table(rules, RULE_COLUMNS)}\n")
         return notes, {"costs": rows, "width_rules": rules}
 
-    return runs.run_arms(config, out, EXPERIMENT, preset, run_config, students, costs)
+    return pdjax.designs.prune_distill.run_families(config, out, experiment=EXPERIMENT, preset=preset,
+                                                   run_config=run_config, students=students, after=costs)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pdjax
 from pdjax.cli import presets, runs
-from pdjax.train import Schedule
+from pdjax.steps import Schedule
 
 CANDIDATES = ("vgg19:1/8", "vgg11:1/16", "vgg11:1/8")
 # The cpu presets' teacher/scratch schedule (experiments/vgg19_to_vgg11.py).
@@ -50,7 +50,7 @@ def main() -> None:
         options = {k: int(v) for k, v in (o.split("=") for o in rest[0].split(","))} if rest else {}
         widths = pdjax.models.scaled_widths(name, float(Fraction(multiplier)))
         stage = "_".join([name, multiplier.replace("/", "over")] + [f"{k}{v}" for k, v in options.items()])
-        _, result, _ = pdjax.pipeline.train_stage(stage, model_name=name, data=data, schedule=schedule,
+        _, result, _ = pdjax.designs.stage.train_stage(stage, model_name=name, data=data, schedule=schedule,
                                               out=args.out, seed=args.seed, widths=widths, model_options=options)
         rows.append({"model": name, "multiplier": multiplier, "options": options,
                      "options_text": ", ".join(f"{k}={v}" for k, v in options.items()), "widths": list(widths),
@@ -58,7 +58,7 @@ def main() -> None:
                      "best_val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch,
                      "train_seconds": round(result.train_seconds, 1)})
         print(json.dumps(rows[-1]), flush=True)
-    table = pdjax.reports.markdown_table(rows, [
+    table = pdjax.render.markdown_table(rows, [
         ("model", "model", "s"), ("multiplier", "width multiplier", "s"), ("options_text", "options", "s"),
         ("params", "params", ","),
         ("best_val_accuracy", "best val acc", ".4f"), ("best_epoch", "best epoch", "d"),

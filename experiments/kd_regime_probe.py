@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pdjax  # noqa: E402
 import pruning_controls  # noqa: E402  (the controls presets' teachers)
-from pdjax.cli import presets, runs  # noqa: E402
+from pdjax.cli import runs  # noqa: E402
 from pdjax.distill import KDSpec  # noqa: E402
-from pdjax.train import Schedule  # noqa: E402
+from pdjax.steps import Schedule  # noqa: E402
 
 SUBSET_SEED = 0
 
@@ -151,7 +151,7 @@ def main() -> None:
     out = Path(args.out or f"runs/kd_regime_probe/{args.family}")
     data = pdjax.data.load(config.data, val_fraction=config.val_fraction, split_seed=config.seed)
     teacher_spec = config.teacher
-    model, teacher, _ = pdjax.pipeline.train_stage(
+    model, teacher, _ = pdjax.designs.stage.train_stage(
         "teacher", model_name=teacher_spec.name, data=data, schedule=config.teacher_train, out=out,
         seed=config.teacher_seeds[0], widths=teacher_spec.widths, model_options=teacher_spec.options(),
         progress=False)
@@ -169,9 +169,9 @@ def main() -> None:
             for arm, kd in [("scratch", None)] + [(kd_name(k), k) for k in kds]:
                 stage = f"{cell.name}/{arm}_seed{seed}"
                 extra = {} if kd is None else {"teacher": source, "kd": kd}
-                _, result, _ = pdjax.pipeline.train_stage(
+                _, result, _ = pdjax.designs.stage.train_stage(
                     stage, model_name=family["student"], data=cell_data, schedule=schedule, out=out,
-                    seed=pdjax.pipeline.STUDENT_SEED_OFFSET + seed, widths=widths, progress=False, **extra)
+                    seed=pdjax.designs.stage.STUDENT_SEED_OFFSET + seed, widths=widths, progress=False, **extra)
                 students.append({"cell": cell.name, "arm": arm, "seed": seed, "train_images": len(cell_data.train),
                                  "val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch,
                                  "epochs": cell.epochs, "minutes": round(result.train_seconds / 60, 2)})
@@ -193,7 +193,7 @@ def main() -> None:
         chosen, verdict = choose(rows, max_kd_minutes)
         shown = [{**r, "per_seed": " ".join(f"{100 * d:+.1f}" for d in r["per_seed"]),
                   "kd_best_epochs": " ".join(map(str, r["kd_best_epochs"]))} for r in rows]
-        table = pdjax.reports.markdown_table(shown, [
+        table = pdjax.render.markdown_table(shown, [
             ("cell", "cell", "s"), ("width", "student width", "s"), ("train_images", "train images", "d"),
             ("epochs", "epochs", "d"), ("kd", "KD", "s"), ("scratch_val", "scratch val", ".4f"),
             ("kd_val", "KD val", ".4f"), ("kd_minus_scratch", "KD - scratch", "+.4f"), ("lower", "95% low", "+.4f"),
@@ -207,8 +207,8 @@ def main() -> None:
                   "student": family["student"], "lr": family["lr"], "subset_seed": SUBSET_SEED,
                   "max_kd_minutes": max_kd_minutes, "rows": rows, "students": students,
                   "chosen": None if chosen is None else {"cell": chosen["cell"], "kd": chosen["kd"]},
-                  "verdict": verdict, "environment": runs.environment()}
-        pdjax.reports.write_results(out, record, markdown)
+                  "verdict": verdict, "environment": pdjax.designs.common.environment()}
+        pdjax.render.write_results(out, record, markdown)
         print(table, flush=True)
         print(verdict, flush=True)
 

@@ -22,14 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pdjax  # noqa: E402
 from pdjax.cli import runs  # noqa: E402
 import vgg19_to_vgg11  # noqa: E402
-from pdjax.train import Schedule  # noqa: E402
+from pdjax.steps import Schedule  # noqa: E402
 from pdjax.types import check  # noqa: E402
 
 EXPERIMENT = "mixed_precision"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.specs.ExperimentConfig):
+class Config(pdjax.designs.prune_distill.ExperimentConfig):
     data: str = "digits"
     models: tuple[str, ...] = ("vgg19", "vgg11")
     dtypes: tuple[str, ...] = ("float32", "bfloat16")
@@ -37,9 +37,9 @@ class Config(pdjax.specs.ExperimentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check([(pdjax.specs.distinct_among(self.models, pdjax.models.NAMES),
+        check([(pdjax.designs.common.distinct_among(self.models, pdjax.models.NAMES),
                 f"models={self.models} must be distinct model names among {', '.join(pdjax.models.NAMES)}"),
-               (pdjax.specs.distinct_among(self.dtypes, pdjax.models.COMPUTE_DTYPES),
+               (pdjax.designs.common.distinct_among(self.dtypes, pdjax.models.COMPUTE_DTYPES),
                 f"dtypes={self.dtypes} must be distinct among {', '.join(pdjax.models.COMPUTE_DTYPES)}")])
 
 
@@ -62,14 +62,14 @@ PRESETS = {"demo": demo, "cpu": cpu, "paper": paper}
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
-    data = runs.load_data(config, "data")
+    data = pdjax.designs.common.load_data(config, "data")
     rows = []
     for model in config.models:
         widths = pdjax.models.scaled_widths(model, config.width_multiplier)
         for dtype in config.dtypes:
             accs, seconds = [], []
             for seed in config.seeds:
-                _, result, _ = pdjax.pipeline.train_stage(
+                _, result, _ = pdjax.designs.stage.train_stage(
                     f"{model}_{dtype}_seed{seed}", model_name=model, data=data, schedule=config.train,
                     out=out, seed=seed, widths=widths, augment=config.augment,
                     eval_batch_size=config.eval_batch_size, compute_dtype=dtype,
@@ -84,14 +84,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     columns = [("model", "model", "s"), ("compute dtype", "compute dtype", "s"), ("seeds", "seeds", "d"),
                ("test acc per seed", "test acc per seed", "s"), ("mean", "mean test acc", ".4f"),
                ("std", "std", ".4f"), ("train s (mean)", "train s (mean)", ".1f")]
-    env = runs.environment()
+    env = pdjax.designs.common.environment()
     markdown = (f"# {EXPERIMENT}, preset `{preset}`\n\nCommand: `python experiments/{EXPERIMENT}.py "
                 f"--preset {preset}`\n\nData: {config.data}; widths x{config.width_multiplier:g}; "
                 f"{config.train.epochs} epochs; test accuracy of the best-validation epoch.\n\n"
-                + pdjax.reports.markdown_table(rows, columns)
-                + f"\n{runs.machine_note(env)}\n")
+                + pdjax.render.markdown_table(rows, columns)
+                + f"\n{pdjax.designs.common.machine_note(env)}\n")
     results = {**run_config, "rows": rows, "environment": env}
-    pdjax.reports.write_results(out, results, markdown)
+    pdjax.render.write_results(out, results, markdown)
     print(markdown)
     return results
 

@@ -1,6 +1,6 @@
 """Is it the pruning, or the extra training? Students of magnitude-pruned teachers against
 students of the same teachers retrained exactly as long without pruning (dense rewinding) and
-pruned at random positions with magnitude pruning's per-layer counts (`pdjax.controls`).
+pruned at random positions with magnitude pruning's per-layer counts (`pdjax.designs.controls`).
 
 Several independently trained teachers (`teacher_seeds`), each with its three sequences;
 students from scratch, from each unpruned teacher and from each sequence's round-k teacher
@@ -21,7 +21,8 @@ training: `--pool runs/controls_t0 runs/controls_t1 ... --out DIR` with the whol
 `teacher_seeds`; each part's config must be the pooled one but for its teacher seeds.
 
 Overrides: `--set key=value` on any nested key (`--set teacher_seeds=0,1,2,3`,
-`--set prune.rewind=weight`, `--set student_kd.epochs=30`, `--set kd.temperature=4`),
+`--set prune.rewind=weight`, `--set student_distill.epochs=30 --set student_distill.milestones=9,18,24`,
+`--set kd.temperature=4`),
 `--out DIR` (default runs/pruning_controls/<preset>), `--restart`. Results in the run
 directory: results.md, results.json, controls.png, curves.png.
 """
@@ -34,10 +35,11 @@ from typing import Any, Sequence
 
 import pdjax
 from pdjax.cli import presets, runs
-from pdjax.controls import ControlsConfig, ModelSpec
+from pdjax.designs.common import ModelSpec
+from pdjax.designs.controls import ControlsConfig
 from pdjax.distill import KDSpec
 from pdjax.pruning import PruneSpec
-from pdjax.train import Schedule
+from pdjax.steps import Schedule
 
 EXPERIMENT = "pruning_controls"
 
@@ -50,7 +52,7 @@ def paper_resnet() -> ControlsConfig:
     p = pdjax.paper
     return ControlsConfig(data="folder:data/tiny-imagenet-200.zip", teacher=ModelSpec("resnet18"),
                           student=ModelSpec("vgg16_tiny"), teacher_train=p.TINY_TRAIN, student_scratch=p.TINY_TRAIN,
-                          student_kd=p.TINY_KD, prune=PruneSpec(p.TINY_PRUNE))
+                          student_distill=p.TINY_KD, prune=PruneSpec(p.TINY_PRUNE))
 
 
 def _shaped(epochs: int, lr: float) -> Schedule:
@@ -76,7 +78,7 @@ def cpu() -> ControlsConfig:
     #   7 teachers x 2 seeds (about 6.5 hours) even without it.
     return ControlsConfig(
         data=presets.SHARED_CIFAR10, teacher=ModelSpec("vgg19", 1 / 8), student=ModelSpec("vgg11", 1 / 16),
-        teacher_train=_shaped(30, 0.1), student_scratch=_shaped(30, 0.1), student_kd=_shaped(30, 0.1),
+        teacher_train=_shaped(30, 0.1), student_scratch=_shaped(30, 0.1), student_distill=_shaped(30, 0.1),
         prune=PruneSpec(Schedule(epochs=3, batch_size=128, lr=0.1, milestones=(1, 2), lr_factor=0.1,
                                  weight_decay=2e-4)),
         rounds=(7,), teacher_seeds=(0, 1, 2, 3), seeds=(0, 1))
@@ -99,7 +101,7 @@ def cpu_resnet() -> ControlsConfig:
     return ControlsConfig(
         data=p.SHARED_CIFAR10, teacher=ModelSpec("resnet18", p.CPU_RESNET_WIDTH, p.CPU_RESNET_STEM),
         student=ModelSpec("vgg16_tiny", 1 / 16), teacher_train=p.CPU_RESNET_TRAIN,
-        student_scratch=_shaped(20, 0.05), student_kd=_shaped(20, 0.05),
+        student_scratch=_shaped(20, 0.05), student_distill=_shaped(20, 0.05),
         prune=PruneSpec(Schedule(epochs=3, batch_size=128, lr=0.05, milestones=(1, 2), lr_factor=0.1,
                                  weight_decay=2e-4)),
         rounds=(7,), teacher_seeds=(0, 1, 2, 3), seeds=(0, 1))
@@ -109,7 +111,7 @@ def demo() -> ControlsConfig:
     train = Schedule(epochs=4, batch_size=64, lr=0.05, milestones=(2, 3), lr_factor=0.2, weight_decay=5e-4)
     return ControlsConfig(
         data="digits", teacher=ModelSpec("vgg11", 1 / 16), student=ModelSpec("vgg11", 1 / 32), teacher_train=train,
-        student_scratch=train, student_kd=train,
+        student_scratch=train, student_distill=train,
         prune=PruneSpec(Schedule(epochs=1, batch_size=64, lr=0.05, lr_factor=0.1, weight_decay=2e-4), rounds=2),
         kd=KDSpec(), rounds=(2,), teacher_seeds=(0, 1), seeds=(0, 1))
 
@@ -122,13 +124,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pooled.add_argument("--pool", nargs="+", default=None, metavar="RUN_DIR")
     parts, argv = pooled.parse_known_args(argv)
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
-    data = runs.load_data(config, "data", out)
+    data = pdjax.designs.common.load_data(config, "data", out)
     if parts.pool is None:
-        pooled, result = None, pdjax.controls.run(config, out=out, data=data)
+        pooled, result = None, pdjax.designs.controls.run_controls(config, out=out, data=data)
     else:
-        pooled = runs.load_parts(parts.pool, run_config, vary=("teacher_seeds",), defaults=runs.to_dict(type(config)()))
-        result = pdjax.controls.pool(config, pooled)
-    return runs.write_controls_report(out, result, EXPERIMENT, preset, run_config, data, parts=pooled)
+        pooled = pdjax.designs.controls.load_parts(parts.pool, run_config, vary=("teacher_seeds",),
+                                                   defaults=pdjax.designs.common.to_dict(type(config)()))
+        result = pdjax.designs.controls.pool(config, pooled)
+    return pdjax.designs.controls.report.write(out, result, EXPERIMENT, preset, run_config, data, parts=pooled)
 
 
 if __name__ == "__main__":

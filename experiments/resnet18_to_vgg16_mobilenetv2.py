@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import pdjax
 from pdjax.cli import presets, runs
-from pdjax.train import Schedule
+from pdjax.steps import Schedule
 from pdjax.types import check
 
 EXPERIMENT = "resnet18_to_vgg16_mobilenetv2"
@@ -32,7 +32,7 @@ STUDENTS = ("resnet18", "vgg16_tiny", "mobilenetv2")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.specs.ResNetConfig):  # resnet_stem_width narrows the teacher's stem
+class Config(pdjax.designs.prune_distill.ResNetConfig):  # resnet_stem_width narrows the teacher's stem
     data: str = "folder:data/tiny-imagenet-200.zip"
     students: tuple[str, ...] = STUDENTS
     # PAPER.md's Tiny-ImageNet schedules.
@@ -41,9 +41,9 @@ class Config(pdjax.specs.ResNetConfig):  # resnet_stem_width narrows the teacher
     resnet_scratch: Schedule = pdjax.paper.TINY_TRAIN
     vgg_scratch: Schedule = pdjax.paper.TINY_TRAIN
     mobilenet_scratch: Schedule = pdjax.paper.TINY_MOBILENET_TRAIN
-    resnet_kd: Schedule = pdjax.paper.TINY_KD
-    vgg_kd: Schedule = pdjax.paper.TINY_KD
-    mobilenet_kd: Schedule = pdjax.paper.TINY_MOBILENET_KD
+    resnet_distill: Schedule = pdjax.paper.TINY_KD
+    vgg_distill: Schedule = pdjax.paper.TINY_KD
+    mobilenet_distill: Schedule = pdjax.paper.TINY_MOBILENET_KD
     # Width multipliers of the VGG16 and MobileNetV2 students; None: `width_multiplier` (the
     # teacher's, as in the paper, where every network is full width).
     vgg_width_multiplier: float | None = None
@@ -52,7 +52,7 @@ class Config(pdjax.specs.ResNetConfig):  # resnet_stem_width narrows the teacher
     def __post_init__(self) -> None:
         super().__post_init__()
         check([
-            (pdjax.specs.distinct_among(self.students, STUDENTS),
+            (pdjax.designs.common.distinct_among(self.students, STUDENTS),
              f"students={self.students} must be distinct names among {', '.join(STUDENTS)}"),
             *((own is None or own > 0, f"{key}={own} must be > 0 (none: width_multiplier)")
               for key, own in (("vgg_width_multiplier", self.vgg_width_multiplier),
@@ -89,8 +89,8 @@ def cpu() -> Config:
                   resnet_stem_width=presets.CPU_RESNET_STEM, seeds=(0, 1, 2),
                   students=("vgg16_tiny", "mobilenetv2"), vgg_width_multiplier=1 / 8,
                   mobilenet_width_multiplier=1 / 8, teacher_train=presets.CPU_RESNET_TRAIN,
-                  prune=pdjax.pruning.PruneSpec(presets.CPU_RESNET_PRUNE), resnet_scratch=resnet, resnet_kd=resnet,
-                  vgg_scratch=resnet, vgg_kd=resnet, mobilenet_scratch=mobilenet, mobilenet_kd=mobilenet)
+                  prune=pdjax.pruning.PruneSpec(presets.CPU_RESNET_PRUNE), resnet_scratch=resnet, resnet_distill=resnet,
+                  vgg_scratch=resnet, vgg_distill=resnet, mobilenet_scratch=mobilenet, mobilenet_distill=mobilenet)
 
 
 def demo() -> Config:
@@ -99,7 +99,7 @@ def demo() -> Config:
                   prune=pdjax.pruning.PruneSpec(Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,),
                                                          lr_factor=0.1, weight_decay=1e-4), rounds=2),
                   resnet_scratch=train, vgg_scratch=train, mobilenet_scratch=train,
-                  resnet_kd=train, vgg_kd=train, mobilenet_kd=train)
+                  resnet_distill=train, vgg_distill=train, mobilenet_distill=train)
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
@@ -107,21 +107,22 @@ PRESETS = {"paper": paper, "cpu": cpu, "demo": demo}
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
-    data = runs.load_data(config, "data", out)
-    schedules = {"resnet18": (config.resnet_scratch, config.resnet_kd),
-                 "vgg16_tiny": (config.vgg_scratch, config.vgg_kd),
-                 "mobilenetv2": (config.mobilenet_scratch, config.mobilenet_kd)}
-    students = [pdjax.specs.StudentSpec(name, name, scratch=schedules[name][0], kd=schedules[name][1],
-                                           width_multiplier=config.student_width_multiplier(name))
+    data = pdjax.designs.common.load_data(config, "data", out)
+    schedules = {"resnet18": (config.resnet_scratch, config.resnet_distill),
+                 "vgg16_tiny": (config.vgg_scratch, config.vgg_distill),
+                 "mobilenetv2": (config.mobilenet_scratch, config.mobilenet_distill)}
+    students = [pdjax.designs.prune_distill.StudentSpec(name, name, scratch=schedules[name][0],
+                                                        distill=schedules[name][1],
+                                                        width_multiplier=config.student_width_multiplier(name))
                 for name in config.students]
-    result = pdjax.pipeline.prune_then_distill(
+    result = pdjax.designs.prune_distill.prune_then_distill(
         config, out=out, data=data, teacher="resnet18", teacher_schedule=config.teacher_train, students=students)
     notes = ""
     if data.num_classes != 200 or data.image_shape[:2] != (64, 64):
         notes = (f"These {data.image_shape[0]}x{data.image_shape[1]} images of {data.num_classes} classes stand "
                  "in for the paper's Tiny-ImageNet (64x64, 200 classes): the comparisons between students "
                  "are the paper's, the absolute accuracies are not comparable with its.\n\n")
-    return runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes=notes)
+    return pdjax.designs.prune_distill.report.write(out, result, EXPERIMENT, preset, run_config, data, notes=notes)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pdjax
 from pdjax.cli import presets, runs
-from pdjax.train import Schedule
+from pdjax.steps import Schedule
 
 # family -> (teacher, teacher width, teacher schedule, student, student width, student lr,
 #            lr factor, model options)
@@ -60,7 +60,7 @@ def main() -> None:
     lengths = [int(e) for e in (args.epochs or ("20,30,40" if args.family == "vgg" else "10,20,30")).split(",")]
     out = Path(args.out) / args.family
     data = pdjax.data.load(args.data)
-    model, teacher, row = pdjax.pipeline.train_stage(
+    model, teacher, row = pdjax.designs.stage.train_stage(
         "teacher", model_name=teacher_name, data=data, schedule=teacher_schedule, out=out, seed=0,
         widths=pdjax.models.scaled_widths(teacher_name, teacher_width), model_options=options.get(teacher_name))
     source = pdjax.distill.Teacher(model, teacher.best_variables)
@@ -72,8 +72,8 @@ def main() -> None:
         schedule = shaped(epochs, lr, factor)
         for arm, extra in (("scratch", {}), ("kd_unpruned", {"teacher": source})):
             stage = f"student{suffix}_{arm}_{epochs}ep"
-            _, result, _ = pdjax.pipeline.train_stage(stage, model_name=student_name, data=data, schedule=schedule,
-                                                      out=out, seed=pdjax.pipeline.STUDENT_SEED_OFFSET,
+            _, result, _ = pdjax.designs.stage.train_stage(stage, model_name=student_name, data=data, schedule=schedule,
+                                                      out=out, seed=pdjax.designs.stage.STUDENT_SEED_OFFSET,
                                                       widths=widths, **extra)
             curve = [h["val_accuracy"] for h in result.history]
             rows.append({"stage": stage, "epochs": epochs, "milestones": list(schedule.milestones),
@@ -81,15 +81,15 @@ def main() -> None:
                          "mean_val_last_20pct": sum(curve[-max(1, epochs // 5):]) / max(1, epochs // 5),
                          "train_seconds": round(result.train_seconds, 1), "val_curve": curve})
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "val_curve"}), flush=True)
-    table = pdjax.reports.markdown_table(rows, [
+    table = pdjax.render.markdown_table(rows, [
         ("stage", "stage", "s"), ("epochs", "epochs", "d"), ("best_val_accuracy", "best val acc", ".4f"),
         ("best_epoch", "best epoch", "d"), ("mean_val_last_20pct", "mean val acc, last 20% of epochs", ".4f"),
         ("train_seconds", "train s", ".1f")])
     record = {"family": args.family, "teacher": teacher_name, "student": student_name,
-              "student_width": student_width, "environment": runs.environment(), "rows": rows}
+              "student_width": student_width, "environment": pdjax.designs.common.environment(), "rows": rows}
     markdown = (f"# Student schedule probe: {args.family}, {student_name} at {student_width:g} width "
                 f"(validation accuracy only)\n\n{table}")
-    pdjax.reports.write_results(out, record, markdown, stem=f"results{suffix}")
+    pdjax.render.write_results(out, record, markdown, stem=f"results{suffix}")
     print(table)
 
 

@@ -19,8 +19,11 @@ Presets:
   python experiments/vgg19_to_vgg11.py --preset cpu_t4  # then: KD with T = 4, alpha = 0.9 (~25 min)
   python experiments/vgg19_to_vgg11.py --preset paper   # CIFAR-100, the paper's widths and epochs
 
-Overrides: `--set key=value` (repeatable; e.g. `--set train.epochs=3`, `--set prune.rewind=weight`,
-`--set prune.schedule.epochs=2`, `--set kd.temperature=4`, `--set data=folder:PATH`), `--out DIR` (default runs/vgg19_to_vgg11/<preset>), `--restart`.
+Overrides: `--set key=value` (repeatable; e.g. `--set train.epochs=3 --set train.milestones=1,2` (a
+schedule's milestones must lie inside it), `--set prune.rewind=weight`, `--set prune.schedule.epochs=2
+--set prune.schedule.milestones=1`, `--set student_distill.epochs=4 --set student_distill.milestones=2,3`,
+`--set kd.temperature=4`, `--set data=folder:PATH`), `--out DIR` (default runs/vgg19_to_vgg11/<preset>),
+`--restart`.
 Results in the run directory: `results.md`, `results.json`, `curves.png` (validation accuracy
 per epoch), `pruning_density.png` (per-layer density per round), `teacher_vs_sparsity.png`,
 `student_vs_teacher_sparsity.png`.
@@ -34,7 +37,7 @@ from typing import Any, Sequence
 
 import pdjax
 from pdjax.cli import presets, runs
-from pdjax.train import Schedule
+from pdjax.steps import Schedule
 from pdjax.types import check
 
 EXPERIMENT = "vgg19_to_vgg11"
@@ -43,7 +46,7 @@ EXPERIMENT = "vgg19_to_vgg11"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(pdjax.specs.ExperimentConfig):
+class Config(pdjax.designs.prune_distill.ExperimentConfig):
     data: str = "tfds:cifar100"
     teachers: tuple[str, ...] = ("vgg19", "vgg19_dbl")
     student: str = "vgg11"
@@ -55,13 +58,13 @@ class Config(pdjax.specs.ExperimentConfig):
     # learning-rate rewinding (`--set prune.rewind=weight`, `prune.scope=layerwise`, ...).
     prune: pdjax.pruning.PruneSpec = pdjax.pruning.PruneSpec(pdjax.paper.CIFAR_PRUNE)
     # The distilled students' schedule (PAPER.md, CIFAR-100 KD); the KD loss's T and alpha are `kd`.
-    student_kd: Schedule = pdjax.paper.CIFAR_KD
+    student_distill: Schedule = pdjax.paper.CIFAR_KD
 
     def __post_init__(self) -> None:
         super().__post_init__()
         names = ", ".join(pdjax.models.NAMES)
         check([
-            (pdjax.specs.distinct_among(self.teachers, pdjax.models.NAMES),
+            (pdjax.designs.common.distinct_among(self.teachers, pdjax.models.NAMES),
              f"teachers={self.teachers} must be distinct model names among {names}"),
             (self.student in pdjax.models.NAMES, f"student={self.student!r}: use one of {names}"),
             (self.student_width_multiplier is None or self.student_width_multiplier > 0,
@@ -91,7 +94,7 @@ def cpu() -> Config:
     student = Schedule(epochs=20, batch_size=128, lr=0.1, milestones=(6, 12, 16), lr_factor=0.2,
                        weight_decay=5e-4)
     return Config(data=presets.SHARED_CIFAR10, width_multiplier=1 / 8, student_width_multiplier=1 / 16,
-                  seeds=(0, 1, 2), train=teacher, student_train=student, student_kd=student,
+                  seeds=(0, 1, 2), train=teacher, student_train=student, student_distill=student,
                   prune=pdjax.pruning.PruneSpec(Schedule(epochs=6, batch_size=128, lr=0.1, milestones=(2, 4),
                                                          lr_factor=0.1, weight_decay=2e-4)))
 
@@ -114,7 +117,7 @@ def demo() -> Config:
     return Config(data="digits", teachers=("vgg19",), width_multiplier=1 / 16, train=train,
                   prune=pdjax.pruning.PruneSpec(Schedule(epochs=3, batch_size=64, lr=0.05, milestones=(1, 2),
                                                          lr_factor=0.1, weight_decay=2e-4)),
-                  student_kd=train)
+                  student_distill=train)
 
 
 PRESETS = {"paper": paper, "cpu": cpu, "cpu_t4": cpu_t4, "demo": demo}
@@ -122,14 +125,14 @@ PRESETS = {"paper": paper, "cpu": cpu, "cpu_t4": cpu_t4, "demo": demo}
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
-    data = runs.load_data(config, "data", out)
+    data = pdjax.designs.common.load_data(config, "data", out)
     student_multiplier = config.student_width_multiplier or config.width_multiplier
-    student = pdjax.specs.StudentSpec("student", config.student, scratch=config.student_train or config.train,
-                                         kd=config.student_kd, width_multiplier=student_multiplier)
-    result = pdjax.pipeline.prune_then_distill(config, out=out, data=data, teacher=config.teachers,
+    student = pdjax.designs.prune_distill.StudentSpec("student", config.student, scratch=config.student_train or config.train,
+                                         distill=config.student_distill, width_multiplier=student_multiplier)
+    result = pdjax.designs.prune_distill.prune_then_distill(config, out=out, data=data, teacher=config.teachers,
                                                teacher_schedule=config.train, students=[student])
     notes = f"KD: T = {config.kd.temperature}, alpha = {config.kd.alpha}.\n\n"
-    return runs.write_report(out, result, EXPERIMENT, preset, run_config, data, notes)
+    return pdjax.designs.prune_distill.report.write(out, result, EXPERIMENT, preset, run_config, data, notes)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from pdjax import checkpoints, masks as masks_lib, models, records
+from pdjax import checkpoints, masks as masks_lib, models, provenance
 from pdjax.files import write_atomic, write_json_atomic
 from pdjax.types import Array, Masks, Variables
 
@@ -57,7 +57,7 @@ def pdjax_version() -> str:
 
 def describe(model: nn.Module, data: Any, masked: bool) -> dict[str, Any]:
     """What `model.json` holds for a stage of `model` trained on `data` (a `pdjax.data.ImageData`)."""
-    return {"format": FORMAT, "pdjax_version": pdjax_version(), "model": records.describe_module(model),
+    return {"format": FORMAT, "pdjax_version": pdjax_version(), "model": provenance.describe_module(model),
             "image_shape": list(data.image_shape), "classes": list(data.classes),
             "normalization": {"source": data.normalization, "mean": list(data.mean), "std": list(data.std)},
             "masked": masked}
@@ -70,7 +70,7 @@ def _tuples(value: Any) -> Any:
 
 
 def module_from_record(record: Mapping[str, Any]) -> nn.Module:
-    """Rebuilds a pdjax model from `records.describe_module`'s description of it.
+    """Rebuilds a pdjax model from `provenance.describe_module`'s description of it.
 
     Initialisers are left at the class's defaults (they only matter for a fresh initialisation,
     not for trained variables); a ResNet's block is found by its class name.

@@ -9,6 +9,8 @@ is refused with `CheckpointMismatchError` naming the first differences; nothing 
 
 from __future__ import annotations
 
+import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from pdjax.masks import path_str
-from pdjax.types import PyTree
+from pdjax.types import PyTree, SpecError
 
 
 class CheckpointError(ValueError):
@@ -217,3 +219,28 @@ def load_variables(path: str | Path, template: PyTree) -> PyTree:
     if (path / "best_variables").exists():
         path = path / "best_variables"
     return load_tree(path, template)
+
+
+CHECKPOINT_SECONDS = 60.0  # fit's default least time between epoch checkpoints
+CHECKPOINT_ENV = "PDJAX_CHECKPOINT_SECONDS"
+
+
+def checkpoint_interval(seconds: float | None = None) -> float:
+    """`seconds`, else `$PDJAX_CHECKPOINT_SECONDS`, else `CHECKPOINT_SECONDS`, checked.
+
+    Raises:
+      SpecError: not a number >= 0.
+    """
+    what = f"checkpoint_seconds={seconds!r}"
+    if seconds is None:
+        setting = os.environ.get(CHECKPOINT_ENV, "").strip()
+        if not setting:
+            return CHECKPOINT_SECONDS
+        what = f"{CHECKPOINT_ENV}={setting!r}"
+        try:
+            seconds = float(setting)
+        except ValueError:
+            seconds = math.nan
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (math.isfinite(seconds) and seconds >= 0):
+        raise SpecError(f"{what} must be a number >= 0: the least seconds between two checkpoints (0: every epoch)")
+    return float(seconds)

@@ -4,7 +4,7 @@
 
 with the KL summed over classes and averaged over the batch, and CE the batch mean. The teacher
 runs in evaluation mode with its masks applied and outside the gradient; only the student is
-updated. The KD train step itself is `pdjax.train.make_train_step(..., teacher=...)`.
+updated. The KD train step itself is `pdjax.steps.make_train_step(..., teacher=..., kd=...)`.
 
 Usage:
     parts = pdjax.distill.kd_loss(student_logits, teacher_logits, labels)

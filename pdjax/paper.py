@@ -1,8 +1,8 @@
-"""PAPER.md's training schedules (the authors' hyperparameters), as `pdjax.train.Schedule`s."""
+"""PAPER.md's training schedules (the authors' hyperparameters), as `pdjax.steps.Schedule`s."""
 
 from __future__ import annotations
 
-from pdjax.train import Schedule
+from pdjax.steps import Schedule
 
 # CIFAR-100, VGG: teacher, scratch students and KD; each pruning round.
 CIFAR_TRAIN = Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160), lr_factor=0.2,

@@ -42,11 +42,12 @@ from jax.sharding import Mesh
 
 from pdjax import data as data_lib
 from pdjax import masks as masks_lib
-from pdjax import parallel, records, sparsity
+from pdjax import parallel, provenance, sparsity
 from pdjax import tensorboard as tensorboard_lib
 from pdjax.checkpoints import load_tree, save_tree
 from pdjax.files import write_json_atomic
-from pdjax.train import FitResult, Schedule, fit
+from pdjax.steps import Schedule
+from pdjax.train import FitResult, fit
 from pdjax.types import Masks, Params, Variables, check
 
 REWIND_MODES = ("lr", "weight", "finetune")
@@ -149,7 +150,7 @@ class RewindPoint:
             return self._kept
         if not self.path.exists():
             raise FileNotFoundError(f"no rewind point at {self.path}: the run was trained without keeping "
-                                    f"epoch {self.epoch} (or has not reached it); {records.RESTART_HINT}")
+                                    f"epoch {self.epoch} (or has not reached it); {provenance.RESTART_HINT}")
         return load_tree(self.path, template)
 
 
@@ -187,7 +188,7 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, spec: PruneSpe
       variables: the trained dense (or already pruned) teacher's variables.
       workdir: directory for `round_<k>/`, `rounds.json` and `pruning.json` (what produced the
         rounds: resuming with another fraction, scope, rewind mode, seed or starting teacher is
-        refused with `pdjax.records.StaleRunError`; more rounds than before is fine); None
+        refused with `pdjax.provenance.StaleRunError`; more rounds than before is fine); None
         prunes in memory.
       rewind_variables: the weights to rewind to (required for `rewind="weight"`).
       masks: starting masks (default: nothing pruned).
@@ -228,10 +229,10 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, spec: PruneSpe
         workdir.mkdir(parents=True, exist_ok=True)
         record = {"fraction": spec.fraction, "scope": spec.scope, "rewind": spec.rewind,
                   "finetune_lr": spec.finetune_lr if spec.rewind == "finetune" else None, "seed": seed,
-                  "variables": records.tree_digest(variables), "masks": records.tree_digest(current_masks),
-                  "rewind_variables": records.tree_digest(rewind_variables), "criterion": criterion,
-                  "reference": None if reference is None else [records.tree_digest(m) for m in reference[:rounds]]}
-        records.check_or_write(workdir / "pruning.json", record, what=str(workdir),
+                  "variables": provenance.tree_digest(variables), "masks": provenance.tree_digest(current_masks),
+                  "rewind_variables": provenance.tree_digest(rewind_variables), "criterion": criterion,
+                  "reference": None if reference is None else [provenance.tree_digest(m) for m in reference[:rounds]]}
+        provenance.check_or_write(workdir / "pruning.json", record, what=str(workdir),
                                write=parallel.is_main_process())
     current = variables
     out: list[PruningRound] = []

@@ -22,7 +22,7 @@ import numpy as np
 
 from pdjax import masks as masks_lib
 from pdjax.models import count_params
-from pdjax.reports import save_figure
+from pdjax.render import save_figure
 from pdjax.types import Masks, Params
 
 

@@ -1,7 +1,7 @@
 """Paired comparisons over seeds: is one arm better than another, seed by seed?
 
 Arms trained with the same seed share their initialisation and data order (see
-`pdjax.pipeline`), so the natural comparison is the per-seed difference. `paired` gives its mean
+`pdjax.designs.stage`), so the natural comparison is the per-seed difference. `paired` gives its mean
 and standard deviation, the number of seeds the first arm won, a paired t-test and a two-sided
 sign test (scipy), and a plain-words verdict.
 

@@ -18,7 +18,7 @@ if os.environ.get("PDJAX_TEST_USER_XLA") != "1":
     os.environ["PDJAX_XLA_DEFAULTS"] = TEST_ENV["PDJAX_XLA_DEFAULTS"]
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_ENV['XLA_FLAGS']}".strip()
 
-# fit checkpoints at most once a minute by default (pdjax.train.CHECKPOINT_SECONDS); the tests'
+# fit checkpoints at most once a minute by default (pdjax.checkpoints.CHECKPOINT_SECONDS); the tests'
 # stages take seconds, so they checkpoint every epoch, as their resume and crash tests expect
 # (test_train.py tests the interval itself). Subprocesses inherit it.
 os.environ["PDJAX_CHECKPOINT_SECONDS"] = "0"
@@ -80,13 +80,13 @@ def _quiet_tqdm(monkeypatch):
 @pytest.fixture
 def fresh_steps(monkeypatch):
     """This process without the steps earlier tests built, for tests that count traces:
-    pdjax.train keeps built steps for reuse, and an earlier test in the same worker may have
+    pdjax.steps keeps built steps for reuse, and an earlier test in the same worker may have
     traced one for another batch shape (which worker runs which test changes from run to run)."""
     import collections
 
-    from pdjax import train
+    from pdjax import steps
 
-    monkeypatch.setattr(train, "_STEPS", collections.OrderedDict())
+    monkeypatch.setattr(steps, "_STEPS", collections.OrderedDict())
 
 
 @pytest.fixture(scope="module")

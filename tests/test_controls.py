@@ -1,4 +1,4 @@
-"""The pruning-controls design (pdjax.controls, experiments/pruning_controls.py) on its demo preset."""
+"""The pruning-controls design (pdjax.designs.controls, experiments/pruning_controls.py) on its demo preset."""
 
 import dataclasses
 import json
@@ -6,7 +6,8 @@ import json
 import jax
 import pytest
 
-from pdjax import controls, masks, models, pruning
+from pdjax import masks, models, pruning
+from pdjax.designs import controls
 from pdjax.types import SpecError
 
 from test_experiments import load_experiment
@@ -17,10 +18,11 @@ pytestmark = [pytest.mark.xdist_group("controls_demo"), pytest.mark.slow(75)]
 
 # The demo preset on fewer images and epochs: 2 teachers x (magnitude, dense, random) x 1
 # round, one student seed, every model one epoch (tests/test_pruning.py runs longer sequences;
-# tests/test_stats.py the statistics of several seeds).
+# tests/test_stats.py the statistics of several seeds), with weight rewinding: every sequence
+# rewinds to the teacher's initial weights (its docstring offers `--set prune.rewind=weight`).
 ARGV = ["--preset", "demo", "--set", "max_train=320", "--set", "max_test=100", "--set", "rounds=1",
-        "--set", "prune.rounds=1", "--set", "seeds=0"]
-for _key in ("teacher_train", "student_scratch", "student_kd"):
+        "--set", "prune.rounds=1", "--set", "seeds=0", "--set", "prune.rewind=weight"]
+for _key in ("teacher_train", "student_scratch", "student_distill"):
     ARGV += ["--set", f"{_key}.epochs=1", "--set", f"{_key}.milestones="]
 
 
@@ -54,6 +56,13 @@ def test_every_teacher_gets_three_sequences_and_every_arm_its_paired_students(de
             assert not all(bool((a == b).all()) for a, b in zip(jax.tree.leaves(loaded["random"]),
                                                                 jax.tree.leaves(loaded["magnitude"])))
             assert masks.remaining(loaded["dense"]) == masks.total(loaded["dense"])
+    # Weight rewinding: the teacher kept its epoch-0 weights, and every sequence's round 1
+    # started from them (its pruning.json records their digest).
+    for t in config.teacher_seeds:
+        assert (out / f"teacher_seed{t}" / "teacher" / "snapshot_0").exists()
+        starts = {json.loads((out / f"teacher_seed{t}" / arm / "pruning.json").read_text())["rewind_variables"]
+                  for arm in ("magnitude", "dense", "random")}
+        assert len(starts) == 1 and None not in starts
     arms = {(t["teacher_seed"], t["arm"]): t for t in results["teachers"]}
     for t in config.teacher_seeds:
         assert arms[(t, "magnitude")]["epochs"] == arms[(t, "dense")]["epochs"] == arms[(t, "random")]["epochs"] \
@@ -176,7 +185,7 @@ def test_the_report_states_what_it_cannot_test():
     result = controls.ControlsResult(config, [], students, [], {})
     question = next(c for c in result.contrasts() if c["contrast"] == "magnitude round 1 - dense round 1")
     assert question["mean"] == pytest.approx(0.01) and question["p"] is None and question["p_holm"] is None
-    assert "+1.00 points, every teacher's difference the same, no test (2 teacher(s) x 1 seed(s))" in controls.answer(result)
-    assert "## Contrasts" in controls.report(result, "t")
+    assert "+1.00 points, every teacher's difference the same, no test (2 teacher(s) x 1 seed(s))" in controls.report.answer(result)
+    assert "## Contrasts" in controls.report.report(result, "t")
     one = controls.ControlsResult(dataclasses.replace(config, teacher_seeds=(0,)), [], students[:4], [], {})
-    assert "no interval (1 teacher(s) x 1 seed(s))" in controls.answer(one)
+    assert "no interval (1 teacher(s) x 1 seed(s))" in controls.report.answer(one)

@@ -21,7 +21,7 @@ FAULTS = ROOT / "tests" / "helpers" / "faults.py"  # runs SCRIPT with PDJAX_FAUL
 # six launches short (what is tested, resuming every kind of stage, does not depend on it).
 ARGS = ["--preset", "demo", "--set", "teachers=vgg11", "--set", "max_train=400", "--set", "max_test=100",
         "--set", "prune.rounds=2", "--set", "kd_rounds=2"]
-for key in ("train", "prune.schedule", "student_kd"):
+for key in ("train", "prune.schedule", "student_distill"):
     ARGS += ["--set", f"{key}.epochs=2", "--set", f"{key}.milestones=1"]
 VOLATILE = ("seconds", "images_per_second", "train_s")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pdjax import data
+from pdjax import data, sources
 
 
 def write_tree(root: Path, classes=("cat", "dog"), per_class=(6, 2), size=(8, 8), split_names=("train", "test")):
@@ -49,12 +49,12 @@ def test_digits_are_scikit_learns_without_importing_it(monkeypatch):
     from sklearn.datasets import load_digits
 
     reference = load_digits()
-    images, labels = data._digits_arrays()
+    images, labels = sources._digits_arrays()
     np.testing.assert_array_equal(images, reference.images)
     np.testing.assert_array_equal(labels, reference.target)
     # Where the file is not where scikit-learn 1.x keeps it: scikit-learn's own loader.
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
-    images, labels = data._digits_arrays()
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None)
+    images, labels = sources._digits_arrays()
     np.testing.assert_array_equal(images, reference.images)
     # A process that loads the digits does not import scikit-learn.
     code = "import sys; from pdjax import data; data.load('digits'); assert 'sklearn' not in sys.modules"
@@ -181,7 +181,7 @@ def test_empty_class_folder(tmp_path):
 
 
 def test_tfds_unprepared_without_network_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_network_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(sources, "_network_reachable", lambda *a, **k: False)
     start = time.perf_counter()
     with pytest.raises(data.DataError, match="not prepared .* cannot be downloaded"):
         data.load("tfds:cifar10", data_dir=str(tmp_path))
@@ -205,7 +205,7 @@ def test_tfds_network_probe_is_bounded(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", hang)
     start = time.perf_counter()
-    assert data._network_reachable(hosts=("a.example", "b.example"), timeout=0.2) is False
+    assert sources._network_reachable(hosts=("a.example", "b.example"), timeout=0.2) is False
     assert given == [0.2, 0.2]
     assert time.perf_counter() - start < 0.4 + 1.0
 
@@ -216,7 +216,7 @@ def test_tfds_network_probe_is_bounded(monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", resolve_slowly)
     start = time.perf_counter()
-    assert data._network_reachable(hosts=("a.example",), timeout=0.2) is False
+    assert sources._network_reachable(hosts=("a.example",), timeout=0.2) is False
     assert time.perf_counter() - start < 2
 
 
@@ -262,3 +262,24 @@ def test_batches_cover_the_split():
     batches = list(data.eval_batches(split, 4))
     assert [b[2].sum() for b in batches] == [4, 4, 2]
     assert batches[-1][0].shape == (4, 2, 2, 3)
+
+
+def test_a_training_subset_keeps_each_class_share_and_the_teachers_normalization():
+    full = data.load("digits")
+    counts = np.bincount(full.train.labels, minlength=10)
+    part = data.train_subset(full, 300, seed=0)
+    kept = np.bincount(part.train.labels, minlength=10)
+    assert kept.sum() == 300 and np.all(np.abs(kept - 300 * counts / counts.sum()) < 1)  # each class its share
+    # The validation and test splits and the normalization are the full data's (a teacher
+    # trained on it sees its inputs as it was trained); only the training split shrinks.
+    assert part.val is full.val and part.test is full.test and (part.mean, part.std) == (full.mean, full.std)
+    # The kept images are images of the full split, with their labels.
+    rows = {img.tobytes(): int(lab) for img, lab in zip(full.train.images, full.train.labels)}
+    assert all(rows[img.tobytes()] == int(lab) for img, lab in zip(part.train.images, part.train.labels))
+    again = data.train_subset(full, 300, seed=0)
+    other = data.train_subset(full, 300, seed=1)
+    assert np.array_equal(again.train.images, part.train.images)  # fixed by the seed alone
+    assert not np.array_equal(other.train.images, part.train.images)
+    assert data.train_subset(full, None) is full and data.train_subset(full, 10**6) is full
+    with pytest.raises(data.DataError, match="cannot hold one image of each of 10 classes"):
+        data.train_subset(full, 9)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pdjax import data as data_lib
-from pdjax import distill, masks, models, parallel, train
+from pdjax import distill, masks, models, parallel, steps, train
 
 from conftest import TINY_VGG11
 
@@ -75,19 +75,19 @@ def setup():
     return digits, student, teacher, tv
 
 
-def kd_steps(setup, mesh, teacher_variables_list, steps=2):
+def kd_steps(setup, mesh, teacher_variables_list, n_steps=2):
     digits, student, teacher, _ = setup
-    schedule = train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4)
-    optimizer = train.sgd(schedule)
-    state = parallel.replicate(train.TrainState.create(
+    schedule = steps.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4)
+    optimizer = steps.sgd(schedule)
+    state = parallel.replicate(steps.TrainState.create(
         models.init(student, jax.random.key(0), (32, 32, 3)), optimizer), mesh)
-    step = train.make_train_step(student, optimizer, mesh, mean=digits.mean, std=digits.std, teacher=teacher)
+    step = steps.make_train_step(student, optimizer, mesh, mean=digits.mean, std=digits.std, teacher=teacher)
     key = parallel.replicate(jax.random.key(1), mesh)
     batches = list(data_lib.train_batches(digits.train, 16, seed=0, epoch=0))
     metrics = []
     for tv in teacher_variables_list:
         tv_dev = parallel.replicate(tv, mesh)
-        for batch in batches[:steps]:
+        for batch in batches[:n_steps]:
             state, m = step(state, *parallel.put_global_batch(batch, mesh), key, tv_dev)
             metrics.append(m)
         chex.assert_trees_all_equal(jax.device_get(tv_dev), tv)  # teacher untouched
@@ -108,15 +108,15 @@ def test_kd_step_updates_only_the_student_and_compiles_once(setup, fresh_steps):
 
 def test_kd_step_on_eight_devices_equals_one(setup):
     _, _, _, tv = setup
-    one, m1, _ = kd_steps(setup, parallel.data_mesh(jax.devices()[:1]), [tv], steps=3)
-    eight, m8, _ = kd_steps(setup, parallel.data_mesh(), [tv], steps=3)
+    one, m1, _ = kd_steps(setup, parallel.data_mesh(jax.devices()[:1]), [tv], n_steps=3)
+    eight, m8, _ = kd_steps(setup, parallel.data_mesh(), [tv], n_steps=3)
     chex.assert_trees_all_close(one.params, eight.params, rtol=2e-4, atol=2e-5)
     assert [float(m["kd_loss"]) for m in m1] == pytest.approx([float(m["kd_loss"]) for m in m8], rel=1e-4)
 
 
 def test_fit_with_a_teacher_records_kd_metrics(setup, tmp_path):
     digits, student, teacher, tv = setup
-    schedule = train.Schedule(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4)
+    schedule = steps.Schedule(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4)
     result = train.fit(student, digits, schedule, workdir=tmp_path, progress=False,
                        teacher=distill.Teacher(teacher, tv), kd=distill.KDSpec(4.0, 0.5))
     record = result.history[0]

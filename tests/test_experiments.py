@@ -58,8 +58,8 @@ def test_presets_follow_the_paper(vgg19_to_vgg11):
     selfd = load_experiment("self_distillation").cpu()
     assert selfd.vgg_data == selfd.resnet_data == "folder:../shared/datasets/cifar10-jpeg.zip"
     assert selfd.seeds == (0, 1, 2) and selfd.model_options() == {"resnet18": {"stem_width": 4}}
-    for arm in ("vgg19", "resnet18"):  # scratch and KD students share one schedule
-        assert selfd.student_schedule(arm) == selfd.arm(arm)[3]
+    for name in ("vgg19", "resnet18"):  # scratch and KD students share one schedule
+        assert selfd.family(name).scratch == selfd.family(name).distill
 
 
 @pytest.mark.slow(43)
@@ -67,7 +67,7 @@ def test_presets_follow_the_paper(vgg19_to_vgg11):
 def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tmp_path, capsys):
     # The same data and schedules as the other experiments' smoke tests below, so that they
     # reuse this test's compiled steps (the tests share a compilation cache).
-    argv = SMOKE + one_epoch("train", "prune.schedule", "student_kd") + ["--set", "log=tensorboard", "--out", str(tmp_path)]
+    argv = SMOKE + one_epoch("train", "prune.schedule", "student_distill") + ["--set", "log=tensorboard", "--out", str(tmp_path)]
     results = vgg19_to_vgg11.main(argv)
     assert [r["stage"] for r in results["rows"]] == [
         "teacher", "student_scratch", "student_kd_unpruned", "student_kd_round_02"]
@@ -123,7 +123,7 @@ def test_demo_smoke_runs_resumes_and_refuses_a_changed_config(vgg19_to_vgg11, tm
 @pytest.mark.slow(41)
 @VGG19_SMOKES
 def test_two_teachers_share_one_scratch_student_and_students_have_their_own_seeds(vgg19_to_vgg11, tmp_path):
-    argv = SMOKE + one_epoch("train", "prune.schedule", "student_kd") + [
+    argv = SMOKE + one_epoch("train", "prune.schedule", "student_distill") + [
         "--set", "teachers=vgg19,vgg11", "--set", "seeds=0,1", "--out", str(tmp_path)]
     results = vgg19_to_vgg11.main(argv)
     stages = [r["stage"] for r in results["rows"]]
@@ -175,7 +175,7 @@ def test_cli_bad_input_in_a_process_of_its_own_is_one_line_and_exit_2(tmp_path):
 @pytest.mark.parametrize("setting, message", [
     ("train.epochs=x", "train.epochs takes int, got 'x'"),
     ("nope=1", "unknown config key 'nope'"),
-    ("student_kd.batch_size=12", "student_kd.batch_size=12 does not split over the 8 devices; use a multiple of 8"),
+    ("student_distill.batch_size=12", "student_distill.batch_size=12 does not split over the 8 devices; use a multiple of 8"),
     ("teacher_checkpoint={vgg11_tree}", "holds a different model or state"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(setting, message, tmp_path, vgg11_tree, vgg19_to_vgg11, capsys):
@@ -190,21 +190,23 @@ def test_cli_bad_input_is_one_line_and_exit_2(setting, message, tmp_path, vgg11_
     assert not (tmp_path / "run" / "teacher").exists()
 
 
-# A bad value for every key of every experiment's config, by the key's last name (a full dotted
-# key where one name means two things). Each must stop the script with exit 2 and one `error:`
-# line naming the key, before anything is written or trained.
+# A value just outside its declared valid range for every key of every experiment's config, by
+# the key's last name (a full dotted key where one name means two things): a schedule that trains
+# nothing (epochs 0), a milestone at 0, a subset that cannot hold one batch (max_train 1), a
+# width or count at 0, a fraction or probability at 1. Each must stop the script with exit 2 and
+# one `error:` line naming the key, before anything is written or trained.
 BAD_VALUE = {
-    "epochs": "-1", "batch_size": "0", "lr": "-0.1", "milestones": "999", "lr_factor": "0", "weight_decay": "-1",
+    "epochs": "0", "batch_size": "0", "lr": "-0.001", "milestones": "0", "lr_factor": "0", "weight_decay": "-0.001",
     "momentum": "1", "nesterov": "maybe", "augment": "maybe", "seed": "-1", "seeds": "0,0", "teacher_seeds": "1,1",
-    "val_fraction": "1", "max_train": "0", "max_test": "0", "eval_batch_size": "0", "cost_batch_size": "0",
+    "val_fraction": "1", "max_train": "1", "max_test": "0", "eval_batch_size": "0", "cost_batch_size": "0",
     "width_multiplier": "0", "student_width_multiplier": "0", "vgg_width_multiplier": "0",
     "mobilenet_width_multiplier": "0", "stem_width": "0", "resnet_stem_width": "0",
-    "kd_rounds": "9", "rounds": "9", "prune.rounds": "-1", "temperature": "0", "alpha": "1.5",
+    "kd_rounds": "0", "rounds": "0", "prune.rounds": "0", "temperature": "0", "alpha": "1.001",
     "criterion": "bogus", "fraction": "1", "rewind": "bogus", "rewind_epoch": "-1", "finetune_lr": "0",
     "scope": "everywhere", "compute_dtype": "float8", "dtypes": "float8", "log": "bogus",
     "data": "nowhere", "vgg_data": "folder:/no/such.zip", "resnet_data": "tfds",
     "teacher_checkpoint": "/no/such/teacher", "name": "nomodel", "teachers": "nomodel", "student": "nomodel",
-    "models": "vgg11,vgg11", "students": "vgg11", "arms": "vgg13", "student_arms": "kd_sometimes",
+    "models": "vgg11,vgg11", "students": "vgg11", "families": "vgg13", "student_arms": "kd_sometimes",
     "criteria": "random", "width_rules": "uniform",
 }
 # Keys with no bad value, and why.
@@ -254,6 +256,25 @@ def test_every_config_key_has_a_bad_value_that_stops_before_anything_runs(experi
         assert err.startswith("error: ") and err.count("\n") == 1 and key in err, (key, err)
         assert not out.exists(), key
 
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_override_the_docstring_offers_builds_on_every_preset(experiment):
+    import re
+
+    from pdjax.cli import config as config_lib
+
+    module = load_experiment(experiment)
+    # Each example is a `...` span or a command line; its --set assignments go together.
+    examples = re.findall(r"`([^`]*--set [^`]*)`", module.__doc__) + [
+        line for line in module.__doc__.splitlines() if line.strip().startswith("python ") and "--set" in line]
+    offered = {tuple(a for a in re.findall(r"--set\s+([\w.]+=\S*)", example) if a != "key=value")
+               for example in examples} - {()}
+    assert offered, "the docstring offers no --set override"
+    for name, preset in module.PRESETS.items():
+        for assignments in sorted(offered):
+            config_lib.override(preset(), list(assignments))  # a refused override raises ConfigError
+
+
 def test_cli_unwritable_output_is_one_line_and_nonzero(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
@@ -265,23 +286,28 @@ def test_cli_unwritable_output_is_one_line_and_nonzero(tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
-
 @pytest.mark.slow(37)
 @RESNET18_SMOKES
 def test_self_distillation_smoke(tmp_path):
     module = load_experiment("self_distillation")
-    # The vgg19 arm runs the same pipeline as vgg19_to_vgg11 (tested above); the resnet18 arm here.
-    results = module.main(SMOKE + one_epoch("resnet_train", "resnet_prune", "resnet_kd")
-                          + ["--set", "arms=resnet18", "--set", "resnet_stem_width=2", "--out", str(tmp_path)])
+    # The vgg19 family runs the same pipeline as vgg19_to_vgg11 (tested above); the resnet18 family
+    # here, with weight rewinding (the docstrings' `--set prune.rewind=weight`).
+    results = module.main(SMOKE + one_epoch("resnet_train", "resnet_prune", "resnet_distill")
+                          + ["--set", "families=resnet18", "--set", "resnet_stem_width=2",
+                             "--set", "prune.rewind=weight", "--out", str(tmp_path)])
     assert set(results) == {"resnet18"}
+    # Every round rewound to the teacher's epoch-0 weights, kept while it trained.
+    assert (tmp_path / "resnet18" / "teacher" / "snapshot_0").exists()
+    pruning_record = json.loads((tmp_path / "resnet18" / "pruning" / "pruning.json").read_text())
+    assert pruning_record["rewind"] == "weight" and pruning_record["rewind_variables"] is not None
     # The narrowed stem reaches the teacher and every student.
     for stage in ("teacher", "student_scratch", "student_kd_round_02"):
         record = json.loads((tmp_path / "resnet18" / stage / "stage.json").read_text())
         assert record["model"]["stem_width"] == 2, stage
-    for arm, r in results.items():
-        assert [s["teacher"] for s in r["students"]] == ["none (scratch)", f"{arm} unpruned", f"{arm} pruned"]
-        assert all(s["model"] == arm for s in r["students"])
-        assert (tmp_path / arm / "results.md").exists() and (tmp_path / arm / "student_vs_teacher_sparsity.png").exists()
+    for name, r in results.items():
+        assert [s["teacher"] for s in r["students"]] == ["none (scratch)", f"{name} unpruned", f"{name} pruned"]
+        assert all(s["model"] == name for s in r["students"])
+        assert (tmp_path / name / "results.md").exists() and (tmp_path / name / "student_vs_teacher_sparsity.png").exists()
     assert "[resnet18](resnet18/results.md)" in (tmp_path / "results.md").read_text()
 
 
@@ -289,9 +315,9 @@ def test_self_distillation_smoke(tmp_path):
 @RESNET18_SMOKES
 def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
     module = load_experiment("resnet18_to_vgg16_mobilenetv2")
-    # The resnet18 student runs the same code as the self-distillation arm (tested below).
+    # The resnet18 student runs the same code as the self-distillation family (tested below).
     # MobileNetV2 only: a VGG16 student runs the same pipeline code as vgg19_to_vgg11's VGG11.
-    results = module.main(SMOKE + one_epoch("teacher_train", "prune.schedule", "mobilenet_scratch", "mobilenet_kd")
+    results = module.main(SMOKE + one_epoch("teacher_train", "prune.schedule", "mobilenet_scratch", "mobilenet_distill")
                           + ["--set", "students=mobilenetv2", "--set", "resnet_stem_width=2",
                              "--set", "mobilenet_width_multiplier=0.03125", "--out", str(tmp_path)])
     assert [s["model"] for s in results["students"]] == ["mobilenetv2"] * 3
@@ -324,8 +350,8 @@ def test_compression_smoke(tmp_path):
     module = load_experiment("compression_scheme")
     # Two rules' students (the balanced rule's widths: tests/test_students.py; every rule's student
     # goes through the same code here, and each one more costs ~10 s of compiling).
-    results = module.main(SMOKE + one_epoch("vgg_train", "vgg_prune", "vgg_kd") + [
-        "--set", "arms=vgg19", "--set", "cost_batch_size=16", "--set", "width_rules=chain,uniform",
+    results = module.main(SMOKE + one_epoch("vgg_train", "vgg_prune", "vgg_distill") + [
+        "--set", "families=vgg19", "--set", "cost_batch_size=16", "--set", "width_rules=chain,uniform",
         "--set", "student_arms=kd_pruned", "--out", str(tmp_path)])
     r = results["vgg19"]
     assert [(s["width_rule"], s["teacher"]) for s in r["students"]] == [
@@ -344,7 +370,7 @@ def test_compression_smoke(tmp_path):
     text = (tmp_path / "vgg19" / "results.md").read_text()
     assert "inference images/s" in text and "KD from its pruned teacher (mean ± std)" in text
     index = (tmp_path / "results.md").read_text()
-    assert f"summed over the arms: {r['train_seconds']['total']:,.0f} s" in index
+    assert f"summed over the families: {r['train_seconds']['total']:,.0f} s" in index
     assert all(f"vgg19 {rule} st36 / vgg19 pruned 36%: " in index for rule in ("chain", "uniform"))
     assert [w["rule"] for w in r["width_rules"]] == ["chain", "balanced", "uniform"]
     assert all(abs(w["ratio"] - 1) < 0.1 for w in r["width_rules"])

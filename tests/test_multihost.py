@@ -69,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # step, which keeps the many process launches below short.
 SHRUNK_DEMO = ["--preset", "demo", "--set", "teachers=vgg11", "--set", "max_train=200", "--set", "max_test=100",
                "--set", "prune.rounds=1", "--set", "kd_rounds=1", "--set", "log=tensorboard"] + [
-    a for k in ("train", "prune.schedule", "student_kd") for a in ("--set", f"{k}.epochs=1", "--set", f"{k}.milestones=")]
+    a for k in ("train", "prune.schedule", "student_distill") for a in ("--set", f"{k}.epochs=1", "--set", f"{k}.milestones=")]
 
 
 CACHE_SETTINGS = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_")

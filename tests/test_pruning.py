@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from pdjax import data as data_lib
-from pdjax import masks, models, parallel, pruning, train
+from pdjax import masks, models, parallel, pruning, steps, train
 from pdjax.types import SpecError
 
-SCHEDULE = train.Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.1, weight_decay=2e-4)
+SCHEDULE = steps.Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.1, weight_decay=2e-4)
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +22,12 @@ def teacher(tiny_vgg11):
 def test_masked_training_keeps_pruned_weights_exactly_zero(small_digits, tiny_vgg11, teacher):
     mesh = parallel.data_mesh()
     m = masks.prune_global(teacher["params"], masks.init(teacher["params"]), 0.6)
-    optimizer = train.sgd(dataclasses.replace(SCHEDULE, lr=0.1, weight_decay=5e-3))
-    state = train.TrainState.create(teacher, optimizer, m)
+    optimizer = steps.sgd(dataclasses.replace(SCHEDULE, lr=0.1, weight_decay=5e-3))
+    state = steps.TrainState.create(teacher, optimizer, m)
     # A stale momentum buffer (as if carried over from dense training) must not revive weights.
     state = state._replace(opt_state=jax.tree.map(jnp.ones_like, state.opt_state))
     state = parallel.replicate(state, mesh)
-    step = train.make_train_step(tiny_vgg11, optimizer, mesh, mean=small_digits.mean, std=small_digits.std)
+    step = steps.make_train_step(tiny_vgg11, optimizer, mesh, mean=small_digits.mean, std=small_digits.std)
     key = parallel.replicate(jax.random.key(0), mesh)
     for epoch in range(2):
         for batch in data_lib.train_batches(small_digits.train, 64, seed=0, epoch=epoch):
@@ -264,7 +264,7 @@ def test_control_sequences_retrain_like_magnitude_pruning(small_digits, tiny_vgg
                               dense[0].variables["params"]["Conv_0"]["kernel"])
     assert [h["lr"] for h in dense[1].result.history] == [h["lr"] for h in magnitude[1].result.history]
     # The criterion is part of what produced the rounds: a directory of one is refused for another.
-    from pdjax.records import StaleRunError
+    from pdjax.provenance import StaleRunError
     with pytest.raises(StaleRunError, match="criterion: none there, magnitude now"):
         pruning.iterative_pruning(tiny_vgg11, small_digits, pruning.PruneSpec(one_epoch, rounds=2), variables=teacher,
                                   workdir=tmp_path / "none", seed=0, progress=False)

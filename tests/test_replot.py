@@ -4,9 +4,9 @@ import json
 
 import jax.numpy as jnp
 
-from pdjax import pipeline_report
 from pdjax.cli import replot
-from pdjax.results import PipelineResult, StudentRow, TeacherResult, TeacherRound
+from pdjax.designs.prune_distill import report as pipeline_report
+from pdjax.designs.prune_distill.results import PipelineResult, StudentRow, TeacherResult, TeacherRound
 
 
 def _result():

@@ -5,9 +5,9 @@ import json
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pdjax import tensorboard, train
+from pdjax import steps, tensorboard, train
 
-SCHEDULE = train.Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.2, weight_decay=5e-4)
+SCHEDULE = steps.Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.2, weight_decay=5e-4)
 
 
 def test_event_file_holds_what_metrics_jsonl_holds(small_digits, tiny_vgg11, tmp_path):

@@ -12,7 +12,8 @@ import optax
 import pytest
 
 from pdjax import data as data_lib
-from pdjax import models, parallel, train
+from pdjax import checkpoints as checkpoints_lib
+from pdjax import models, parallel, steps, train
 
 from conftest import TINY_VGG11
 
@@ -22,16 +23,16 @@ def digits():
     return data_lib.load("digits")
 
 
-def run_steps(mesh, digits, steps=3, batch_size=16):
+def run_steps(mesh, digits, n_steps=3, batch_size=16):
     model = models.get("vgg11", 10, widths=TINY_VGG11)
-    schedule = train.Schedule(epochs=1, batch_size=batch_size, lr=0.05, weight_decay=5e-4)
-    optimizer = train.sgd(schedule)
+    schedule = steps.Schedule(epochs=1, batch_size=batch_size, lr=0.05, weight_decay=5e-4)
+    optimizer = steps.sgd(schedule)
     variables = models.init(model, jax.random.key(0), (32, 32, 3))
-    state = parallel.replicate(train.TrainState.create(variables, optimizer), mesh)
-    step = train.make_train_step(model, optimizer, mesh, mean=digits.mean, std=digits.std)
+    state = parallel.replicate(steps.TrainState.create(variables, optimizer), mesh)
+    step = steps.make_train_step(model, optimizer, mesh, mean=digits.mean, std=digits.std)
     key = parallel.replicate(jax.random.key(1), mesh)
     metrics = []
-    for images, labels in list(data_lib.train_batches(digits.train, batch_size, seed=0, epoch=0))[:steps]:
+    for images, labels in list(data_lib.train_batches(digits.train, batch_size, seed=0, epoch=0))[:n_steps]:
         state, m = step(state, *parallel.put_global_batch((images, labels), mesh), key)
         metrics.append(m)
     return jax.device_get(state), jax.device_get(metrics), step
@@ -68,7 +69,7 @@ def test_device_checks_pass_with_pdjax_xla_defaults():
 
 
 def test_train_step_compiles_once(digits, fresh_steps):
-    _, metrics, step = run_steps(parallel.data_mesh(), digits, steps=6)
+    _, metrics, step = run_steps(parallel.data_mesh(), digits, n_steps=6)
     assert len(metrics) == 6
     assert step.traces == 1
 
@@ -77,20 +78,20 @@ def test_eval_step_compiles_once_with_a_padded_last_batch(digits, fresh_steps):
     mesh = parallel.data_mesh()
     model = models.get("vgg11", 10, widths=TINY_VGG11)
     variables = parallel.replicate(models.init(model, jax.random.key(0), (32, 32, 3)), mesh)
-    step = train.make_eval_step(model, mesh, mean=digits.mean, std=digits.std)
-    result = train.evaluate(step, variables, digits.test, batch_size=100, mesh=mesh)  # 360 = 3*104+48
+    step = steps.make_eval_step(model, mesh, mean=digits.mean, std=digits.std)
+    result = steps.evaluate(step, variables, digits.test, batch_size=100, mesh=mesh)  # 360 = 3*104+48
     assert step.traces == 1
     # Same numbers as a plain un-sharded evaluation of the whole test split.
     plain = jax.jit(lambda v, x: model.apply(v, data_lib.normalize(x, digits.mean, digits.std)))  # one program
     logits = plain(jax.device_get(variables), jnp.asarray(digits.test.images))
     assert result["accuracy"] == pytest.approx(float(np.mean(np.argmax(logits, -1) == digits.test.labels)))
-    assert result["loss"] == pytest.approx(float(train.cross_entropy(logits, digits.test.labels).mean()), rel=1e-4)
+    assert result["loss"] == pytest.approx(float(steps.cross_entropy(logits, digits.test.labels).mean()), rel=1e-4)
 
 
 def test_sgd_matches_pytorch_nesterov_with_weight_decay_in_the_gradient():
-    schedule = train.Schedule(epochs=3, batch_size=1, lr=0.1, milestones=(1, 2), lr_factor=0.2,
+    schedule = steps.Schedule(epochs=3, batch_size=1, lr=0.1, milestones=(1, 2), lr_factor=0.2,
                               weight_decay=0.01)
-    optimizer = train.sgd(schedule)
+    optimizer = steps.sgd(schedule)
     w = jnp.array([1.0, -2.0])
     state = optimizer.init(w)
     grads = [jnp.array([0.5, 0.1]), jnp.array([-0.3, 0.2]), jnp.array([0.1, 0.1]),
@@ -102,20 +103,20 @@ def test_sgd_matches_pytorch_nesterov_with_weight_decay_in_the_gradient():
         d = np.asarray(g) + 0.01 * ref_w
         buf = 0.9 * buf + d
         ref_w = ref_w - lr * (d + 0.9 * buf)
-        state = train.with_learning_rate(state, jnp.asarray(train.learning_rate(schedule, t // 2)))
+        state = steps.with_learning_rate(state, jnp.asarray(steps.learning_rate(schedule, t // 2)))
         updates, state = optimizer.update(g, state, w)
         w = optax.apply_updates(w, updates)
     np.testing.assert_allclose(w, ref_w, rtol=1e-6)
 
 
 def test_learning_rate_steps_at_epoch_milestones_as_optax_computes_it():
-    schedule = train.Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160), lr_factor=0.2)
-    assert [float(train.learning_rate(schedule, e)) for e in (0, 59, 60, 119, 120, 160, 199)] == pytest.approx(
+    schedule = steps.Schedule(epochs=200, batch_size=128, lr=0.1, milestones=(60, 120, 160), lr_factor=0.2)
+    assert [float(steps.learning_rate(schedule, e)) for e in (0, 59, 60, 119, 120, 160, 199)] == pytest.approx(
         [0.1, 0.1, 0.02, 0.02, 0.004, 0.0008, 0.0008])
     # Bit for bit the float32 value optax's schedule computes inside a step (what fit used before).
     in_step = optax.piecewise_constant_schedule(0.1, {m * 10: 0.2 for m in (60, 120, 160)})
     for epoch in range(200):
-        assert np.float32(in_step(epoch * 10)) == train.learning_rate(schedule, epoch)
+        assert np.float32(in_step(epoch * 10)) == steps.learning_rate(schedule, epoch)
 
 
 def test_one_train_step_serves_every_schedule(digits, fresh_steps):
@@ -124,17 +125,17 @@ def test_one_train_step_serves_every_schedule(digits, fresh_steps):
     mesh = parallel.data_mesh()
     model = models.get("vgg11", 10, widths=TINY_VGG11)
     variables = models.init(model, jax.random.key(0), (32, 32, 3))
-    steps, results = set(), []
-    for schedule in (train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4),
-                     train.Schedule(epochs=2, batch_size=16, lr=0.2, milestones=(1,), weight_decay=1e-3, momentum=0.8)):
-        optimizer = train.sgd(schedule)
-        step = train.make_train_step(model, optimizer, mesh, mean=digits.mean, std=digits.std)
-        steps.add(id(step))
-        state = parallel.replicate(train.TrainState.create(variables, optimizer), mesh)
+    built, results = set(), []
+    for schedule in (steps.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4),
+                     steps.Schedule(epochs=2, batch_size=16, lr=0.2, milestones=(1,), weight_decay=1e-3, momentum=0.8)):
+        optimizer = steps.sgd(schedule)
+        step = steps.make_train_step(model, optimizer, mesh, mean=digits.mean, std=digits.std)
+        built.add(id(step))
+        state = parallel.replicate(steps.TrainState.create(variables, optimizer), mesh)
         batch = next(iter(data_lib.train_batches(digits.train, 16, seed=0, epoch=0)))
         state, _ = step(state, *parallel.put_global_batch(batch, mesh), parallel.replicate(jax.random.key(1), mesh))
         results.append(jax.device_get(state.params))
-    assert len(steps) == 1 and step.traces == 1
+    assert len(built) == 1 and step.traces == 1
     # ... and each schedule still trains with its own numbers.
     assert not np.allclose(results[0]["Conv_0"]["kernel"], results[1]["Conv_0"]["kernel"])
 
@@ -147,7 +148,7 @@ def test_batch_size_must_divide_over_devices():
 # ------------------------------------------------------------------------ fit loop
 
 DEMO_VGG11 = models.scaled_widths("vgg11", 1 / 16)
-SCHEDULE = train.Schedule(epochs=3, batch_size=64, lr=0.05, milestones=(2,), lr_factor=0.2, weight_decay=5e-4)
+SCHEDULE = steps.Schedule(epochs=3, batch_size=64, lr=0.05, milestones=(2,), lr_factor=0.2, weight_decay=5e-4)
 
 
 def test_fit_loss_falls_on_digits(digits, tmp_path):
@@ -201,7 +202,7 @@ def test_fit_resumes_after_interruption_with_the_same_result(digits, whole, tmp_
 
 def test_nan_loss_stops_with_the_step(digits, tmp_path):
     model = models.get("vgg11", 10, widths=TINY_VGG11)
-    bad = train.Schedule(epochs=1, batch_size=64, lr=1e30)
+    bad = steps.Schedule(epochs=1, batch_size=64, lr=1e30)
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1, step \d+"):
         train.fit(model, digits, bad, workdir=tmp_path, seed=0, progress=False, log_every=1)
 
@@ -273,12 +274,12 @@ def test_checkpoints_wait_for_the_interval_and_a_stop_or_the_last_epoch(digits, 
     assert epochs_run == [1, 2, 3] and saved == [3]
     assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in whole.history]
     monkeypatch.setenv("PDJAX_CHECKPOINT_SECONDS", "0")
-    assert train.checkpoint_interval() == 0.0 and train.checkpoint_interval(5) == 5.0
+    assert checkpoints_lib.checkpoint_interval() == 0.0 and checkpoints_lib.checkpoint_interval(5) == 5.0
     for bad in ("soon", "-1", "nan"):
         monkeypatch.setenv("PDJAX_CHECKPOINT_SECONDS", bad)
-        with pytest.raises(train.SpecError, match=f"PDJAX_CHECKPOINT_SECONDS='{bad}' must be a number >= 0"):
-            train.checkpoint_interval()
-    with pytest.raises(train.SpecError, match=r"checkpoint_seconds=-1 must be a number >= 0"):
+        with pytest.raises(checkpoints_lib.SpecError, match=f"PDJAX_CHECKPOINT_SECONDS='{bad}' must be a number >= 0"):
+            checkpoints_lib.checkpoint_interval()
+    with pytest.raises(checkpoints_lib.SpecError, match=r"checkpoint_seconds=-1 must be a number >= 0"):
         train.fit(model, digits, SCHEDULE, workdir=tmp_path / "bad", checkpoint_seconds=-1)
     assert not (tmp_path / "bad").exists()  # checked before anything is written
 
@@ -327,7 +328,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(digits, whole,
 
 def test_checkpoint_of_another_model_is_refused_and_kept(digits, tmp_path):
     from pdjax.checkpoints import CheckpointMismatchError
-    from pdjax.records import StaleRunError
+    from pdjax.provenance import StaleRunError
 
     model = models.get("vgg11", 10, widths=TINY_VGG11)
     with pytest.raises(train.Preempted):
@@ -379,8 +380,8 @@ def test_train_state_initialises_any_optimizer_in_one_program_or_eagerly():
         def __init__(self, inner):
             self.init, self.update = inner.init, inner.update
 
-    jitted = train.TrainState.create({"params": params}, adam, masks)
-    eager = train.TrainState.create({"params": params}, Unhashable(adam), masks)
+    jitted = steps.TrainState.create({"params": params}, adam, masks)
+    eager = steps.TrainState.create({"params": params}, Unhashable(adam), masks)
     for a, b in zip(jax.tree.leaves((jitted.params, jitted.opt_state)), jax.tree.leaves((eager.params, eager.opt_state))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_array_equal(jitted.params["w"], [[0.0, 0.0, 2.0], [0.0, 4.0, 5.0]])  # masked

@@ -8,7 +8,6 @@ config and the run directory.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import sys
 import types
@@ -16,69 +15,12 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
-from pdjax.train import Schedule
+from pdjax.designs.common import renamed
 
 C = TypeVar("C")
 
-# Keys renamed when the pruning and KD values moved into the experiment configs' nested specs,
-# `prune` (pdjax.pruning.PruneSpec) and `kd` (pdjax.distill.KDSpec), 2026-12-02: old -> new.
-# `--set` still takes the old names (with a note), and a run directory whose config.json has
-# them resumes (`upgrade`).
-RENAMED = {"prune_rounds": "prune.rounds", "prune_fraction": "prune.fraction", "prune_scope": "prune.scope",
-           "rewind": "prune.rewind", "rewind_epoch": "prune.rewind_epoch", "finetune_lr": "prune.finetune_lr",
-           "kd_temperature": "kd.temperature", "kd_alpha": "kd.alpha"}
-# Before then, vgg19_to_vgg11 and resnet18_to_vgg16_mobilenetv2 had a `prune` schedule (now
-# `prune.schedule`) and vgg19_to_vgg11 a `kd` schedule (now `student_kd`).
-MOVED_SCHEDULES = {"prune": "prune.schedule", "kd": "student_kd"}
-_SCHEDULE_KEYS = frozenset(f.name for f in dataclasses.fields(Schedule))
-
-
-def renamed(key: str) -> str:
-    """The current name of a dotted key from before the renames (`rewind` -> `prune.rewind`,
-    `prune.epochs` -> `prune.schedule.epochs`); any other key unchanged."""
-    if key in RENAMED:
-        return RENAMED[key]
-    head, _, rest = key.partition(".")
-    if head in MOVED_SCHEDULES and rest.split(".")[0] in _SCHEDULE_KEYS:
-        return f"{MOVED_SCHEDULES[head]}.{rest}"
-    return key
-
-
-def upgrade(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config saved (`to_dict`) before the renames, in today's layout; a current one unchanged."""
-    out = copy.deepcopy(dict(config))
-
-    def put(dotted: str, value: Any) -> None:
-        *parents, last = dotted.split(".")
-        node = out
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[last] = value
-
-    for old, new in MOVED_SCHEDULES.items():
-        if isinstance(out.get(old), dict) and "epochs" in out[old]:  # a schedule under the old name
-            put(new, out.pop(old))
-    for old, new in RENAMED.items():
-        if old in out:
-            put(new, out.pop(old))
-    return out
-
-
 class ConfigError(ValueError):
     """A bad preset name, config key or override value."""
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """A config as nested JSON-able dicts (tuples become lists)."""
-    return _jsonable(dataclasses.asdict(config))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _parse_value(text: str, annotation: Any, key: str) -> Any:
@@ -179,27 +121,6 @@ def _set(tree: dict[str, Any], path: list[str], text: str, full_key: str) -> Non
     if nested:
         raise ConfigError(f"{full_key!r} is a group; set one of its keys, e.g. {full_key}.epochs")
     tree[name] = _parse_value(text, typing.get_type_hints(cls)[name], full_key)
-
-
-def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "",
-         defaults: Mapping[str, Any] | None = None) -> list[str]:
-    """Dotted keys whose values differ between two `to_dict` configs.
-
-    With `defaults` (a `to_dict` of the config class's defaults), a key that `old` lacks
-    (saved before the field existed) does not count as different while `new` keeps its
-    default value."""
-    keys = sorted(set(old) | set(new))
-    out = []
-    for k in keys:
-        a, b = old.get(k), new.get(k)
-        default = (defaults or {}).get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += diff(a, b, f"{prefix}{k}.", default if isinstance(default, dict) else None)
-        elif k not in old and defaults is not None and k in defaults and b == default:
-            continue
-        elif a != b:
-            out.append(f"{prefix}{k}")
-    return out
 
 
 def _stop(message: str) -> None:

@@ -1,11 +1,11 @@
 """Draw a finished run's plots again from its results.json: `python -m pdjax.cli.replot DIR...`.
 
-For a prune-then-distill run (vgg19_to_vgg11, resnet18_to_vgg16_mobilenetv2, and each arm of
+For a prune-then-distill run (vgg19_to_vgg11, resnet18_to_vgg16_mobilenetv2, and each family of
 compression_scheme and self_distillation): pruning_density*.png, teacher_vs_sparsity.png,
 student_vs_teacher_sparsity.png, and curves.png where results.json holds the curves (runs
 from 2026-12-02 on). Nothing is trained or loaded but results.json, so the plots of committed
 results follow the current plotting code. A directory without a results.json, or whose
-results.json is not a prune-then-distill run's (a controls run, an index of arms), stops with
+results.json is not a prune-then-distill run's (a controls run, an index of families), stops with
 one `error:` line and exit status 2 before anything is drawn.
 """
 
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from pdjax import pipeline_report
+from pdjax.designs.prune_distill import report
 
 PIPELINE_KEYS = ("teachers", "pruning", "students", "layer_density")
 
@@ -32,19 +32,10 @@ def _read(directory: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not JSON ({err})") from None
     missing = [k for k in PIPELINE_KEYS if k not in results]
     if missing:
-        arms = [p.parent.name for p in sorted(directory.glob("*/results.json"))]
-        hint = f"; its arms have their own: {', '.join(str(directory / a) for a in arms)}" if arms else ""
+        families = [p.parent.name for p in sorted(directory.glob("*/results.json"))]
+        hint = f"; its families have their own: {', '.join(str(directory / f) for f in families)}" if families else ""
         raise ValueError(f"{path} is not a prune-then-distill run's (no {', '.join(missing)}){hint}")
     return results
-
-
-def title(results: dict[str, Any]) -> str:
-    """The plots' title: "<experiment>[: <arm>] (<preset>)" (`pdjax.cli.runs.write_report` draws
-    a run's plots with it too)."""
-    experiment = results.get("experiment", "run")
-    if "arm" in results:
-        experiment = f"{experiment}: {results['arm']}"
-    return f"{experiment} ({results.get('preset', '?')})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for directory, results in runs:
-        written = pipeline_report.plot_json(directory, results, title(results))
+        written = report.plot_json(directory, results, report.plot_title(results))
         note = "" if "curves" in results else " (no curves in its results.json: curves.png not drawn)"
         print(f"{directory}: {', '.join(written)}{note}")
     return 0

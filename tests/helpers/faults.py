@@ -44,7 +44,7 @@ def fit(*args, **kwargs):
 
 
 # Every module that calls fit by its own name.
-for module in (pdjax.train, pdjax.pipeline, pdjax.pruning):
+for module in (pdjax.train, pdjax.designs.stage, pdjax.pruning):
     module.fit = fit
 
 script, sys.argv = sys.argv[1], sys.argv[1:]

@@ -23,7 +23,7 @@ if num_processes > 1:
 import numpy as np  # noqa: E402
 
 from pdjax import data as data_lib  # noqa: E402
-from pdjax import models, parallel, train  # noqa: E402
+from pdjax import models, parallel, steps  # noqa: E402
 
 mesh = parallel.data_mesh()
 model = models.get("vgg11", 10, widths=models.scaled_widths("vgg11", 1 / 32))
@@ -32,13 +32,13 @@ rng = np.random.default_rng(0)  # every process builds the same global data
 images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
 labels = rng.integers(0, 10, (64,), dtype=np.int32)
 split = data_lib.Split(images, labels)
-schedule = train.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4)
-optimizer = train.sgd(schedule)
+schedule = steps.Schedule(epochs=1, batch_size=16, lr=0.05, weight_decay=5e-4)
+optimizer = steps.sgd(schedule)
 
 
 def fresh_state():
     # The step donates its state: each use gets its own replicated copy.
-    return parallel.replicate(train.TrainState.create(variables, optimizer), mesh)
+    return parallel.replicate(steps.TrainState.create(variables, optimizer), mesh)
 
 
 def flat(params):
@@ -47,7 +47,7 @@ def flat(params):
 
 initial = flat(variables["params"])
 
-step = train.make_train_step(model, optimizer, mesh, mean=(127.0,) * 3, std=(64.0,) * 3)
+step = steps.make_train_step(model, optimizer, mesh, mean=(127.0,) * 3, std=(64.0,) * 3)
 key = jax.random.key(1)
 batches = list(data_lib.train_batches(split, 16, seed=0, epoch=0))
 # The training loop's way: four chained steps.
@@ -61,8 +61,8 @@ single = []
 for batch in batches:
     after, metrics = step(fresh_state(), *parallel.put_global_batch(batch, mesh), key)
     single.append({"loss": float(metrics["loss"]), "params": flat(after.params)})
-eval_step = train.make_eval_step(model, mesh, mean=(127.0,) * 3, std=(64.0,) * 3)
-evaluation = train.evaluate(eval_step, fresh_state().variables, split, 24, mesh)
+eval_step = steps.make_eval_step(model, mesh, mean=(127.0,) * 3, std=(64.0,) * 3)
+evaluation = steps.evaluate(eval_step, fresh_state().variables, split, 24, mesh)
 if parallel.is_main_process():
     with open(out, "w") as f:
         json.dump({"processes": jax.process_count(), "devices": jax.device_count(),

@@ -1,9 +1,10 @@
-"""What a run is made of: the experiment config and the student specs (pdjax.specs)."""
+"""What a prune-then-distill run is made of: its config and its student specs
+(pdjax.designs.prune_distill.config)."""
 
 import pytest
 
-from pdjax import specs
-from pdjax.train import Schedule
+from pdjax.designs.prune_distill import config as specs
+from pdjax.steps import Schedule
 
 
 def test_a_student_spec_refuses_unknown_arms_and_rules():

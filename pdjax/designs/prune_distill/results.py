@@ -1,10 +1,10 @@
 """What a prune-then-distill run produced, as records, and its students' paired comparisons.
 
-`pdjax.pipeline.prune_then_distill` returns a `PipelineResult`: each teacher with its pruning
+`pdjax.designs.prune_distill.prune_then_distill` returns a `PipelineResult`: each teacher with its pruning
 rounds (`TeacherResult`, `TeacherRound`), a row per trained stage, the paper's student table
 (`StudentRow`: one student arm over every seed) and the validation curves. `to_json` is its part
 of results.json; `comparisons` compares the student arms seed by seed (`pdjax.stats.paired`).
-`pdjax.pipeline_report` turns it into markdown and plots.
+`pdjax.designs.prune_distill.report` turns it into markdown and plots.
 """
 
 from __future__ import annotations

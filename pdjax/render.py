@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from pdjax.files import write_atomic, write_json_atomic, write_text_atomic
 
@@ -140,3 +141,22 @@ def save_figure(fig: Any, path: str | Path) -> None:
 
     write_atomic(path, fig.savefig)
     plt.close(fig)
+
+
+def mean_over_seeds(curves: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+    """One curve per stage name without its `_seed<s>` suffix: the mean over that stage's seeds,
+    epoch by epoch (over the epochs every seed has). A stage alone in its group keeps its curve
+    and name."""
+    groups: dict[str, list[tuple[str, Sequence[float]]]] = {}
+    for name, ys in curves.items():
+        stem, _, seed = name.rpartition("_seed")
+        groups.setdefault(stem if stem and seed.isdigit() else name, []).append((name, ys))
+    out = {}
+    for stem, members in groups.items():
+        if len(members) == 1:
+            out[members[0][0]] = list(members[0][1])
+        else:
+            n = min(len(ys) for _, ys in members)
+            out[f"{stem} (mean of {len(members)} seeds)"] = [statistics.fmean(ys[i] for _, ys in members)
+                                                            for i in range(n)]
+    return out

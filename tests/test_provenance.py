@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from pdjax import data as data_lib
-from pdjax import distill, masks, models, pruning, records, train
+from pdjax import distill, masks, models, pruning, provenance, steps, train
 
-ONE_EPOCH = train.Schedule(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4)
+ONE_EPOCH = steps.Schedule(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4)
 
 
 def _fit(tiny_vgg11, small_digits, workdir, schedule=ONE_EPOCH, **options):
@@ -22,7 +22,7 @@ def _fit(tiny_vgg11, small_digits, workdir, schedule=ONE_EPOCH, **options):
 def test_a_changed_schedule_is_refused_and_restart_retrains(tiny_vgg11, small_digits, tmp_path):
     first = _fit(tiny_vgg11, small_digits, tmp_path / "nb")
     faster = dataclasses.replace(ONE_EPOCH, lr=0.5)
-    with pytest.raises(records.StaleRunError, match=r"schedule\.lr: 0\.05 there, 0\.5 now.*restart=True"):
+    with pytest.raises(provenance.StaleRunError, match=r"schedule\.lr: 0\.05 there, 0\.5 now.*restart=True"):
         _fit(tiny_vgg11, small_digits, tmp_path / "nb", faster)
     # Nothing in the directory was touched by the refused call.
     assert json.loads((tmp_path / "nb" / "stage.json").read_text())["schedule"]["lr"] == 0.05
@@ -47,20 +47,20 @@ def test_a_retired_key_with_its_nothing_value_still_resumes(tmp_path):
     # Runs made before fit's snapshot_epochs moved to pruning.RewindPoint saved "snapshot_epochs": [].
     record = {"seed": 0, "schedule": {"lr": 0.05}}
     (tmp_path / "stage.json").write_text(json.dumps({**record, "snapshot_epochs": []}))
-    records.check_or_write(tmp_path / "stage.json", record, what="old run")
+    provenance.check_or_write(tmp_path / "stage.json", record, what="old run")
     (tmp_path / "stage.json").write_text(json.dumps({**record, "snapshot_epochs": [2]}))
-    with pytest.raises(records.StaleRunError, match=r"snapshot_epochs: \[2\] there, <absent> now"):
-        records.check_or_write(tmp_path / "stage.json", record, what="old run")
+    with pytest.raises(provenance.StaleRunError, match=r"snapshot_epochs: \[2\] there, <absent> now"):
+        provenance.check_or_write(tmp_path / "stage.json", record, what="old run")
 
 
 def test_an_added_key_with_its_old_meaning_still_resumes(tmp_path):
     # Pruning directories made before the criterion existed saved no "criterion": magnitude pruning.
     old = {"seed": 0, "fraction": 0.2}
     (tmp_path / "pruning.json").write_text(json.dumps(old))
-    records.check_or_write(tmp_path / "pruning.json", {**old, "criterion": "magnitude", "reference": None},
+    provenance.check_or_write(tmp_path / "pruning.json", {**old, "criterion": "magnitude", "reference": None},
                            what="old pruning")
-    with pytest.raises(records.StaleRunError, match=r"criterion: <absent> there, random now"):
-        records.check_or_write(tmp_path / "pruning.json", {**old, "criterion": "random", "reference": None},
+    with pytest.raises(provenance.StaleRunError, match=r"criterion: <absent> there, random now"):
+        provenance.check_or_write(tmp_path / "pruning.json", {**old, "criterion": "random", "reference": None},
                                what="old pruning")
 
 
@@ -78,9 +78,9 @@ def test_other_data_teacher_seed_or_initial_weights_are_refused(tiny_vgg11, smal
     ]
     for options, message in cases:
         options = {"seed": 0, **options}
-        with pytest.raises(records.StaleRunError, match=message):
+        with pytest.raises(provenance.StaleRunError, match=message):
             train.fit(tiny_vgg11, small_digits, ONE_EPOCH, workdir=tmp_path, progress=False, **options)
-    with pytest.raises(records.StaleRunError, match=r"data\.train\.images: 630 there, 585 now"):
+    with pytest.raises(provenance.StaleRunError, match=r"data\.train\.images: 630 there, 585 now"):
         train.fit(tiny_vgg11, fewer, ONE_EPOCH, workdir=tmp_path, seed=0, progress=False, teacher=teacher)
 
 
@@ -90,7 +90,7 @@ def test_pruning_with_another_fraction_is_refused(tiny_vgg11, small_digits, tmp_
     spec = pruning.PruneSpec(schedule, rounds=1)
     pruning.iterative_pruning(tiny_vgg11, small_digits, spec, variables=dense, workdir=tmp_path, progress=False)
     half = dataclasses.replace(spec, fraction=0.5)
-    with pytest.raises(records.StaleRunError, match=r"fraction: 0\.2 there, 0\.5 now"):
+    with pytest.raises(provenance.StaleRunError, match=r"fraction: 0\.2 there, 0\.5 now"):
         pruning.iterative_pruning(tiny_vgg11, small_digits, half, variables=dense, workdir=tmp_path, progress=False)
     rounds = pruning.iterative_pruning(tiny_vgg11, small_digits, half, variables=dense, workdir=tmp_path,
                                        progress=False, restart=True)
@@ -111,11 +111,11 @@ def test_a_directory_from_before_records_is_adopted(tiny_vgg11, small_digits, tm
 
 def test_tree_digest_sees_values_dtypes_and_paths():
     a = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": None}
-    assert records.tree_digest(a) == records.tree_digest({"w": a["w"].copy(), "b": None})
+    assert provenance.tree_digest(a) == provenance.tree_digest({"w": a["w"].copy(), "b": None})
     nudged = a["w"].copy()
     nudged[1, 2] = np.nextafter(nudged[1, 2], np.float32(10))
-    assert records.tree_digest({"w": nudged, "b": None}) != records.tree_digest(a)
-    assert records.tree_digest({"w": a["w"].astype(np.float64), "b": None}) != records.tree_digest(a)
-    assert records.tree_digest({"v": a["w"], "b": None}) != records.tree_digest(a)
-    assert records.tree_digest({"w": a["w"].reshape(3, 2), "b": None}) != records.tree_digest(a)
-    assert records.tree_digest(None) is None
+    assert provenance.tree_digest({"w": nudged, "b": None}) != provenance.tree_digest(a)
+    assert provenance.tree_digest({"w": a["w"].astype(np.float64), "b": None}) != provenance.tree_digest(a)
+    assert provenance.tree_digest({"v": a["w"], "b": None}) != provenance.tree_digest(a)
+    assert provenance.tree_digest({"w": a["w"].reshape(3, 2), "b": None}) != provenance.tree_digest(a)
+    assert provenance.tree_digest(None) is None

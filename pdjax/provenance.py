@@ -8,8 +8,8 @@ new one (`restart=True` starts over). A digest is the shapes and dtypes of a tre
 a hash of their bytes: cheap (about 0.1 s for 20 M parameters) and exact.
 
 Usage:
-    record = {"schedule": dataclasses.asdict(schedule), "variables": records.tree_digest(variables)}
-    records.check_or_write(workdir / "stage.json", record, what=str(workdir))
+    record = {"schedule": dataclasses.asdict(schedule), "variables": provenance.tree_digest(variables)}
+    provenance.check_or_write(workdir / "stage.json", record, what=str(workdir))
 """
 
 from __future__ import annotations
@@ -19,13 +19,22 @@ import hashlib
 import json
 import weakref
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from pdjax.files import write_json_atomic
 from pdjax.masks import is_none, path_str
+
+if TYPE_CHECKING:
+    import optax
+    from flax import linen as nn
+
+    from pdjax import data as data_lib, distill
+    from pdjax.steps import Schedule
+    from pdjax.types import Masks, Params, Variables
 
 RESTART_HINT = ("pass restart=True (--restart on an experiment's command line) to start over, or "
                 "use another directory")
@@ -169,3 +178,33 @@ def check_or_write(path: str | Path, record: Mapping[str, Any], *, what: str, wr
                                 f"be this call's: {RESTART_HINT}")
     elif write:
         write_json_atomic(path, current)
+
+
+def _optimizer_fingerprint(optimizer: optax.GradientTransformation, params: Params) -> str:
+    """A user optimizer has no readable settings: it is known by the digest of its first two
+    updates of `params` for a fixed gradient (a changed learning rate, decay or moment shows)."""
+    grads = jax.tree.map(lambda p: jnp.full(jnp.shape(p), 0.01, jnp.result_type(p)), params)
+    opt_state = optimizer.init(params)
+    updates = []
+    for _ in range(2):
+        u, opt_state = optimizer.update(grads, opt_state, params)
+        updates.append(u)
+    return f"custom optax optimizer {tree_digest(updates)}"
+
+
+def stage_record(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, seed: int,
+                 variables: Variables, masks: Masks | None, teacher: distill.Teacher | None,
+                 kd: distill.KDSpec, optimizer: optax.GradientTransformation | None,
+                 augment: bool, select_best: bool) -> dict[str, Any]:
+    """What produces a `fit`: saved as `workdir/stage.json`, compared when it resumes."""
+    distilled = None
+    if teacher is not None:
+        distilled = {"model": describe_module(teacher.model),
+                     "variables": tree_digest(teacher.variables), "masks": tree_digest(teacher.masks),
+                     "temperature": kd.temperature, "alpha": kd.alpha}
+    return {"model": describe_module(model), "schedule": dataclasses.asdict(schedule),
+            "optimizer": ("SGD from the schedule" if optimizer is None
+                          else _optimizer_fingerprint(optimizer, variables["params"])),
+            "seed": seed, "initial_variables": tree_digest(variables),
+            "masks": tree_digest(masks), "teacher": distilled, "augment": augment,
+            "select_best": select_best, "data": data_digest(data)}

@@ -1,18 +1,23 @@
-"""The markdown report and the plots of a prune-then-distill run (a `PipelineResult`).
+"""The markdown report and the plots of a prune-then-distill run (a `PipelineResult`), and the
+files a run writes: results.json, results.md and the plots (`write`), and the index of a
+two-family run (`write_index`).
 
 Usage:
-    markdown = pdjax.pipeline_report.report(result, "VGG19 -> VGG11")
-    pdjax.pipeline_report.plot("runs/x", result, "VGG19 -> VGG11")
+    from pdjax.designs.prune_distill import report
+    markdown = report.report(result, "VGG19 -> VGG11")
+    report.plot("runs/x", result, "VGG19 -> VGG11")
+    report.write("runs/x", result, "vgg19_to_vgg11", "demo", run_config, data)   # what an experiment writes
 """
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
-from pdjax import reports, sparsity
-from pdjax.results import PipelineResult, comparisons
+from pdjax import parallel, render, sparsity
+from pdjax.data import ImageData
+from pdjax.designs.common import results_json
+from pdjax.designs.prune_distill.results import PipelineResult, comparisons, student_name
 
 
 STAGE_COLUMNS = [("stage", "stage", "s"), ("model", "model", "s"), ("params", "params", ","),
@@ -27,7 +32,7 @@ COMPARISON_COLUMNS = [("student", "student", "s"), ("arm", "arm", "s"), ("baseli
                       ("verdict", "verdict", "s")]
 
 
-def student_columns(result: PipelineResult) -> list[reports.Column]:
+def student_columns(result: PipelineResult) -> list[render.Column]:
     columns = [("model", "student", "s")]
     if any(r.derived_from_sparsity is not None for r in result.students):
         columns += [("width_rule", "width rule", "s"), ("derived_from_sparsity", "widths from sparsity", ".2f")]
@@ -41,7 +46,7 @@ def student_columns(result: PipelineResult) -> list[reports.Column]:
 
 def student_table(result: PipelineResult) -> str:
     rows = [{**r.to_json(), "per_seed": ", ".join(f"{a:.4f}" for a in r.test_accuracies)} for r in result.students]
-    return reports.markdown_table(rows, student_columns(result))
+    return render.markdown_table(rows, student_columns(result))
 
 
 def report(result: PipelineResult, title: str, notes: str = "") -> str:
@@ -57,9 +62,9 @@ def report(result: PipelineResult, title: str, notes: str = "") -> str:
             "## Seed-by-seed comparisons\n\nDifferences in student test accuracy (arm minus the arm it "
             "is compared with) over the same seeds (same initialisation and data order); paired t-test "
             "and two-sided sign test.\n\n"
-            f"{reports.markdown_table(comparisons(result), COMPARISON_COLUMNS)}\n"
-            f"## Pruning the teachers\n\n{reports.markdown_table(pruning_rows, PRUNING_COLUMNS)}\n"
-            f"## Every trained model\n\n{reports.markdown_table(result.rows, STAGE_COLUMNS)}\n"
+            f"{render.markdown_table(comparisons(result), COMPARISON_COLUMNS)}\n"
+            f"## Pruning the teachers\n\n{render.markdown_table(pruning_rows, PRUNING_COLUMNS)}\n"
+            f"## Every trained model\n\n{render.markdown_table(result.rows, STAGE_COLUMNS)}\n"
             f"{_time_note(result.train_seconds())}\n\n")
     for t in result.teachers:
         text += (f"## Per-layer density of the {t.name} teacher's masks\n\n"
@@ -72,25 +77,6 @@ def _time_note(seconds: Mapping[str, float]) -> str:
             f"rounds {seconds['pruning']:,.0f} s, students {seconds['students']:,.0f} s; "
             f"{seconds['total']:,.0f} s ({seconds['total'] / 3600:.2f} h) in all. Data loading, "
             "restores and reports are not in it; another process on the same cores would lengthen it.")
-
-
-def mean_over_seeds(curves: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
-    """One curve per stage name without its `_seed<s>` suffix: the mean over that stage's seeds,
-    epoch by epoch (over the epochs every seed has). A stage alone in its group keeps its curve
-    and name."""
-    groups: dict[str, list[tuple[str, Sequence[float]]]] = {}
-    for name, ys in curves.items():
-        stem, _, seed = name.rpartition("_seed")
-        groups.setdefault(stem if stem and seed.isdigit() else name, []).append((name, ys))
-    out = {}
-    for stem, members in groups.items():
-        if len(members) == 1:
-            out[members[0][0]] = list(members[0][1])
-        else:
-            n = min(len(ys) for _, ys in members)
-            out[f"{stem} (mean of {len(members)} seeds)"] = [statistics.fmean(ys[i] for _, ys in members)
-                                                            for i in range(n)]
-    return out
 
 
 def plot(out: str | Path, result: PipelineResult, title: str) -> None:
@@ -110,7 +96,7 @@ def plot_json(out: str | Path, results: Mapping[str, Any], title: str) -> list[s
     if "curves" in results:
         # A stage that trained no epoch (a teacher taken from `teacher_checkpoint`) has no line.
         curves = {stage: ys for stage, ys in results["curves"].items() if ys}
-        reports.plot_curves(out / "curves.png", mean_over_seeds(curves), xlabel="epoch",
+        render.plot_curves(out / "curves.png", render.mean_over_seeds(curves), xlabel="epoch",
                             ylabel="validation accuracy", title=title)
         written.append("curves.png")
     teachers = results["teachers"]
@@ -124,7 +110,7 @@ def plot_json(out: str | Path, results: Mapping[str, Any], title: str) -> list[s
         xs, ys = teacher_series.setdefault(r["teacher"], ([], []))
         xs.append(r["sparsity"])
         ys.append(r["test_accuracy"])
-    reports.plot_series(out / "teacher_vs_sparsity.png", teacher_series, xlabel="sparsity",
+    render.plot_series(out / "teacher_vs_sparsity.png", teacher_series, xlabel="sparsity",
                         ylabel="teacher test accuracy", title=title)
     series: dict[str, tuple[list[float], list[float]]] = {}
     errors: dict[str, list[float]] = {}
@@ -153,17 +139,63 @@ def plot_json(out: str | Path, results: Mapping[str, Any], title: str) -> list[s
     derived = any(r["derived_from_sparsity"] is not None for r in results["students"])
     # Beside the students, each teacher's own test accuracy per round (pruning rounds keep
     # their last epoch).
-    reports.plot_panels(out / "student_vs_teacher_sparsity.png",
-                        [reports.Panel(series, "student test accuracy (mean ± std over seeds)", errors, bands,
+    render.plot_panels(out / "student_vs_teacher_sparsity.png",
+                        [render.Panel(series, "student test accuracy (mean ± std over seeds)", errors, bands,
                                        band_lines),
-                         reports.Panel(teacher_series, "teacher test accuracy")],
+                         render.Panel(teacher_series, "teacher test accuracy")],
                         xlabel=("sparsity of the teacher the widths come from" if derived else "teacher sparsity"),
                         title=title)
     return written + ["teacher_vs_sparsity.png", "student_vs_teacher_sparsity.png"]
 
 
 def _arm_of(row: Mapping[str, Any]) -> str:
-    """A student row's arm in a results.json written before rows held it."""
+    """A student row's arm in a results.json written before rows held it: from its values (no
+    teacher: scratch; an unpruned teacher has sparsity 0)."""
     if row["teacher_model"] is None:
         return "scratch"
-    return "kd_unpruned" if row["teacher"].endswith("unpruned") else "kd_pruned"
+    return "kd_unpruned" if not row["teacher_sparsity"] else "kd_pruned"
+
+
+def write(out: str | Path, result: Any, experiment: str, preset: str,
+                 run_config: Mapping[str, Any], data: ImageData, notes: str = "",
+                 extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Writes results.json (with `extra` merged in), results.md (with `notes` before the tables)
+    and the plots of a `PipelineResult`; returns the JSON."""
+    out = Path(out)
+    results, data_note = results_json(result, run_config, data, extra)
+    title = f"{experiment}, preset `{preset}`"
+    markdown = report(result, title, data_note + notes)
+    if parallel.is_main_process():
+        render.write_results(out, results, markdown)
+        # From the JSON just built (its to_json part), as `python -m pdjax.cli.replot` draws them:
+        # the per-layer statistics and comparisons are not computed a second time.
+        plot_json(out, results, plot_title(results))
+        print(f"\n{student_table(result)}\n"
+              f"results in {out}")
+    return results
+
+
+def write_index(out: str | Path, experiment: str, preset: str, families: Mapping[str, dict[str, Any]]) -> None:
+    """A top-level results.md/results.json for an experiment with several families (sub-directories)."""
+    lines = [f"# {experiment}, preset `{preset}`\n"]
+    for family, results in families.items():
+        lines.append(f"- [{family}]({family}/results.md): " + ", ".join(
+            f"{student_name(r['model'], r['width_rule'], r['derived_from_sparsity'])} / {r['teacher']}"
+            + (f" {r['teacher_sparsity']:.0%}" if r.get("teacher_sparsity") else "")
+            + f": {r['test_accuracy']:.4f}" for r in results["students"]))
+    total = sum(r["train_seconds"]["total"] for r in families.values())
+    lines.append(f"\nTraining time, the stages' `train s` summed over the families: {total:,.0f} s ({total / 3600:.2f} h); "
+                 "each family's results.md splits it.")
+    if parallel.is_main_process():
+        render.write_results(out, {"experiment": experiment, "preset": preset, "families": dict(families)},
+                              "\n".join(lines) + "\n")
+
+
+def plot_title(results: Mapping[str, Any]) -> str:
+    """The plots' title: "<experiment>[: <family>] (<preset>)" (results.json of runs before
+    2026-12-03 name the family "arm")."""
+    experiment = results.get("experiment", "run")
+    family = results.get("family", results.get("arm"))
+    if family is not None:
+        experiment = f"{experiment}: {family}"
+    return f"{experiment} ({results.get('preset', '?')})"

@@ -1,20 +1,20 @@
-"""Plots and tables (pdjax.reports)."""
+"""Plots and tables (pdjax.render)."""
 
 import itertools
 
 import pytest
 
-from pdjax import reports
+from pdjax import render
 
 
 def test_colors_follow_the_labels_not_their_order():
     labels = [f"vgg11 KD from teacher {i}" for i in range(7)]
     palette = [f"c{i}" for i in range(10)]
-    first = reports.stable_colors(labels, palette)
+    first = render.stable_colors(labels, palette)
     assert len(set(first.values())) == 7  # distinct while there are colors enough
     for order in itertools.islice(itertools.permutations(labels), 0, 50, 7):
-        assert reports.stable_colors(list(order), palette) == first
-    assert len(set(reports.stable_colors([f"l{i}" for i in range(12)], palette).values())) == 10  # then repeat
+        assert render.stable_colors(list(order), palette) == first
+    assert len(set(render.stable_colors([f"l{i}" for i in range(12)], palette).values())) == 10  # then repeat
 
 
 def _drawn_colors(tmp_path, monkeypatch, series, bands, band_lines):
@@ -22,8 +22,8 @@ def _drawn_colors(tmp_path, monkeypatch, series, bands, band_lines):
     import matplotlib.pyplot as plt
 
     figures = []
-    monkeypatch.setattr(reports, "save_figure", lambda fig, path: figures.append(fig))
-    reports.plot_panels(tmp_path / "p.png", [reports.Panel(series, "acc", {k: [0.01, 0.02] for k in series}, bands,
+    monkeypatch.setattr(render, "save_figure", lambda fig, path: figures.append(fig))
+    render.plot_panels(tmp_path / "p.png", [render.Panel(series, "acc", {k: [0.01, 0.02] for k in series}, bands,
                                                            band_lines)], xlabel="sparsity", title="t")
     ax = figures[0].axes[0]
     colors = {line.get_label(): to_hex(line.get_color()) for line in ax.get_lines()
@@ -52,8 +52,8 @@ def test_each_models_scratch_band_has_the_color_of_its_models_line_in_any_order(
 
 def test_markdown_table_formats_and_leaves_missing_cells_empty():
     rows = [{"stage": "teacher", "acc": 0.91234, "params": 1234567}, {"stage": "student", "acc": None}]
-    table = reports.markdown_table(rows, [("stage", "stage", "s"), ("acc", "acc", ".3f"), ("params", "params", ",")])
+    table = render.markdown_table(rows, [("stage", "stage", "s"), ("acc", "acc", ".3f"), ("params", "params", ",")])
     assert table.splitlines() == ["| stage | acc | params |", "|---|---:|---:|",
                                   "| teacher | 0.912 | 1,234,567 |", "| student |  |  |"]
     with pytest.raises(ValueError):
-        reports.markdown_table([{"acc": "x"}], [("acc", "acc", ".3f")])
+        render.markdown_table([{"acc": "x"}], [("acc", "acc", ".3f")])

@@ -1,10 +1,10 @@
-"""The run's records and the seed-by-seed comparisons of its student arms (pdjax.results)."""
+"""The run's records and the seed-by-seed comparisons of its student arms (pdjax.designs.prune_distill.results)."""
 
 import dataclasses
 
 import pytest
 
-from pdjax import results
+from pdjax.designs.prune_distill import results
 
 
 def _row(teacher_model, teacher_round, sparsity, accuracies):

@@ -1,0 +1,186 @@
+"""The controls design's report: the answer in words, the contrasts with their two-level
+intervals, per teacher, the teachers, the students' best epochs, every stage (`report`); its
+plot (`plot`); and the files a run writes (`write`: results.json, results.md, controls.png,
+curves.png).
+
+Usage:
+    from pdjax.designs.controls import report
+    print(report.answer(result))
+    report.write("runs/x", result, "pruning_controls", "demo", run_config, data)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from pdjax import parallel, render
+from pdjax.data import ImageData
+from pdjax.designs.common import pooled_machine_note, results_json
+from pdjax.designs.controls.results import ControlsResult
+
+CONTRAST_COLUMNS: list[render.Column] = [
+    ("contrast", "contrast (student test acc)", "s"), ("mean_pts", "mean, points", "+.2f"),
+    ("ci", "95% interval, points", "s"), ("p", "p", ".3f"), ("p_holm", "p, Holm", ".3f"),
+    ("mde_pts", "detectable at 80% power, points", ".2f"), ("record", "pairs won/lost/tied", "s"),
+    ("sd_teacher_pts", "sd between teachers", ".2f"), ("sd_seed_pts", "sd between seeds", ".2f")]
+
+
+def _points(row: dict[str, Any]) -> dict[str, Any]:
+    pts = lambda v: None if v is None else 100 * v  # noqa: E731
+    ci = "" if row["low"] is None else f"{100 * row['low']:+.2f} to {100 * row['high']:+.2f}"
+    return {**row, "mean_pts": pts(row["mean"]), "ci": ci, "mde_pts": pts(row["mde"]),
+            "sd_teacher_pts": pts(row["sd_teacher"]), "sd_seed_pts": pts(row["sd_seed"])}
+
+
+def answer(result: ControlsResult) -> str:
+    """One sentence per round: is it the pruning, or the training (magnitude - dense)?"""
+    lines = []
+    for (a, b, _), row in zip(result.contrast_arms(), result.contrasts()):
+        if (a, b) != ("magnitude", "dense"):
+            continue
+        if row["low"] is None or row["p_holm"] is None:
+            why = "no interval" if row["low"] is None else "every teacher's difference the same, no test"
+            lines.append(f"Round {row['round']}: magnitude - dense {100 * row['mean']:+.2f} points, {why} "
+                         f"({row['teachers']} teacher(s) x {row['seeds']} seed(s)).")
+            continue
+        significant = row["p_holm"] < 0.05
+        verdict = ("the pruned teacher's students differ from the equally trained dense teacher's"
+                   if significant else "no measurable difference between pruning and the same extra training")
+        lines.append(f"Round {row['round']}: magnitude - dense = {100 * row['mean']:+.2f} points "
+                     f"(95% interval {100 * row['low']:+.2f} to {100 * row['high']:+.2f}, Holm p = "
+                     f"{row['p_holm']:.3f}; {row['teachers']} teachers x {row['seeds']} seeds; this design detects "
+                     f"{100 * row['mde']:.1f} points with 80% power): {verdict}.")
+    return " ".join(lines)
+
+
+def report(result: ControlsResult, title: str, notes: str = "") -> str:
+    """The markdown report: the answer, the contrasts, per teacher, the teachers, the students'
+    best epochs, every stage."""
+    config = result.config
+    contrasts = [_points(r) for r in result.contrasts()]
+    per_teacher = []
+    for r in contrasts:
+        for t, (m, diffs) in zip(config.teacher_seeds, zip(r["teacher_means"], r["differences"])):
+            per_teacher.append({"contrast": r["contrast"], "teacher": t, "mean_pts": 100 * m,
+                                "per_seed": ", ".join(f"{100 * d:+.2f}" for d in diffs)})
+    teacher_rows = [dataclasses.asdict(t) for t in result.teachers]
+    arms = []
+    for label in dict.fromkeys(s.label for s in result.students):
+        accs = [s.test_accuracy for s in result.students if s.label == label]
+        arms.append({"arm": label, "students": len(accs), "mean": statistics.fmean(accs),
+                     "std": statistics.stdev(accs) if len(accs) > 1 else None})
+    seconds = result.train_seconds()
+    method = contrasts[0]["method"] if contrasts else ""
+    return (
+        f"# {title}\n\n{notes}"
+        f"**Is it the pruning, or the training?** {answer(result)}\n\n"
+        f"Design: {len(config.teacher_seeds)} teachers ({config.teacher.name} x{config.teacher.width_multiplier:g}, "
+        f"seeds {', '.join(map(str, config.teacher_seeds))}), each pruned {config.prune.rounds} rounds of "
+        f"{config.prune.fraction:.0%} ({config.prune.scope}, {config.prune.rewind} rewinding, "
+        f"{config.prune.schedule.epochs} epochs a round) by magnitude and in the controls; students "
+        f"{config.student.name} x{config.student.width_multiplier:g}, {len(config.seeds)} seeds per teacher, "
+        f"{config.student_distill.epochs} epochs (KD T = {config.kd.temperature:g}, alpha = {config.kd.alpha:g}).\n\n"
+        "## Contrasts\n\nStudent test accuracy of one arm minus another's, paired by teacher and seed, in points. "
+        f"Interval and p: {method}. Holm's adjustment runs over every contrast of the table. "
+        "'Detectable' is the smallest true difference this design finds with 80% power at the 5% level, given "
+        "the spread measured here.\n\n"
+        f"{render.markdown_table(contrasts, CONTRAST_COLUMNS)}\n"
+        "## Per teacher\n\n"
+        f"{render.markdown_table(per_teacher, [('contrast', 'contrast', 's'), ('teacher', 'teacher seed', 'd'), ('mean_pts', 'mean, points', '+.2f'), ('per_seed', 'per student seed, points', 's')])}\n"
+        "## Student arms\n\n"
+        f"{render.markdown_table(arms, [('arm', 'arm', 's'), ('students', 'students', 'd'), ('mean', 'test acc', '.4f'), ('std', '± std (teachers and seeds)', '.4f')])}\n"
+        "## Teachers\n\nTest accuracy of each teacher the students learnt from; `epochs` counts every epoch it "
+        "was trained, the teacher's own and each round's.\n\n"
+        f"{render.markdown_table(teacher_rows, [('teacher_seed', 'teacher seed', 'd'), ('arm', 'arm', 's'), ('round', 'round', 'd'), ('sparsity', 'sparsity', '.3f'), ('epochs', 'epochs trained', 'd'), ('val_accuracy', 'val acc', '.4f'), ('test_accuracy', 'test acc', '.4f')])}\n"
+        "## Did the students finish learning?\n\nThe epoch of best validation accuracy (the one reported), per "
+        "arm.\n\n"
+        f"{render.markdown_table([{**b, 'best_epochs': ', '.join(map(str, b['best_epochs']))} for b in result.best_epochs()], [('arm', 'arm', 's'), ('students', 'students', 'd'), ('epochs', 'epochs', 'd'), ('mean_best_epoch', 'mean best epoch', '.1f'), ('in_last_two', 'best in the last two epochs', 'd'), ('best_epochs', 'best epochs', 's')])}\n"
+        f"## Every trained model\n\n{render.markdown_table(result.rows, _STAGE_COLUMNS)}\n"
+        f"Training time, the stages' `train s` summed: teachers {seconds['teachers']:,.0f} s, pruning and control "
+        f"rounds {seconds['rounds']:,.0f} s, students {seconds['students']:,.0f} s; {seconds['total']:,.0f} s "
+        f"({seconds['total'] / 3600:.2f} h) in all.\n")
+
+
+_STAGE_COLUMNS: list[render.Column] = [
+    ("stage", "stage", "s"), ("model", "model", "s"), ("best_epoch", "best epoch", "d"),
+    ("val_accuracy", "val acc", ".4f"), ("test_accuracy", "test acc", ".4f"), ("train_seconds", "train s", ".1f")]
+
+
+def plot(path: str | Path, result: ControlsResult, title: str) -> None:
+    """One figure: left, each arm's students per teacher (dots: seeds; bar: the teacher's mean);
+    right, each contrast per teacher (dots) and pooled (mean and 95% interval)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.lines
+    import matplotlib.pyplot as plt
+
+    config = result.config
+    labels = list(dict.fromkeys(s.label for s in result.students))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    n_t = len(config.teacher_seeds)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.6), dpi=120, gridspec_kw={"width_ratios": [1.3, 1]})
+    for i, label in enumerate(labels):
+        if label == "scratch":  # no teacher: one group, shared by every teacher
+            groups = [(None, i, "gray", [s for s in result.students if s.label == label])]
+        else:
+            groups = [(t, i + (j - (n_t - 1) / 2) * 0.7 / n_t, colors[j % len(colors)],
+                       [s for s in result.students if s.label == label and s.teacher_seed == t])
+                      for j, t in enumerate(config.teacher_seeds)]
+        for _, x, color, members in groups:
+            if members:
+                ys = [100 * s.test_accuracy for s in members]
+                left.scatter([x] * len(ys), ys, s=10, color=color, alpha=0.6)
+                left.hlines(statistics.fmean(ys), x - 0.06, x + 0.06, color=color, linewidth=2)
+    handles = [matplotlib.lines.Line2D([], [], color=colors[j % len(colors)], marker="o", linestyle="",
+                                       label=f"teacher seed {t}") for j, t in enumerate(config.teacher_seeds)]
+    left.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+    left.set_ylabel("student test accuracy, % (dots: seeds; bars: means)")
+    left.grid(alpha=0.3, axis="y")
+    left.legend(handles=handles, fontsize=8)
+    contrasts = result.contrasts()
+    for i, row in enumerate(contrasts):
+        for j, m in enumerate(row["teacher_means"]):
+            right.scatter(100 * m, i + 0.15, s=12, color=colors[j % len(colors)], alpha=0.7)
+        if row["low"] is not None:
+            right.errorbar(100 * row["mean"], i - 0.1, xerr=[[100 * (row["mean"] - row["low"])],
+                                                           [100 * (row["high"] - row["mean"])]],
+                           fmt="o", color="black", capsize=4)
+        else:
+            right.scatter(100 * row["mean"], i - 0.1, color="black")
+    right.axvline(0, color="gray", linewidth=1)
+    right.set_yticks(range(len(contrasts)), [r["contrast"] for r in contrasts], fontsize=8)
+    right.invert_yaxis()
+    right.set_xlabel("difference, points\n(black: pooled mean and 95% interval; dots: per teacher)")
+    right.grid(alpha=0.3, axis="x")
+    fig.suptitle(title)
+    fig.tight_layout()
+    render.save_figure(fig, path)
+
+
+def write(out: str | Path, result: ControlsResult, experiment: str, preset: str,
+                          run_config: Mapping[str, Any], data: ImageData,
+                          parts: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Writes results.json, results.md, controls.png and curves.png of a `ControlsResult`;
+    with `parts` (the results.json of pooled runs, `load_parts`), each part's teachers and the
+    machine that trained them, instead of the pooling process's machine."""
+    out = Path(out)
+    extra = machine = None
+    if parts:
+        extra = {"parts": [{"teacher_seeds": p["config"]["teacher_seeds"], "environment": p["environment"]}
+                           for p in parts]}
+        machine = pooled_machine_note(parts)
+    results, data_note = results_json(result, run_config, data, extra, machine)
+    title = f"{experiment}, preset `{preset}`"
+    markdown = report(result, title, data_note)
+    if parallel.is_main_process():
+        render.write_results(out, results, markdown)
+        plot(out / "controls.png", result, f"{experiment} ({preset})")
+        render.plot_curves(out / "curves.png", render.mean_over_seeds(
+            {s.stage: result.curves[s.stage] for s in result.students if s.stage in result.curves}), xlabel="epoch",
+            ylabel="student validation accuracy", title=f"{experiment} ({preset}): students, mean over seeds")
+        print(f"\n{answer(result)}\nresults in {out}")
+    return results

@@ -1,0 +1,138 @@
+"""What a controls run produced: its teachers (`TeacherArm`), its students (`Student`) and the
+contrasts between student arms (`ControlsResult`), paired by teacher and student seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from typing import Any
+
+from pdjax import stats
+from pdjax.designs.controls.config import CONTRASTS, ControlsConfig
+
+@dataclasses.dataclass(frozen=True)
+class TeacherArm:
+    """One teacher a student learns from: a trained teacher (round 0) or a round of a sequence."""
+
+    teacher_seed: int
+    arm: str  # "unpruned", "magnitude", "dense", "random"
+    round: int
+    sparsity: float
+    epochs: int  # epochs trained in all: the teacher's plus every round's up to this one
+    val_accuracy: float
+    test_accuracy: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Student:
+    """One trained student."""
+
+    arm: str  # one of ARMS
+    round: int | None  # the teacher's round (None: scratch and unpruned)
+    teacher_seed: int | None  # None: scratch
+    seed: int
+    stage: str
+    test_accuracy: float
+    val_accuracy: float
+    best_epoch: int
+    epochs: int
+
+    @property
+    def label(self) -> str:
+        return arm_label(self.arm, self.round)
+
+
+def arm_label(arm: str, round: int | None) -> str:
+    return arm if round is None else f"{arm} round {round}"
+
+
+@dataclasses.dataclass
+class ControlsResult:
+    """What `run` returns; `to_json` is its results.json part."""
+
+    config: ControlsConfig
+    teachers: list[TeacherArm]
+    students: list[Student]
+    rows: list[dict[str, Any]]  # every trained stage, as `pdjax.designs.stage.train_stage` reports it
+    curves: dict[str, list[float]]  # validation accuracy per epoch, per stage
+
+    def accuracy(self, arm: str, round: int | None, teacher_seed: int | None, seed: int) -> float | None:
+        for s in self.students:
+            if (s.arm, s.round, s.seed) == (arm, round, seed) and (arm == "scratch" or s.teacher_seed == teacher_seed):
+                return s.test_accuracy
+        return None
+
+    def differences(self, a: str, b: str, round: int) -> list[list[float]]:
+        """Per teacher, per seed: student test accuracy of arm `a` minus arm `b` (arms at `round`
+        where they are rounds of a sequence), over the (teacher, seed) pairs both have."""
+        out = []
+        for t in self.config.teacher_seeds:
+            diffs = []
+            for s in self.config.seeds:
+                x = self.accuracy(a, _round_of(a, round), t, s)
+                y = self.accuracy(b, _round_of(b, round), t, s)
+                if x is not None and y is not None:
+                    diffs.append(x - y)
+            out.append(diffs)
+        return out
+
+    def contrast_arms(self) -> list[tuple[str, str, int]]:
+        """(arm a, arm b, round) of every contrast `contrasts` reports, in its order: the
+        contrasts of `CONTRASTS` whose arms were both trained, at every round, with students."""
+        return [(a, b, k) for k in self.config.rounds for a, b in CONTRASTS
+                if a in self.config.arms and b in self.config.arms and any(self.differences(a, b, k))]
+
+    def contrasts(self, *, level: float = 0.05) -> list[dict[str, Any]]:
+        """Every contrast of `contrast_arms` with its nested statistics (`pdjax.stats.nested`)
+        and Holm's adjustment over all of them."""
+        out = []
+        for a, b, k in self.contrast_arms():
+            per_teacher = self.differences(a, b, k)
+            c = stats.nested(per_teacher, level=level)
+            flat = [d for g in per_teacher for d in g]
+            out.append({"round": k, "a": arm_label(a, _round_of(a, k)), "b": arm_label(b, _round_of(b, k)),
+                        "contrast": f"{arm_label(a, _round_of(a, k))} - {arm_label(b, _round_of(b, k))}",
+                        "mean": c.mean, "low": c.low, "high": c.high, "p": c.p, "df": c.df,
+                        "teachers": c.teachers, "seeds": c.seeds, "mde": c.mde,
+                        "sd_teacher": None if c.var_teacher is None else c.var_teacher ** 0.5,
+                        "sd_seed": None if c.var_seed is None else c.var_seed ** 0.5,
+                        "teacher_means": list(c.teacher_means), "differences": per_teacher,
+                        "wins": sum(d > 0 for d in flat), "losses": sum(d < 0 for d in flat),
+                        "record": f"{sum(d > 0 for d in flat)}/{sum(d < 0 for d in flat)}/{sum(d == 0 for d in flat)}",
+                        "method": c.method})
+        for row, adjusted in zip(out, stats.holm([r["p"] for r in out])):
+            row["p_holm"] = adjusted
+        return out
+
+    def best_epochs(self) -> list[dict[str, Any]]:
+        """Where each student arm's best validation epoch fell (did the students finish learning?)."""
+        groups: dict[str, list[Student]] = {}
+        for s in self.students:
+            groups.setdefault(s.label, []).append(s)
+        out = []
+        for label, members in groups.items():
+            epochs = members[0].epochs
+            out.append({"arm": label, "students": len(members), "epochs": epochs,
+                        "mean_best_epoch": statistics.fmean(m.best_epoch for m in members),
+                        "best_epochs": sorted(m.best_epoch for m in members),
+                        "in_last_two": sum(m.best_epoch >= epochs - 1 for m in members)})
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"teachers": [dataclasses.asdict(t) for t in self.teachers],
+                "students": [dataclasses.asdict(s) for s in self.students],
+                "contrasts": self.contrasts(), "best_epochs": self.best_epochs(), "rows": self.rows,
+                "train_seconds": self.train_seconds(), "curves": self.curves}
+
+    def train_seconds(self) -> dict[str, float]:
+        """Training seconds summed by kind (teachers, pruning and control rounds, students)."""
+        kinds = {"teachers": 0.0, "rounds": 0.0, "students": 0.0}
+        for row in self.rows:
+            kind = "students" if "student_" in row["stage"] else "rounds" if "/round_" in row["stage"] else "teachers"
+            kinds[kind] += row.get("train_seconds") or 0.0
+        return {**kinds, "total": sum(kinds.values())}
+
+
+def _round_of(arm: str, round: int) -> int | None:
+    return None if arm in ("scratch", "unpruned") else round
