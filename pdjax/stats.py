@@ -203,3 +203,95 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (m - k) * p))
         out[i] = running
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided tests (TOST) of a mean difference against the margin +-m, over the
+    teachers' mean differences (`nested`'s unit): equivalence is shown when both "difference
+    <= -m" and "difference >= +m" are rejected at `level`, that is when the 1 - 2 level interval
+    lies inside (-m, +m).
+
+    Attributes:
+      margin: m.
+      p_lower, p_upper: the one-sided p-values against "<= -m" and ">= +m".
+      p: max of the two: equivalence at `level` when p < level.
+      low, high: the 1 - 2 level (90% at the 5% level) interval.
+      df: degrees of freedom.
+    """
+
+    margin: float
+    p_lower: float | None
+    p_upper: float | None
+    p: float | None
+    low: float | None
+    high: float | None
+    df: int
+
+
+def tost(values: Sequence[float], margin: float, *, level: float = 0.05) -> Equivalence:
+    """TOST of the mean of `values` (one per teacher) against +-`margin` (see `Equivalence`).
+
+    Usage:
+        e = pdjax.stats.tost([0.002, -0.004, 0.001, 0.003], margin=0.01)
+        e.p < 0.05   # equivalent within +-1 point
+    """
+    from scipy import stats as scipy_stats
+
+    if margin <= 0:
+        raise ValueError(f"the equivalence margin must be > 0, got {margin}")
+    values = [float(v) for v in values]
+    df = len(values) - 1
+    if df < 1:
+        return Equivalence(margin, None, None, None, None, None, df)
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values))
+    if se == 0:
+        inside = -margin < mean < margin
+        p = 0.0 if inside else 1.0
+        return Equivalence(margin, p, p, p, mean, mean, df)
+    p_lower = float(scipy_stats.t.sf((mean + margin) / se, df))  # H0: difference <= -m
+    p_upper = float(scipy_stats.t.cdf((mean - margin) / se, df))  # H0: difference >= +m
+    half = _t_quantile(1 - level, df) * se
+    return Equivalence(margin, p_lower, p_upper, max(p_lower, p_upper), mean - half, mean + half, df)
+
+
+def sign_flip(values: Sequence[float]) -> float | None:
+    """The exact two-sided sign-flip (permutation) p-value of "the mean of `values` is 0": under
+    the null each value's sign is equally likely + or -, so the p-value is the share of the 2^n
+    sign assignments whose |mean| is at least the observed |mean|. With n values it cannot go
+    below 2 / 2^n (n = 4: 0.125; n = 8: 0.0078). None for no values.
+
+    Usage:
+        pdjax.stats.sign_flip([0.01, 0.02, 0.015, 0.005, 0.012, 0.008, 0.02, 0.011])   # 2/256
+    """
+    import itertools
+
+    values = [float(v) for v in values]
+    if not values:
+        return None
+    observed = abs(sum(values))
+    tolerance = 1e-12 * max(1.0, sum(abs(v) for v in values))
+    extreme = sum(abs(sum(s * v for s, v in zip(signs, values))) >= observed - tolerance
+                  for signs in itertools.product((1, -1), repeat=len(values)))
+    return extreme / 2 ** len(values)
+
+
+VERDICTS = ("pruning helps", "pruning hurts", "equivalent", "inconclusive")
+
+
+def verdict(contrast: Nested, equivalence: Equivalence, permutation_p: float | None, *,
+            level: float = 0.05) -> str:
+    """A pre-registered decision on a primary contrast, by rule and no prose:
+      - "pruning helps" (or "pruning hurts"): the t-test over teachers and the exact sign-flip
+        test both reject 0 at `level`, the mean above (below) 0;
+      - "equivalent": otherwise, TOST rejects both "<= -m" and ">= +m" at `level`;
+      - "inconclusive": neither.
+    One of `VERDICTS`."""
+    significant = (contrast.p is not None and contrast.p < level and permutation_p is not None
+                   and permutation_p < level)
+    if significant:
+        return "pruning helps" if contrast.mean > 0 else "pruning hurts"
+    if equivalence.p is not None and equivalence.p < level:
+        return "equivalent"
+    return "inconclusive"

@@ -6,7 +6,7 @@ import json
 import jax
 import pytest
 
-from pdjax import masks, models, pruning
+from pdjax import masks, models, pruning, stats
 from pdjax.designs import controls
 from pdjax.types import SpecError
 
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.xdist_group("controls_demo"), pytest.mark.slow(75)]
 # tests/test_stats.py the statistics of several seeds), with weight rewinding: every sequence
 # rewinds to the teacher's initial weights (its docstring offers `--set prune.rewind=weight`).
 ARGV = ["--preset", "demo", "--set", "max_train=320", "--set", "max_test=100", "--set", "rounds=1",
-        "--set", "prune.rounds=1", "--set", "seeds=0", "--set", "prune.rewind=weight"]
+        "--set", "prune.rounds=1", "--set", "seeds=0", "--set", "prune.rewind=weight", "--set", "margin=0.01"]
 for _key in ("teacher_train", "student_scratch", "student_distill"):
     ARGV += ["--set", f"{_key}.epochs=1", "--set", f"{_key}.milestones="]
 
@@ -84,13 +84,15 @@ def test_contrasts_are_the_paired_differences_of_the_stages_results(demo):
     assert question["differences"] == expected
     assert question["mean"] == pytest.approx(sum(map(sum, expected)) / 2)
     assert question["df"] == 1 and question["teachers"] == 2 and question["seeds"] == 1
-    assert all(c["p_holm"] >= c["p"] for c in contrasts.values() if c["p"] is not None)
+    assert all(c["p_holm"] >= c["p"] for c in contrasts.values() if c["p"] is not None and c["role"] == "secondary")
+    assert question["role"] == "primary" and question["p_holm"] is None  # decided by the pre-registered rules
     markdown = (out / "results.md").read_text()
     assert markdown.index("Is it the pruning, or the training?") < markdown.index("## Contrasts")
     assert "| magnitude round 1 - dense round 1 |" in markdown
     assert {b["arm"] for b in results["best_epochs"]} == {"scratch", "unpruned", "magnitude round 1",
                                                           "dense round 1", "random round 1"}
-    for name in ("controls.png", "curves.png", "results.json", "config.json"):
+    assert "## Pre-registered analysis" in markdown and results["preregistered"]["round"] == 1
+    for name in ("controls.png", "student_vs_teacher.png", "curves.png", "results.json", "config.json"):
         assert (out / name).exists(), name
 
 
@@ -189,3 +191,65 @@ def test_the_report_states_what_it_cannot_test():
     assert "## Contrasts" in controls.report.report(result, "t")
     one = controls.ControlsResult(dataclasses.replace(config, teacher_seeds=(0,)), [], students[:4], [], {})
     assert "no interval (1 teacher(s) x 1 seed(s))" in controls.report.answer(one)
+
+
+def _synthetic(effect, slope=0.5, teachers=6, seeds=(0, 1), margin=0.01, noise=0.002):
+    """A controls result with known effects: student = 0.3 + slope x teacher acc + `effect` for
+    magnitude's students + a teacher intercept + seed noise; dense teachers more accurate."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    config = controls.ControlsConfig(teacher_seeds=tuple(range(teachers)), seeds=seeds, rounds=(3, 7),
+                                     margin=margin)
+    teachers_, students = [], []
+    for t in range(teachers):
+        intercept = rng.normal(0, 0.01)
+        base = 0.70 + rng.normal(0, 0.01)
+        teachers_.append(controls.TeacherArm(t, "unpruned", 0, 0.0, 30, base, base))
+        for k in (3, 7):
+            for arm, shift in (("magnitude", -0.01), ("dense", 0.01), ("random", -0.03)):
+                acc = base + shift + rng.normal(0, 0.005)
+                teachers_.append(controls.TeacherArm(t, arm, k, 0.5, 40, acc, acc))
+        for s in seeds:
+            for arm, k in [("unpruned", None)] + [(a, k) for k in (3, 7) for a in ("magnitude", "dense", "random")]:
+                teacher = next(x for x in teachers_ if (x.teacher_seed, x.arm, x.round) == (t, arm, k or 0))
+                acc = 0.3 + slope * teacher.test_accuracy + (effect if arm == "magnitude" else 0.0) + intercept \
+                    + rng.normal(0, noise)
+                students.append(controls.Student(arm, k, t, s, f"t{t}/{arm}{k}_s{s}", acc, acc, 5, 5))
+    for s in seeds:
+        students.append(controls.Student("scratch", None, None, s, f"scratch{s}", 0.5, 0.5, 5, 5))
+    return controls.ControlsResult(config, teachers_, students, [], {})
+
+
+def test_the_mixed_model_recovers_what_pruning_adds_at_equal_teacher_accuracy():
+    result = _synthetic(effect=0.02)
+    rows = {(r["round"], r["term"]): r for r in result.mixed_model()}
+    for k in (3, 7):
+        added, slope = rows[(k, "magnitude - dense")], rows[(k, "teacher test acc")]
+        assert added["estimate"] == pytest.approx(0.02, abs=0.004) and added["low"] < 0.02 < added["high"]
+        assert slope["estimate"] == pytest.approx(0.5, abs=0.15)
+        assert added["teachers"] == 6 and added["students"] == 6 * 2 * 3
+    # The paired contrast mixes both: magnitude's teachers are 2 points less accurate here.
+    paired = next(c for c in result.contrasts() if c["contrast"] == "magnitude round 7 - dense round 7")
+    assert paired["mean"] == pytest.approx(0.02 - 0.5 * 0.02, abs=0.004)
+
+
+def test_the_preregistered_primary_is_decided_by_its_rules_and_left_out_of_holm():
+    helps = _synthetic(effect=0.03)
+    plan = helps.preregistered()
+    assert plan["contrast"] == "magnitude round 7 - dense round 7" and plan["teachers"] == 6
+    assert plan["verdict"] == "pruning helps" and plan["p_sign_flip"] == 2 / 64
+    contrasts = helps.contrasts()
+    primary = [c for c in contrasts if c.get("role") == "primary"]
+    assert [c["contrast"] for c in primary] == ["magnitude round 7 - dense round 7"] and primary[0]["p_holm"] is None
+    secondary = [c for c in contrasts if c["role"] == "secondary"]
+    assert [c["p_holm"] for c in secondary] == stats.holm([c["p"] for c in secondary])
+    same = _synthetic(effect=0.0, slope=0.0, margin=0.02)  # no effect, a 2-point margin
+    assert same.preregistered()["verdict"] == "equivalent"
+    text = controls.report.report(same, "t")
+    assert "## Pre-registered analysis" in text and "**equivalent within ±2.00 points**" in text
+    assert "## Pruning beyond teacher accuracy" in text and "magnitude - dense" in text
+    assert "Holm's adjustment runs over the secondary contrasts only" in text
+    assert controls.report.answer(same).startswith("Pre-registered primary contrast, magnitude round 7 - dense")
+    with pytest.raises(SpecError, match="margin=1.5 must lie in"):
+        controls.ControlsConfig(margin=1.5)

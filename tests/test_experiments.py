@@ -207,7 +207,8 @@ BAD_VALUE = {
     "data": "nowhere", "vgg_data": "folder:/no/such.zip", "resnet_data": "tfds",
     "teacher_checkpoint": "/no/such/teacher", "name": "nomodel", "teachers": "nomodel", "student": "nomodel",
     "models": "vgg11,vgg11", "students": "vgg11", "families": "vgg13", "student_arms": "kd_sometimes",
-    "criteria": "random", "width_rules": "uniform",
+    "criteria": "random", "width_rules": "uniform", "student_train_size": "1", "margin": "1",
+    "loss": "fitnet", "beta": "-0.001", "gamma": "-0.001", "correct_probability": "1",
 }
 # Keys with no bad value, and why.
 NO_BAD_VALUE = {

@@ -71,3 +71,57 @@ def test_holm_and_planned_detectable_effect():
     assert stats.planned_mde(1.0, 1.1, 4, 3) > stats.planned_mde(0.0, 1.1, 4, 3)
     with pytest.raises(ValueError, match="at least two teachers"):
         stats.planned_mde(0.0, 1.0, 1, 10)
+
+
+def test_tost_is_two_one_sided_t_tests_and_its_90_percent_interval_inside_the_margin():
+    from scipy import stats as scipy_stats
+
+    values = [0.002, -0.004, 0.001, 0.003, 0.006, -0.001]
+    m = 0.01
+    e = stats.tost(values, m)
+    n, mean = len(values), sum(values) / len(values)
+    se = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 / n ** 0.5
+    assert e.p_lower == pytest.approx(1 - scipy_stats.t.cdf((mean + m) / se, n - 1))
+    assert e.p_upper == pytest.approx(scipy_stats.t.cdf((mean - m) / se, n - 1))
+    assert e.p == max(e.p_lower, e.p_upper) and e.p < 0.05 and e.df == n - 1
+    # Equivalence at 5% <=> the 90% interval inside (-m, m).
+    assert -m < e.low < e.high < m
+    assert e.high - mean == pytest.approx(scipy_stats.t.ppf(0.95, n - 1) * se)
+    wide = stats.tost([0.03, -0.02, 0.01, 0.04], m)  # a spread too wide to show equivalence
+    assert wide.p > 0.05 and (wide.low < -m or wide.high > m)
+    assert stats.tost([0.001], m).p is None  # one teacher: no test
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        stats.tost(values, 0)
+
+
+def test_the_sign_flip_p_value_enumerates_every_sign_assignment():
+    import itertools
+
+    values = [0.012, -0.003, 0.02, 0.007, 0.015]
+    observed = abs(sum(values))
+    count = sum(abs(sum(s * v for s, v in zip(signs, values))) >= observed - 1e-15
+                for signs in itertools.product((1, -1), repeat=5))
+    assert stats.sign_flip(values) == count / 32
+    assert stats.sign_flip([0.01] * 4) == 2 / 16  # 4 teachers: never below 0.125
+    assert stats.sign_flip([0.01, 0.02, 0.015, 0.005, 0.012, 0.008, 0.02, 0.011]) == 2 / 256
+    assert stats.sign_flip([0.01, -0.01]) == 1.0 and stats.sign_flip([]) is None
+
+
+def test_the_preregistered_verdict_follows_its_rules():
+    helps = stats.nested([[0.02], [0.03], [0.025], [0.015], [0.02], [0.03], [0.022], [0.018]])
+    margin = 0.01
+    assert stats.verdict(helps, stats.tost(helps.teacher_means, margin), stats.sign_flip(helps.teacher_means)) \
+        == "pruning helps"
+    hurts = stats.nested([[-d[0]] for d in [[0.02], [0.03], [0.025], [0.015], [0.02], [0.03], [0.022], [0.018]]])
+    assert stats.verdict(hurts, stats.tost(hurts.teacher_means, margin), stats.sign_flip(hurts.teacher_means)) \
+        == "pruning hurts"
+    flat = stats.nested([[0.001], [-0.002], [0.002], [0.0], [-0.001], [0.001], [0.002], [-0.002]])
+    assert stats.verdict(flat, stats.tost(flat.teacher_means, margin), stats.sign_flip(flat.teacher_means)) \
+        == "equivalent"
+    noisy = stats.nested([[0.03], [-0.04], [0.05], [-0.02]])
+    assert stats.verdict(noisy, stats.tost(noisy.teacher_means, margin), stats.sign_flip(noisy.teacher_means)) \
+        == "inconclusive"
+    # A t-test alone is not enough: 4 teachers cannot pass the exact sign-flip test at 5%.
+    four = stats.nested([[0.020], [0.021], [0.019], [0.0205]])
+    assert four.p < 0.05 and stats.sign_flip(four.teacher_means) == 0.125
+    assert stats.verdict(four, stats.tost(four.teacher_means, margin), 0.125) == "inconclusive"

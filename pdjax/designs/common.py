@@ -68,6 +68,10 @@ class DesignConfig:
         rewinding, each round's schedule).
       kd: the KD loss (`pdjax.distill.KDSpec`).
       log: "tensorboard": live curves of every stage under <run dir>/tensorboard/.
+      student_train_size: the students (from scratch and distilled alike) train on a
+        class-balanced subset of this many training images (`pdjax.data.train_subset`, fixed by
+        `seed`), the teachers on the whole training split; None: every image. Validation, test
+        and normalization stay the whole data's.
     """
 
     seed: int = 0
@@ -82,6 +86,7 @@ class DesignConfig:
     kd: distill.KDSpec = distill.KDSpec()  # the KD loss (`--set kd.temperature=4`)
     compute_dtype: str = "float32"
     log: str = "none"
+    student_train_size: int | None = None
 
     def __post_init__(self) -> None:
         # `prune`, `kd` and every schedule checked their own values when they were built.
@@ -95,6 +100,8 @@ class DesignConfig:
             (count_or_none(self.max_test), f"max_test={self.max_test} must be >= 1 (none: every image)"),
             (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
             (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
+            (count_or_none(self.student_train_size),
+             f"student_train_size={self.student_train_size} must be >= 1 (none: every image)"),
         ]
         for key, schedule in schedules(self):
             checks.append((schedule.epochs >= 1, f"{key}.epochs={schedule.epochs} must be >= 1: a schedule "
@@ -104,7 +111,16 @@ class DesignConfig:
                 checks.append((kept >= schedule.batch_size,
                                f"max_train={self.max_train} keeps {kept} training images after the validation "
                                f"hold-out, fewer than one batch of {key}.batch_size={schedule.batch_size}"))
+            if self.student_train_size is not None:
+                checks.append((self.student_train_size >= schedule.batch_size,
+                               f"student_train_size={self.student_train_size} is fewer images than one batch of "
+                               f"{key}.batch_size={schedule.batch_size}"))
         check(checks)
+
+    def student_data(self, data: data_lib.ImageData) -> data_lib.ImageData:
+        """The data the students train on: `data` with its training split cut to
+        `student_train_size` images (class-balanced, fixed by `seed`), or `data` itself."""
+        return data_lib.train_subset(data, self.student_train_size, self.seed)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,7 +98,7 @@ class Stages:
     """The stages of one run: its config (passed whole: `augment`, `eval_batch_size`,
     `compute_dtype`, `log` and `model_options()` where it has one), data, directory and mesh;
     every stage trained through it adds its results-table row to `rows` and its validation curve
-    to `curves`."""
+    to `curves`. `student_data` is what students train on (`train(..., data=stages.student_data)`)."""
 
     config: Any  # a pdjax.designs.common.DesignConfig
     data: ImageData
@@ -111,6 +111,10 @@ class Stages:
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         self.mesh = self.mesh if self.mesh is not None else parallel.data_mesh()
+        # What students train on (`DesignConfig.student_data`): the data, or a subset of its
+        # training split; teachers and their pruning rounds train on `data`.
+        subset = getattr(self.config, "student_data", None)
+        self.student_data = self.data if subset is None else subset(self.data)
 
     @property
     def logs(self) -> Path | None:

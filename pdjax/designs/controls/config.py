@@ -38,6 +38,11 @@ class ControlsConfig(DesignConfig):
       prune: every sequence's rounds, fraction, scope, rewinding and round schedule; its
         `criterion` must stay "magnitude": `criteria` chooses the sequences.
       seeds: student seeds, each paired across every arm.
+      margin: the pre-registered equivalence margin of the primary contrast, magnitude - dense
+        at the last round of `rounds` (accuracy, e.g. 0.01). With it, the report decides that
+        contrast by `pdjax.stats.verdict` (t-test and exact sign-flip test over teachers, TOST
+        against +-margin) and adjusts the other contrasts, the secondary ones, by Holm among
+        themselves; without it, Holm over every contrast and no decision.
     """
 
     data: str = "tfds:cifar100"
@@ -49,6 +54,10 @@ class ControlsConfig(DesignConfig):
     criteria: tuple[str, ...] = ("magnitude", "none", "random")
     rounds: tuple[int, ...] = (7,)
     teacher_seeds: tuple[int, ...] = (0, 1, 2)
+    # The pre-registered equivalence margin of the primary contrast (magnitude - dense at the
+    # last of `rounds`), in accuracy (0.01: one point); None: no pre-registered analysis, Holm
+    # over every contrast.
+    margin: float | None = None
     # DesignConfig's fields with this design's defaults: the paper's pruning, two student seeds.
     prune: PruneSpec = PruneSpec(paper.CIFAR_PRUNE)
     seeds: tuple[int, ...] = (0, 1)
@@ -65,8 +74,16 @@ class ControlsConfig(DesignConfig):
              f"rounds={self.rounds} must lie in 1..prune.rounds ({self.prune.rounds})"),
             (len(set(self.rounds)) == len(self.rounds), f"rounds={self.rounds} must name each round once"),
             (distinct_seeds(self.teacher_seeds), f"teacher_seeds={self.teacher_seeds} must name distinct seeds >= 0"),
+            (self.margin is None or 0 < self.margin < 1, f"margin={self.margin} must lie in (0, 1) (accuracy)"),
+            (self.margin is None or "none" in self.criteria,
+             f"margin={self.margin}: the primary contrast magnitude - dense needs criteria to include 'none'"),
         ]
         check(checks)
+
+    @property
+    def primary(self) -> tuple[str, str, int] | None:
+        """The pre-registered primary contrast (arm a, arm b, round), where `margin` is set."""
+        return None if self.margin is None else ("magnitude", "dense", max(self.rounds))
 
     @property
     def arms(self) -> tuple[str, ...]:

@@ -19,11 +19,12 @@ from typing import Any, Mapping, Sequence
 from pdjax import parallel, render
 from pdjax.data import ImageData
 from pdjax.designs.common import pooled_machine_note, results_json
-from pdjax.designs.controls.results import ControlsResult
+from pdjax.designs.controls.results import ControlsResult, mixed_model_available
 
 CONTRAST_COLUMNS: list[render.Column] = [
     ("contrast", "contrast (student test acc)", "s"), ("mean_pts", "mean, points", "+.2f"),
     ("ci", "95% interval, points", "s"), ("p", "p", ".3f"), ("p_holm", "p, Holm", ".3f"),
+    ("p_sign_flip", "p, exact sign-flip over teachers", ".4f"),
     ("mde_pts", "detectable at 80% power, points", ".2f"), ("record", "pairs won/lost/tied", "s"),
     ("sd_teacher_pts", "sd between teachers", ".2f"), ("sd_seed_pts", "sd between seeds", ".2f")]
 
@@ -38,8 +39,11 @@ def _points(row: dict[str, Any]) -> dict[str, Any]:
 def answer(result: ControlsResult) -> str:
     """One sentence per round: is it the pruning, or the training (magnitude - dense)?"""
     lines = []
+    plan = result.preregistered()
+    if plan is not None:
+        lines.append(preregistered_sentence(plan))
     for (a, b, _), row in zip(result.contrast_arms(), result.contrasts()):
-        if (a, b) != ("magnitude", "dense"):
+        if (a, b) != ("magnitude", "dense") or row.get("role") == "primary":
             continue
         if row["low"] is None or row["p_holm"] is None:
             why = "no interval" if row["low"] is None else "every teacher's difference the same, no test"
@@ -54,6 +58,49 @@ def answer(result: ControlsResult) -> str:
                      f"{row['p_holm']:.3f}; {row['teachers']} teachers x {row['seeds']} seeds; this design detects "
                      f"{100 * row['mde']:.1f} points with 80% power): {verdict}.")
     return " ".join(lines)
+
+
+def conclusion(plan: Mapping[str, Any]) -> str:
+    """The pre-registered conclusion in words, by `pdjax.stats.verdict`'s rule alone."""
+    m = 100 * plan["margin"]
+    if plan["verdict"] == "pruning helps":
+        return f"pruning helps (by at least {100 * plan['low']:.2f} points, the interval's lower end)"
+    if plan["verdict"] == "pruning hurts":
+        return f"pruning hurts (by at least {-100 * plan['high']:.2f} points, the interval's upper end)"
+    if plan["verdict"] == "equivalent":
+        return f"equivalent within ±{m:.2f} points"
+    return f"inconclusive (neither a difference nor equivalence within ±{m:.2f} points shown)"
+
+
+def preregistered_sentence(plan: Mapping[str, Any]) -> str:
+    """The primary contrast with its tests and the pre-registered conclusion, in one sentence."""
+    def pts(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:+.2f}"
+
+    def pval(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return (f"Pre-registered primary contrast, {plan['contrast']}: {pts(plan['mean'])} points (95% interval "
+            f"{pts(plan['low'])} to {pts(plan['high'])}, t-test p = {pval(plan['p'])}, exact sign-flip p = "
+            f"{pval(plan['p_sign_flip'])}; TOST against ±{100 * plan['margin']:.2f} points p = {pval(plan['p_tost'])}, "
+            f"90% interval {pts(plan['tost_low'])} to {pts(plan['tost_high'])}; {plan['teachers']} teachers x "
+            f"{plan['seeds']} seeds): **{conclusion(plan)}**.")
+
+
+MIXED_COLUMNS: list[render.Column] = [
+    ("round", "round", "d"), ("term", "term", "s"), ("estimate_pts", "estimate, points (per point for teacher acc)",
+                                                       "+.2f"),
+    ("ci", "95% interval", "s"), ("p", "p", ".3f"), ("students", "students", "d"), ("teachers", "teachers", "d")]
+
+
+def _mixed_rows(model: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in model:
+        # Coefficients of accuracy on accuracy: the teacher slope is unit-free, the rest in points.
+        scale = 1.0 if r["term"] == "teacher test acc" else 100.0
+        out.append({**r, "estimate_pts": scale * r["estimate"],
+                    "ci": f"{scale * r['low']:+.2f} to {scale * r['high']:+.2f}"})
+    return out
 
 
 def report(result: ControlsResult, title: str, notes: str = "") -> str:
@@ -83,13 +130,16 @@ def report(result: ControlsResult, title: str, notes: str = "") -> str:
         f"{config.prune.schedule.epochs} epochs a round) by magnitude and in the controls; students "
         f"{config.student.name} x{config.student.width_multiplier:g}, {len(config.seeds)} seeds per teacher, "
         f"{config.student_distill.epochs} epochs (KD T = {config.kd.temperature:g}, alpha = {config.kd.alpha:g}).\n\n"
+        f"{_plan_section(result)}"
         "## Contrasts\n\nStudent test accuracy of one arm minus another's, paired by teacher and seed, in points. "
-        f"Interval and p: {method}. Holm's adjustment runs over every contrast of the table. "
+        f"Interval and p: {method}. The exact sign-flip p-value permutes the signs of the teachers' mean "
+        f"differences (it cannot go below 2 / 2^teachers). {_holm_note(result)} "
         "'Detectable' is the smallest true difference this design finds with 80% power at the 5% level, given "
         "the spread measured here.\n\n"
         f"{render.markdown_table(contrasts, CONTRAST_COLUMNS)}\n"
         "## Per teacher\n\n"
         f"{render.markdown_table(per_teacher, [('contrast', 'contrast', 's'), ('teacher', 'teacher seed', 'd'), ('mean_pts', 'mean, points', '+.2f'), ('per_seed', 'per student seed, points', 's')])}\n"
+        f"{_mixed_section(result)}"
         "## Student arms\n\n"
         f"{render.markdown_table(arms, [('arm', 'arm', 's'), ('students', 'students', 'd'), ('mean', 'test acc', '.4f'), ('std', '± std (teachers and seeds)', '.4f')])}\n"
         "## Teachers\n\nTest accuracy of each teacher the students learnt from; `epochs` counts every epoch it "
@@ -102,6 +152,39 @@ def report(result: ControlsResult, title: str, notes: str = "") -> str:
         f"Training time, the stages' `train s` summed: teachers {seconds['teachers']:,.0f} s, pruning and control "
         f"rounds {seconds['rounds']:,.0f} s, students {seconds['students']:,.0f} s; {seconds['total']:,.0f} s "
         f"({seconds['total'] / 3600:.2f} h) in all.\n")
+
+
+def _holm_note(result: ControlsResult) -> str:
+    if result.config.primary is None:
+        return "Holm's adjustment runs over every contrast of the table."
+    return ("Holm's adjustment runs over the secondary contrasts only; the primary one is decided by the "
+            "pre-registered rules above, unadjusted.")
+
+
+def _plan_section(result: ControlsResult) -> str:
+    plan = result.preregistered()
+    if plan is None:
+        return ""
+    return ("## Pre-registered analysis\n\n"
+            f"{preregistered_sentence(plan)}\n\nThe rules, fixed before the runs (`pdjax.stats.verdict`): "
+            "\"pruning helps\" (or hurts) when the t-test over the teachers' mean differences and the exact "
+            f"sign-flip test both reject 0 at the {plan['level']:.0%} level; otherwise \"equivalent\" when TOST "
+            f"rejects both |difference| >= {100 * plan['margin']:.2f} points at that level (the 90% interval inside "
+            "the margin); otherwise \"inconclusive\".\n\n")
+
+
+def _mixed_section(result: ControlsResult) -> str:
+    text = ("## Pruning beyond teacher accuracy\n\nPer round, over the students of its sequences: a linear mixed "
+            "model, student test acc ~ sequence (dense the reference) + teacher test acc + a random intercept "
+            "per teacher (statsmodels' MixedLM, REML). `magnitude - dense` is what magnitude pruning adds over "
+            "the same retraining without pruning when both teachers are equally accurate; "
+            "`student_vs_teacher.png` plots every student against its teacher.\n\n")
+    if not mixed_model_available():
+        return text + "Not fitted: statsmodels is not installed (`pip install -e '.[analysis]'`).\n\n"
+    model = result.mixed_model()
+    if not model:
+        return text + "Not fitted: it needs two teachers or more.\n\n"
+    return text + render.markdown_table(_mixed_rows(model), MIXED_COLUMNS) + "\n"
 
 
 _STAGE_COLUMNS: list[render.Column] = [
@@ -164,7 +247,8 @@ def plot(path: str | Path, result: ControlsResult, title: str) -> None:
 def write(out: str | Path, result: ControlsResult, experiment: str, preset: str,
                           run_config: Mapping[str, Any], data: ImageData,
                           parts: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """Writes results.json, results.md, controls.png and curves.png of a `ControlsResult`;
+    """Writes results.json, results.md, controls.png, student_vs_teacher.png and curves.png of a
+    `ControlsResult`;
     with `parts` (the results.json of pooled runs, `load_parts`), each part's teachers and the
     machine that trained them, instead of the pooling process's machine."""
     out = Path(out)
@@ -179,8 +263,36 @@ def write(out: str | Path, result: ControlsResult, experiment: str, preset: str,
     if parallel.is_main_process():
         render.write_results(out, results, markdown)
         plot(out / "controls.png", result, f"{experiment} ({preset})")
+        plot_student_vs_teacher(out / "student_vs_teacher.png", result, f"{experiment} ({preset})")
         render.plot_curves(out / "curves.png", render.mean_over_seeds(
             {s.stage: result.curves[s.stage] for s in result.students if s.stage in result.curves}), xlabel="epoch",
             ylabel="student validation accuracy", title=f"{experiment} ({preset}): students, mean over seeds")
         print(f"\n{answer(result)}\nresults in {out}")
     return results
+
+
+def plot_student_vs_teacher(path: str | Path, result: ControlsResult, title: str) -> None:
+    """Every distilled student's test accuracy against its teacher's, one point per student,
+    coloured by arm (sequence and round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    labels = [s.label for s in result.students if s.arm != "scratch"]
+    colors = render.stable_colors(list(dict.fromkeys(labels)), plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for label in dict.fromkeys(labels):
+        members = [s for s in result.students if s.label == label]
+        xs = [100 * result.teacher_accuracy(s) for s in members]
+        ax.scatter(xs, [100 * s.test_accuracy for s in members], s=16, color=colors[label], label=label, alpha=0.8)
+    scratch = [100 * s.test_accuracy for s in result.students if s.arm == "scratch"]
+    if scratch:
+        ax.axhspan(min(scratch), max(scratch), color="gray", alpha=0.15, label="scratch students (range)")
+    ax.set_xlabel("teacher test accuracy, %")
+    ax.set_ylabel("student test accuracy, %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    render.save_figure(fig, path)

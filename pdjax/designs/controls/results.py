@@ -8,6 +8,8 @@ import dataclasses
 import statistics
 from typing import Any
 
+import numpy as np
+
 from pdjax import stats
 from pdjax.designs.controls.config import CONTRASTS, ControlsConfig
 
@@ -100,9 +102,84 @@ class ControlsResult:
                         "teacher_means": list(c.teacher_means), "differences": per_teacher,
                         "wins": sum(d > 0 for d in flat), "losses": sum(d < 0 for d in flat),
                         "record": f"{sum(d > 0 for d in flat)}/{sum(d < 0 for d in flat)}/{sum(d == 0 for d in flat)}",
-                        "method": c.method})
-        for row, adjusted in zip(out, stats.holm([r["p"] for r in out])):
-            row["p_holm"] = adjusted
+                        "method": c.method,
+                        "p_sign_flip": stats.sign_flip(c.teacher_means) if c.teachers > 1 else None})
+        # Holm over every contrast; with a pre-registered primary contrast, over the others only
+        # (the primary is decided by `preregistered`, unadjusted).
+        primary = self.config.primary
+        roles = ["primary" if arms == primary else "secondary" for arms in self.contrast_arms()]
+        family = [i for i, role in enumerate(roles) if role == "secondary"]
+        for i, adjusted in zip(family, stats.holm([out[i]["p"] for i in family])):
+            out[i]["p_holm"] = adjusted
+        if primary is not None:
+            for row, role in zip(out, roles):
+                row["role"] = role
+                row.setdefault("p_holm", None)
+        return out
+
+    def preregistered(self, *, level: float = 0.05) -> dict[str, Any] | None:
+        """The pre-registered analysis of the primary contrast (config `margin`): its interval and
+        t-test over teachers, the exact sign-flip p-value, TOST against +-margin and the verdict
+        its rules give (`pdjax.stats.verdict`); None without a margin or before the primary
+        contrast has students."""
+        primary = self.config.primary
+        if primary is None or primary not in self.contrast_arms():
+            return None
+        a, b, k = primary
+        c = stats.nested(self.differences(a, b, k), level=level)
+        e = stats.tost(c.teacher_means, self.config.margin, level=level)
+        flip = stats.sign_flip(c.teacher_means) if c.teachers > 1 else None
+        return {"contrast": f"{arm_label(a, k)} - {arm_label(b, k)}", "round": k, "margin": self.config.margin,
+                "mean": c.mean, "low": c.low, "high": c.high, "p": c.p, "df": c.df, "teachers": c.teachers,
+                "seeds": c.seeds, "p_sign_flip": flip, "p_tost": e.p, "tost_low": e.low, "tost_high": e.high,
+                "verdict": stats.verdict(c, e, flip, level=level), "level": level}
+
+    def teacher_accuracy(self, student: Student) -> float | None:
+        """The test accuracy of the teacher `student` learnt from (None: scratch)."""
+        for t in self.teachers:
+            if (t.teacher_seed, t.arm, t.round) == (student.teacher_seed, student.arm, student.round or 0):
+                return t.test_accuracy
+        return None
+
+    def mixed_model(self) -> list[dict[str, Any]]:
+        """What pruning adds at equal teacher accuracy: for each distilled round, over the
+        students of its sequences, a linear mixed model (statsmodels' MixedLM, REML)
+
+            student test acc ~ sequence (dense the reference) + teacher test acc + (1 | teacher)
+
+        with a random intercept per teacher seed. The magnitude coefficient is what magnitude
+        pruning adds over the same retraining without pruning when both teachers are equally
+        accurate. One row per round and coefficient; [] with fewer than two teachers, or
+        without statsmodels (`pip install -e '.[analysis]'`: `mixed_model_available`)."""
+        if not mixed_model_available() or len(self.config.teacher_seeds) < 2:
+            return []
+        import warnings
+
+        import pandas as pd
+        import statsmodels.formula.api as smf
+
+        out = []
+        for k in self.config.rounds:
+            rows = [{"student": s.test_accuracy, "teacher": self.teacher_accuracy(s), "sequence": s.arm,
+                     "group": s.teacher_seed} for s in self.students if s.round == k]
+            if len({r["group"] for r in rows}) < 2 or "dense" not in {r["sequence"] for r in rows}:
+                continue
+            frame = pd.DataFrame(rows)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # convergence notes on tiny designs (the tests' demo)
+                try:
+                    fitted = smf.mixedlm("student ~ C(sequence, Treatment('dense')) + teacher", frame,
+                                         groups=frame["group"]).fit(reml=True)
+                except (ValueError, np.linalg.LinAlgError):  # a design too small to estimate
+                    continue
+            intervals = fitted.conf_int()
+            for name in fitted.fe_params.index:
+                term = name.replace("C(sequence, Treatment('dense'))[T.", "").rstrip("]")
+                out.append({"round": k, "term": {"Intercept": "intercept", "teacher": "teacher test acc"}.get(
+                                term, f"{term} - dense"),
+                            "estimate": float(fitted.fe_params[name]), "low": float(intervals.loc[name, 0]),
+                            "high": float(intervals.loc[name, 1]), "p": float(fitted.pvalues[name]),
+                            "students": len(rows), "teachers": len({r["group"] for r in rows})})
         return out
 
     def best_epochs(self) -> list[dict[str, Any]]:
@@ -120,10 +197,16 @@ class ControlsResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"teachers": [dataclasses.asdict(t) for t in self.teachers],
-                "students": [dataclasses.asdict(s) for s in self.students],
-                "contrasts": self.contrasts(), "best_epochs": self.best_epochs(), "rows": self.rows,
-                "train_seconds": self.train_seconds(), "curves": self.curves}
+        out = {"teachers": [dataclasses.asdict(t) for t in self.teachers],
+               "students": [dataclasses.asdict(s) for s in self.students],
+               "contrasts": self.contrasts(), "best_epochs": self.best_epochs(), "rows": self.rows,
+               "train_seconds": self.train_seconds(), "curves": self.curves}
+        if self.config.primary is not None:
+            out["preregistered"] = self.preregistered()
+        model = self.mixed_model()
+        if model:
+            out["mixed_model"] = model
+        return out
 
     def train_seconds(self) -> dict[str, float]:
         """Training seconds summed by kind (teachers, pruning and control rounds, students)."""
@@ -136,3 +219,10 @@ class ControlsResult:
 
 def _round_of(arm: str, round: int) -> int | None:
     return None if arm in ("scratch", "unpruned") else round
+
+
+def mixed_model_available() -> bool:
+    """Whether statsmodels (the `analysis` extra) is installed, for `ControlsResult.mixed_model`."""
+    import importlib.util
+
+    return importlib.util.find_spec("statsmodels") is not None

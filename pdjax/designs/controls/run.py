@@ -75,12 +75,10 @@ def run_controls(config: ControlsConfig, *, out: str | Path, data: ImageData, me
 
     def student(name: str, arm: str, round: int | None, teacher_seed: int | None, seed: int,
                 source: distill.Teacher | None) -> None:
-        if source is None:
-            _, fitted, _ = stages.train(name, spec.name, spec.widths, config.student_scratch, STUDENT_SEED_OFFSET + seed,
-                                        model_options=spec.options())
-        else:
-            _, fitted, _ = stages.train(name, spec.name, spec.widths, config.student_distill, STUDENT_SEED_OFFSET + seed,
-                                        model_options=spec.options(), teacher=source, kd=config.kd)
+        schedule = config.student_scratch if source is None else config.student_distill
+        extra = {} if source is None else {"teacher": source, "kd": config.kd}
+        _, fitted, _ = stages.train(name, spec.name, spec.widths, schedule, STUDENT_SEED_OFFSET + seed,
+                                    model_options=spec.options(), data=stages.student_data, **extra)
         result.students.append(Student(arm, round, teacher_seed, seed, name, fitted.test_accuracy, fitted.val_accuracy,
                                        fitted.best_epoch, len(fitted.history)))
 

@@ -181,10 +181,10 @@ def _train_arm(run: Stages, name: str, spec: StudentSpec, widths: Sequence[int],
         stage_name = name if len(config.seeds) == 1 else f"{name}_seed{seed}"
         fit_seed = STUDENT_SEED_OFFSET + seed
         if source is None:
-            _, result, row = run.train(stage_name, spec.model, widths, spec.scratch, fit_seed)
+            _, result, row = run.train(stage_name, spec.model, widths, spec.scratch, fit_seed, data=run.student_data)
         else:
-            _, result, row = run.train(stage_name, spec.model, widths, spec.distill, fit_seed, teacher=source.teacher,
-                                       kd=config.kd)
+            _, result, row = run.train(stage_name, spec.model, widths, spec.distill, fit_seed, data=run.student_data,
+                                       teacher=source.teacher, kd=config.kd)
         accuracies.append(result.test_accuracy)
         params = row["params"]
     return StudentRow(
