@@ -142,6 +142,7 @@ RETIRED_KEYS: dict[str, Any] = {
 # current record that has one with that value matches a saved record without it (runs made before
 # the key existed resume); any other current value still counts as a difference.
 ADDED_KEYS: dict[str, Any] = {
+    "distillation": None,  # stage.json: a loss other than vanilla KD (`KDSpec.settings()`), or teacher-free
     "criterion": "magnitude",  # pruning.json: the pruning criterion (magnitude was the only one)
     "reference": None,  # pruning.json: the reference masks of random pruning
 }
@@ -207,4 +208,7 @@ def stage_record(model: nn.Module, data: data_lib.ImageData, schedule: Schedule,
                           else _optimizer_fingerprint(optimizer, variables["params"])),
             "seed": seed, "initial_variables": tree_digest(variables),
             "masks": tree_digest(masks), "teacher": distilled, "augment": augment,
-            "select_best": select_best, "data": data_digest(data)}
+            "select_best": select_best, "data": data_digest(data),
+            # The loss when it is not the paper's KD (whose T and alpha are the teacher's above).
+            "distillation": kd.settings() if (teacher is not None and kd.loss != "kd") or not kd.uses_teacher
+            else None}

@@ -236,19 +236,21 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, m
     once.
 
     Without a teacher: `step(state, images, labels, key) -> (state, metrics)`, cross-entropy.
-    With `teacher` (a module): `step(state, images, labels, key, teacher_variables)`, the KD
-    loss `kd` (`pdjax.distill.KDSpec`, whole: its T and alpha); the teacher sees the same augmented batch as the student,
+    With `teacher` (a module): `step(state, images, labels, key, teacher_variables)`, the
+    distillation loss `kd` (`pdjax.distill.KDSpec`, whole: its loss and settings; one compiled
+    step per loss); the teacher sees the same augmented batch as the student,
     in evaluation mode, under `stop_gradient`. Its variables are an argument (pass them with
     masks applied), so one compiled step serves every teacher of the same shapes.
 
     `images` (uint8) and `labels` are sharded on the batch axis; the state is replicated and
-    donated. The step's randomness (augmentation, dropout) is `fold_in(key, state.step)`, so a
+    donated. Without a teacher and with `kd.loss == "teacher_free"`, the step trains on the
+    teacher-free loss (`pdjax.distill.teacher_free_loss`, no teacher runs). The step's randomness (augmentation, dropout) is `fold_in(key, state.step)`, so a
     resumed run draws exactly what an uninterrupted one would. Metrics: `loss`, `accuracy`,
     and with a teacher `kd_loss`, `ce_loss`, `teacher_accuracy`.
     """
 
     key = ("train", model, optimizer.update, mesh, _floats(mean), _floats(std), augment, teacher,
-           kd if teacher is not None else None)
+           kd if teacher is not None or not kd.uses_teacher else None)
     return _reused(key, lambda: _build_train_step(model, optimizer, mesh, mean=mean, std=std, augment=augment,
                                                   teacher=teacher, kd=kd))
 
@@ -271,9 +273,9 @@ def _build_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
             logits, updates = model.apply({"params": masked, "batch_stats": state.batch_stats}, x,
                                           train=True, mutable=["batch_stats"],
                                           rngs={"dropout": dropout_key})
-            if teacher_logits is None:
+            if teacher_logits is None and kd.uses_teacher:  # no teacher: the labels alone
                 return cross_entropy(logits, labels).mean(), (logits, updates, {})
-            parts = distill.kd_loss(logits, teacher_logits, labels, kd.temperature, kd.alpha)
+            parts = distill.loss(kd, logits, teacher_logits, labels)
             return parts.total, (logits, updates, {"kd_loss": parts.kd, "ce_loss": parts.ce})
 
         (loss, (logits, updates, parts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

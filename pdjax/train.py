@@ -303,8 +303,9 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         optimizer: see `pdjax.masks.masked_optimizer`); None trains densely.
       teacher: distill from this teacher (`pdjax.distill.Teacher`, its masks applied) with the
         KD loss instead of training on the labels alone.
-      kd: the KD loss's T and alpha (`pdjax.distill.KDSpec`; default the paper's T = 10,
-        alpha = 0.95).
+      kd: the distillation loss and its settings (`pdjax.distill.KDSpec`; default the paper's
+        KD, T = 10, alpha = 0.95); `KDSpec(loss="teacher_free")` with no teacher trains on the
+        teacher-free loss.
       optimizer: any optax optimizer (e.g. `optax.adamw(1e-3)`); default the paper's SGD built
         from `schedule` (`pdjax.steps.sgd`: its lr, milestones, momentum, weight decay).
       augment: random crop and flip on training batches.
@@ -342,6 +343,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         the same call then resumes from that step, with the same result.
       FloatingPointError: the loss became NaN or Inf (the last good checkpoint is kept).
     """
+    if teacher is not None and not kd.uses_teacher:
+        raise ValueError(f"kd.loss={kd.loss!r} trains without a teacher: pass teacher=None")
     mesh = mesh if mesh is not None else parallel.data_mesh()
     parallel.check_batch_size(schedule.batch_size, mesh)
     checkpoint_seconds = checkpoint_interval(checkpoint_seconds)

@@ -66,6 +66,143 @@ def test_no_gradient_reaches_the_teacher_logits():
     np.testing.assert_array_equal(g, 0.0)
 
 
+# ---- the loss family, each against a float64 NumPy implementation written from its paper's equations
+
+
+def _log_softmax(z):
+    z = np.asarray(z, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _kl(p, log_q):
+    """KL(p || q) per row, 0 log 0 = 0."""
+    p = np.asarray(p, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1.0)) - log_q), 0.0)
+    return terms.sum(axis=1)
+
+
+def _ce(s, y):
+    return -_log_softmax(s)[np.arange(len(y)), y].mean()
+
+
+def reference_dkd(s, t, y, T, alpha, beta):
+    """Zhao et al. 2022, eqs. 1-5: KD = TCKD + (1 - p_t^T) NCKD; DKD weights them alpha, beta."""
+    p_s, p_t = np.exp(_log_softmax(np.asarray(s) / T)), np.exp(_log_softmax(np.asarray(t) / T))
+    n, k = p_s.shape
+    target = np.zeros((n, k), bool)
+    target[np.arange(n), y] = True
+    b_s = np.stack([p_s[target], 1 - p_s[target]], axis=1)
+    b_t = np.stack([p_t[target], 1 - p_t[target]], axis=1)
+    tckd = _kl(b_t, np.log(b_s)).mean()
+    rest_s = np.where(target, 0.0, p_s) / (1 - p_s[target])[:, None]
+    rest_t = np.where(target, 0.0, p_t) / (1 - p_t[target])[:, None]
+    with np.errstate(divide="ignore"):
+        nckd = _kl(rest_t, np.log(np.where(target, 1.0, rest_s))).mean()
+    kd = T * T * (alpha * tckd + beta * nckd)
+    ce = _ce(s, y)
+    return ce + kd, kd, ce
+
+
+def reference_dist(s, t, y, T, beta, gamma):
+    """Huang et al. 2022: d_p(u, v) = 1 - Pearson(u, v); inter over each image's classes, intra
+    over each class's images."""
+    y_s, y_t = np.exp(_log_softmax(np.asarray(s) / T)), np.exp(_log_softmax(np.asarray(t) / T))
+
+    def distance(a, b):
+        return 1 - np.mean([np.corrcoef(u, v)[0, 1] for u, v in zip(a, b)])
+
+    kd = T * T * (beta * distance(y_s, y_t) + gamma * distance(y_s.T, y_t.T))
+    ce = _ce(s, y)
+    return ce + kd, kd, ce
+
+
+def reference_teacher_free(s, y, T, alpha, a):
+    """Yuan et al. 2020, Tf-KD_reg: KD against p(k) = a on the label, (1 - a)/(K - 1) elsewhere,
+    softened by T as logits log p."""
+    n, k = np.asarray(s).shape
+    p = np.full((n, k), (1 - a) / (k - 1))
+    p[np.arange(n), y] = a
+    p_T = np.exp(_log_softmax(np.log(p) / T))
+    kd = T * T * _kl(p_T, _log_softmax(np.asarray(s) / T)).mean()
+    ce = _ce(s, y)
+    return alpha * kd + (1 - alpha) * ce, kd, ce
+
+
+def _batch(seed, classes=10):
+    """A batch whose first image has a confident teacher (one logit far above), whose second has
+    a confused one (near-uniform), and the rest random."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(8, classes)) * 2
+    t = rng.normal(size=(8, classes)) * 3
+    t[0] = 0.0
+    t[0, 3] = 25.0  # confident: p ~ 1 on class 3
+    t[1] = rng.normal(size=classes) * 0.01  # confused: p ~ 1/classes
+    y = rng.integers(0, classes, 8)
+    y[0] = 3
+    return s, t, y
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0, 10.0])
+@pytest.mark.parametrize("loss", ["kd", "dkd", "dist", "teacher_free"])
+def test_each_loss_matches_its_float64_equations(loss, T):
+    s, t, y = _batch(int(T) + len(loss))
+    spec = distill.KDSpec.for_loss(loss, temperature=T)
+    got = distill.loss(spec, jnp.asarray(s, jnp.float32), jnp.asarray(t, jnp.float32), jnp.asarray(y))
+    want = {"kd": lambda: reference_kd(s, t, y, T, spec.alpha),
+            "dkd": lambda: reference_dkd(s, t, y, T, spec.alpha, spec.beta),
+            "dist": lambda: reference_dist(s, t, y, T, spec.beta, spec.gamma),
+            "teacher_free": lambda: reference_teacher_free(s, y, T, spec.alpha, spec.correct_probability)}[loss]()
+    np.testing.assert_allclose([float(v) for v in got], want, rtol=5e-5, atol=1e-6)
+    # The public functions, called directly, are the same numbers.
+    direct = {"kd": lambda: distill.kd_loss(s, t, y, T, spec.alpha),
+              "dkd": lambda: distill.dkd_loss(s, t, y, T, spec.alpha, spec.beta),
+              "dist": lambda: distill.dist_loss(s, t, y, T, spec.beta, spec.gamma),
+              "teacher_free": lambda: distill.teacher_free_loss(s, y, T, spec.alpha, spec.correct_probability)}[loss]()
+    np.testing.assert_allclose([float(v) for v in direct], [float(v) for v in got], rtol=1e-6)
+
+
+def test_dkd_is_kd_when_its_weights_are_the_couplings():
+    # Zhao et al.'s decomposition: KD = TCKD + (1 - p_target^t) NCKD, per image. With one image
+    # and beta = 1 - p_target of the teacher, alpha = 1, DKD's kd term equals vanilla KD's.
+    s, t, y = _batch(7)
+    s, t, y = s[:1], t[2:3], y[:1]
+    p_t = np.exp(_log_softmax(t / 4.0))[0, y[0]]
+    dkd = distill.dkd_loss(s, t, y, 4.0, alpha=1.0, beta=float(1 - p_t))
+    kd = distill.kd_loss(s, t, y, 4.0, alpha=1.0)
+    assert float(dkd.kd) == pytest.approx(float(kd.kd), rel=1e-5)
+
+
+def test_the_losses_pass_no_gradient_to_the_teacher_and_stay_finite():
+    s, t, y = (jnp.asarray(v) for v in _batch(3))
+    s, t = s.astype(jnp.float32), t.astype(jnp.float32)
+    for loss in distill.LOSSES:
+        spec = distill.KDSpec.for_loss(loss)
+        g_t = jax.grad(lambda t: distill.loss(spec, s, t, y).total)(t)
+        g_s = jax.grad(lambda s: distill.loss(spec, s, t, y).total)(s)
+        np.testing.assert_array_equal(g_t, 0.0)
+        assert np.all(np.isfinite(g_s)) and np.any(g_s != 0), loss
+
+
+def test_each_spec_checks_its_values_when_built():
+    from pdjax.types import SpecError
+
+    assert distill.KDSpec() == distill.KDSpec(10.0, 0.95) == distill.KDSpec.for_loss("kd")
+    assert distill.KDSpec.for_loss("dkd") == distill.KDSpec(4.0, 1.0, "dkd", beta=8.0)
+    for bad, message in [(dict(loss="fitnet"), "kd.loss='fitnet': use one of kd, dkd, dist, teacher_free"),
+                         (dict(temperature=0.0), "kd.temperature=0.0 must be > 0"),
+                         (dict(alpha=1.5), r"kd.alpha=1.5 must lie in \[0, 1\]"),
+                         (dict(loss="dkd", alpha=-1.0), "kd.alpha=-1.0 must be >= 0"),
+                         (dict(loss="dist", beta=-0.1), "kd.beta=-0.1 must be >= 0"),
+                         (dict(loss="dist", gamma=-2.0), "kd.gamma=-2.0 must be >= 0"),
+                         (dict(loss="teacher_free", correct_probability=1.0), r"kd.correct_probability=1.0 must lie in \(0, 1\)")]:
+        with pytest.raises(SpecError, match=message):
+            distill.KDSpec(**bad)
+    assert distill.KDSpec(loss="dkd", alpha=8.0).alpha == 8.0  # dkd's alpha is a weight, not a share
+    assert not distill.KDSpec(loss="teacher_free").uses_teacher
+
+
 @pytest.fixture(scope="module")
 def setup():
     digits = data_lib.load("digits")
@@ -122,3 +259,22 @@ def test_fit_with_a_teacher_records_kd_metrics(setup, tmp_path):
     record = result.history[0]
     assert {"kd_loss", "ce_loss", "teacher_accuracy"} <= set(record)
     assert record["train_loss"] == pytest.approx(0.5 * record["kd_loss"] + 0.5 * record["ce_loss"], rel=1e-4)
+
+
+def test_fit_distills_with_every_loss_one_step_each_and_teacher_free_without_a_teacher(small_digits, fresh_steps):
+    student = models.get("vgg11", 10, widths=TINY_VGG11)
+    teacher_model = models.get("vgg19", 10, widths=TINY_VGG19)
+    teacher = distill.Teacher(teacher_model, models.init(teacher_model, jax.random.key(5), (32, 32, 3)))
+    schedule = steps.Schedule(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4)
+    losses = {}
+    for loss in distill.LOSSES:
+        spec = distill.KDSpec.for_loss(loss)
+        source = teacher if spec.uses_teacher else None
+        result = train.fit(student, small_digits, schedule, teacher=source, kd=spec, progress=False)
+        losses[loss] = (result.history[0]["kd_loss"], result.history[0]["ce_loss"])
+        assert ("teacher_accuracy" in result.history[0]) == spec.uses_teacher
+    assert len(set(losses.values())) == 4  # four different losses trained
+    built = [k for k in steps._STEPS if k[0] == "train"]
+    assert len(built) == 4 and len({k[-1] for k in built}) == 4  # one compiled step per loss
+    with pytest.raises(ValueError, match="trains without a teacher"):
+        train.fit(student, small_digits, schedule, teacher=teacher, kd=distill.KDSpec(loss="teacher_free"))

@@ -128,8 +128,13 @@ class Stages:
               model_options: Mapping[str, Any] | None = None, data: ImageData | None = None,
               **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
         """Trains (or resumes) stage `name` with the run's shared settings and records it.
-        `model_options` default to the config's for `model_name`; `data` to the run's."""
+        `model_options` default to the config's for `model_name`; `data` to the run's. A
+        distilled stage whose loss needs no teacher (`kd.loss == "teacher_free"`) trains
+        without it: every KD arm of a design then trains the same teacher-free student."""
         config = self.config
+        kd = fit_options.get("kd")
+        if kd is not None and not kd.uses_teacher:
+            fit_options.pop("teacher", None)
         model, result, row = train_stage(
             name, model_name=model_name, widths=widths, schedule=schedule, seed=seed,
             data=self.data if data is None else data, out=self.out, mesh=self.mesh, augment=config.augment,
