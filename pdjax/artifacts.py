@@ -221,13 +221,25 @@ def export_onnx(stage: str | Path | Stage, out: str | Path) -> Path:
 
 def logits(stage: Stage, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """The stage's logits on uint8 images, in batches (one compiled forward pass)."""
+    norm = stage.record["model"]["normalization"]
+    return predict(stage.module, stage.variables, stage.masks, images, mean=norm["mean"], std=norm["std"],
+                   batch_size=batch_size)
+
+
+def predict(module: nn.Module, variables: Variables, masks: Masks | None, images: np.ndarray, *, mean: Any,
+            std: Any, batch_size: int = 500) -> np.ndarray:
+    """A model's logits on uint8 NHWC images normalised by `mean` and `std` (pixel units in
+    [0, 1], as `pdjax.data.ImageData` holds them), masks applied, evaluation mode, in batches."""
     # The variables are arguments, not constants of the program (as in `Stage.forward`, made for
     # export): XLA does not compile the weights into it, and the program depends only on the
     # architecture (and batch shape), so the compilation cache reads it back for other stages.
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
     def forward(variables: Variables, masks: Masks | None, images: Array) -> Array:
-        return stage.module.apply(masks_lib.apply_to_variables(variables, masks), stage.normalize(images),
-                                  train=False)
+        x = images.astype(jnp.float32) / 255.0
+        x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+        return module.apply(masks_lib.apply_to_variables(variables, masks), x, train=False)
 
     jitted = jax.jit(forward)
-    return np.concatenate([np.asarray(jitted(stage.variables, stage.masks, images[i:i + batch_size]))
+    return np.concatenate([np.asarray(jitted(variables, masks, images[i:i + batch_size]))
                            for i in range(0, len(images), batch_size)])

@@ -253,3 +253,27 @@ def test_the_preregistered_primary_is_decided_by_its_rules_and_left_out_of_holm(
     assert controls.report.answer(same).startswith("Pre-registered primary contrast, magnitude round 7 - dense")
     with pytest.raises(SpecError, match="margin=1.5 must lie in"):
         controls.ControlsConfig(margin=1.5)
+
+
+def test_diagnose_measures_every_distilled_student_from_its_stages_as_the_run_did(demo, tmp_path):
+    # `python -m pdjax.cli.diagnose RUN_DIR` reloads each KD student and its teacher and measures
+    # them again: the same agreement and KL the run recorded, without training.
+    import shutil
+
+    from pdjax.cli import diagnose
+
+    _, out, results = demo
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    assert diagnose.main([str(run)]) == 0
+    measured = {r["stage"]: r for r in json.loads((run / "diagnostics.json").read_text())["students"]}
+    kd = [s for s in results["students"] if s["arm"] != "scratch"]
+    assert sorted(measured) == sorted(s["stage"] for s in kd)
+    for s in kd:
+        assert measured[s["stage"]]["agreement"] == pytest.approx(s["agreement"], abs=1e-9)
+        assert measured[s["stage"]]["kl"] == pytest.approx(s["kl"], rel=1e-5)
+    assert (run / "diagnostics.png").exists() and "| student stage |" in (run / "diagnostics.md").read_text()
+    transfer = {r["arm"]: r for r in results["transfer"]}
+    assert set(transfer) == {"unpruned", "magnitude round 1", "dense round 1", "random round 1"}
+    assert "## What the teachers transfer" in (out / "results.md").read_text()
+    assert diagnose.main([str(tmp_path / "nothing")]) == 2

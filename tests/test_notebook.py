@@ -37,6 +37,9 @@ def test_the_example_notebook_runs(tmp_path, monkeypatch, test_env):
     assert "pruned weights still zero: True" in text
     assert any(o.output_type == "display_data" and "image/png" in o.get("data", {})
                for c in nb.cells for o in c.get("outputs", []))  # the plot
+    tables = [o["data"]["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
+              if o.get("output_type") == "execute_result" and "text/markdown" in o.get("data", {})]
+    assert any("agreement with the teacher" in t and "| student, KD from pruned |" in t for t in tables)
     assert list(tmp_path.iterdir()) == []  # workdir=None everywhere: nothing written
 
 

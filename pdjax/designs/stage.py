@@ -29,7 +29,7 @@ import jax
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from pdjax import checkpoints, models, parallel, pruning
+from pdjax import artifacts, checkpoints, models, parallel, pruning
 from pdjax import tensorboard as tensorboard_lib
 from pdjax.data import ImageData
 from pdjax.pruning import PruneSpec, PruningRound
@@ -126,9 +126,11 @@ class Stages:
 
     def train(self, name: str, model_name: str, widths: Sequence[int], schedule: Schedule, seed: int, *,
               model_options: Mapping[str, Any] | None = None, data: ImageData | None = None,
-              **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
+              teacher_stage: str | None = None, **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
         """Trains (or resumes) stage `name` with the run's shared settings and records it.
-        `model_options` default to the config's for `model_name`; `data` to the run's. A
+        `model_options` default to the config's for `model_name`; `data` to the run's;
+        `teacher_stage` (a distilled stage: its teacher's stage directory in the run) goes into
+        the row, for `python -m pdjax.cli.diagnose`. A
         distilled stage whose loss needs no teacher (`kd.loss == "teacher_free"`) trains
         without it: every KD arm of a design then trains the same teacher-free student."""
         config = self.config
@@ -142,9 +144,17 @@ class Stages:
             tensorboard=self.logs,
             model_options=model_options if model_options is not None else self._options(model_name),
             **fit_options)
+        if teacher_stage is not None:
+            row["teacher_stage"] = teacher_stage
         self.rows.append(row)
         self.curves[name] = [h["val_accuracy"] for h in result.history]
         return model, result, row
+
+    def test_logits(self, model: Any, variables: Any, masks: Any = None) -> Any:
+        """A model's logits on the run's test split (`pdjax.artifacts.predict`), for
+        `pdjax.diagnostics`."""
+        return artifacts.predict(model, variables, masks, self.data.test.images, mean=self.data.mean,
+                                 std=self.data.std, batch_size=self.config.eval_batch_size)
 
     def teacher_sequences(self, name: str, model_name: str, widths: Sequence[int], schedule: Schedule,
                           prune: PruneSpec, *, seed: int, directories: Mapping[str, str],

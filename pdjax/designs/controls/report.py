@@ -139,6 +139,7 @@ def report(result: ControlsResult, title: str, notes: str = "") -> str:
         f"{render.markdown_table(contrasts, CONTRAST_COLUMNS)}\n"
         "## Per teacher\n\n"
         f"{render.markdown_table(per_teacher, [('contrast', 'contrast', 's'), ('teacher', 'teacher seed', 'd'), ('mean_pts', 'mean, points', '+.2f'), ('per_seed', 'per student seed, points', 's')])}\n"
+        f"{_transfer_section(result)}"
         f"{_mixed_section(result)}"
         "## Student arms\n\n"
         f"{render.markdown_table(arms, [('arm', 'arm', 's'), ('students', 'students', 'd'), ('mean', 'test acc', '.4f'), ('std', '± std (teachers and seeds)', '.4f')])}\n"
@@ -171,6 +172,26 @@ def _plan_section(result: ControlsResult) -> str:
             f"sign-flip test both reject 0 at the {plan['level']:.0%} level; otherwise \"equivalent\" when TOST "
             f"rejects both |difference| >= {100 * plan['margin']:.2f} points at that level (the 90% interval inside "
             "the margin); otherwise \"inconclusive\".\n\n")
+
+
+TRANSFER_COLUMNS: list[render.Column] = [
+    ("arm", "arm", "s"), ("teachers", "teachers", "d"), ("teacher_accuracy", "teacher test acc", ".4f"),
+    ("teacher_ece", "teacher ECE", ".4f"), ("teacher_nll", "teacher NLL", ".4f"),
+    ("teacher_entropy", "soft-label entropy at T, nats", ".3f"), ("students", "students", "d"),
+    ("agreement", "student-teacher agreement", ".4f"), ("kl", "KL(teacher ‖ student), nats", ".4f"),
+    ("student_accuracy", "student test acc", ".4f")]
+
+
+def _transfer_section(result: ControlsResult) -> str:
+    rows = result.transfer()
+    if not rows:
+        return ""
+    return ("## What the teachers transfer\n\nDoes pruning make the teacher a better regularizer? Per arm, on the "
+            "test split (`pdjax.diagnostics`): the teachers' expected calibration error (15 bins), negative "
+            f"log-likelihood and the entropy of their soft labels at the KD temperature (T = "
+            f"{result.config.kd.temperature:g}); their students' top-1 agreement with and KL from their teacher "
+            "(T = 1, Stanton et al. 2021); means over teachers and over students.\n\n"
+            f"{render.markdown_table(rows, TRANSFER_COLUMNS)}\n")
 
 
 def _mixed_section(result: ControlsResult) -> str:

@@ -24,6 +24,12 @@ class TeacherArm:
     epochs: int  # epochs trained in all: the teacher's plus every round's up to this one
     val_accuracy: float
     test_accuracy: float
+    # On the test split (`pdjax.diagnostics`): expected calibration error, negative
+    # log-likelihood, and the entropy of its soft labels at the KD temperature (None: a result
+    # from before they were measured).
+    ece: float | None = None
+    nll: float | None = None
+    entropy: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +45,10 @@ class Student:
     val_accuracy: float
     best_epoch: int
     epochs: int
+    # On the test split, against its teacher (`pdjax.diagnostics`; None: scratch, or a result from
+    # before they were measured): top-1 agreement and KL(teacher || student) at T = 1.
+    agreement: float | None = None
+    kl: float | None = None
 
     @property
     def label(self) -> str:
@@ -182,6 +192,28 @@ class ControlsResult:
                             "students": len(rows), "teachers": len({r["group"] for r in rows})})
         return out
 
+    def transfer(self) -> list[dict[str, Any]]:
+        """Per student arm (teacher kind and round): its teachers' mean test ECE, NLL and
+        soft-label entropy, its students' mean agreement with and KL from their teachers, and the
+        students' mean test accuracy: does pruning make the teacher a better regularizer? Arms
+        without measurements (results from before they existed) are left out."""
+        out = []
+        for label in dict.fromkeys(s.label for s in self.students if s.arm != "scratch"):
+            members = [s for s in self.students if s.label == label and s.agreement is not None]
+            keys = {(s.teacher_seed, s.arm, s.round or 0) for s in members}
+            teachers = [t for t in self.teachers if (t.teacher_seed, t.arm, t.round) in keys and t.ece is not None]
+            if not members or not teachers:
+                continue
+            out.append({"arm": label, "teachers": len(teachers), "students": len(members),
+                        "teacher_accuracy": statistics.fmean(t.test_accuracy for t in teachers),
+                        "teacher_ece": statistics.fmean(t.ece for t in teachers),
+                        "teacher_nll": statistics.fmean(t.nll for t in teachers),
+                        "teacher_entropy": statistics.fmean(t.entropy for t in teachers),
+                        "agreement": statistics.fmean(s.agreement for s in members),
+                        "kl": statistics.fmean(s.kl for s in members),
+                        "student_accuracy": statistics.fmean(s.test_accuracy for s in members)})
+        return out
+
     def best_epochs(self) -> list[dict[str, Any]]:
         """Where each student arm's best validation epoch fell (did the students finish learning?)."""
         groups: dict[str, list[Student]] = {}
@@ -203,6 +235,9 @@ class ControlsResult:
                "train_seconds": self.train_seconds(), "curves": self.curves}
         if self.config.primary is not None:
             out["preregistered"] = self.preregistered()
+        transfer = self.transfer()
+        if transfer:
+            out["transfer"] = transfer
         model = self.mixed_model()
         if model:
             out["mixed_model"] = model

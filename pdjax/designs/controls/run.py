@@ -43,9 +43,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 from jax.sharding import Mesh
 
-from pdjax import distill
+from pdjax import diagnostics, distill
 from pdjax.data import ImageData
 from pdjax.designs.common import RunDirError, diff, upgrade
 from pdjax.designs.controls.config import SEQUENCES, ControlsConfig
@@ -73,17 +74,32 @@ def run_controls(config: ControlsConfig, *, out: str | Path, data: ImageData, me
     prune = dataclasses.replace(config.prune, rounds=max(config.rounds))
     spec = config.student
 
+    def teacher_arm(t: int, arm: str, round: int, sparsity: float, epochs: int, fitted: Any,
+                    source: distill.Teacher) -> np.ndarray:
+        logits = stages.test_logits(source.model, source.variables, source.masks)
+        measured = diagnostics.teacher_summary(logits, data.test.labels, config.kd.temperature)
+        result.teachers.append(TeacherArm(t, arm, round, sparsity, epochs, fitted.val_accuracy, fitted.test_accuracy,
+                                          measured["ece"], measured["nll"], measured["entropy"]))
+        return logits
+
     def student(name: str, arm: str, round: int | None, teacher_seed: int | None, seed: int,
-                source: distill.Teacher | None) -> None:
+                source: distill.Teacher | None, teacher_logits: np.ndarray | None) -> None:
         schedule = config.student_scratch if source is None else config.student_distill
-        extra = {} if source is None else {"teacher": source, "kd": config.kd}
-        _, fitted, _ = stages.train(name, spec.name, spec.widths, schedule, STUDENT_SEED_OFFSET + seed,
-                                    model_options=spec.options(), data=stages.student_data, **extra)
+        extra = {} if source is None else {"teacher": source, "kd": config.kd, "teacher_stage": (
+            f"teacher_seed{teacher_seed}/teacher" if arm == "unpruned"
+            else f"teacher_seed{teacher_seed}/{arm}/round_{round:02d}")}
+        model, fitted, _ = stages.train(name, spec.name, spec.widths, schedule, STUDENT_SEED_OFFSET + seed,
+                                        model_options=spec.options(), data=stages.student_data, **extra)
+        measured = {}
+        if teacher_logits is not None:
+            logits = stages.test_logits(model, fitted.best_variables)
+            measured = {"agreement": diagnostics.agreement(logits, teacher_logits),
+                        "kl": diagnostics.kl(teacher_logits, logits)}
         result.students.append(Student(arm, round, teacher_seed, seed, name, fitted.test_accuracy, fitted.val_accuracy,
-                                       fitted.best_epoch, len(fitted.history)))
+                                       fitted.best_epoch, len(fitted.history), **measured))
 
     for s in config.seeds:  # the scratch students do not depend on the teacher
-        student(f"student_scratch_seed{s}", "scratch", None, None, s, None)
+        student(f"student_scratch_seed{s}", "scratch", None, None, s, None, None)
     for t in config.teacher_seeds:
         prefix = f"teacher_seed{t}"
         directories = {c: f"{prefix}/{SEQUENCES[c]}" for c in config.criteria}
@@ -91,9 +107,9 @@ def run_controls(config: ControlsConfig, *, out: str | Path, data: ImageData, me
                                              config.teacher_train, prune, seed=t, directories=directories,
                                              model_options=config.teacher.options())
         model, teacher = sequences.model, sequences.teacher
-        result.teachers.append(TeacherArm(t, "unpruned", 0, 0.0, len(teacher.history), teacher.val_accuracy,
-                                          teacher.test_accuracy))
         sources = {("unpruned", None): distill.Teacher(model, teacher.best_variables)}
+        logits = {("unpruned", None): teacher_arm(t, "unpruned", 0, 0.0, len(teacher.history), teacher,
+                                                   sources[("unpruned", None)])}
         for criterion, rounds in sequences.rounds.items():  # magnitude first
             arm = SEQUENCES[criterion]
             for r in rounds:
@@ -104,15 +120,17 @@ def run_controls(config: ControlsConfig, *, out: str | Path, data: ImageData, me
                 stages.curves[f"{prefix}/{arm}/round_{r.round:02d}"] = [h["val_accuracy"] for h in r.result.history]
                 if r.round in config.rounds:
                     epochs = len(teacher.history) + sum(len(x.result.history) for x in rounds[:r.round])
-                    result.teachers.append(TeacherArm(t, arm, r.round, summary["sparsity"], epochs,
-                                                      r.result.val_accuracy, r.result.test_accuracy))
                     sources[(arm, r.round)] = distill.Teacher(model, r.variables, r.masks)
+                    logits[(arm, r.round)] = teacher_arm(t, arm, r.round, summary["sparsity"], epochs, r.result,
+                                                         sources[(arm, r.round)])
         for s in config.seeds:
-            student(f"{prefix}/student_unpruned_seed{s}", "unpruned", None, t, s, sources[("unpruned", None)])
+            student(f"{prefix}/student_unpruned_seed{s}", "unpruned", None, t, s, sources[("unpruned", None)],
+                    logits[("unpruned", None)])
             for k in config.rounds:
                 for criterion in config.criteria:
                     arm = SEQUENCES[criterion]
-                    student(f"{prefix}/student_{arm}_round_{k:02d}_seed{s}", arm, k, t, s, sources[(arm, k)])
+                    student(f"{prefix}/student_{arm}_round_{k:02d}_seed{s}", arm, k, t, s, sources[(arm, k)],
+                            logits[(arm, k)])
     return result
 
 

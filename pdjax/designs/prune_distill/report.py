@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from pdjax import parallel, render, sparsity
 from pdjax.data import ImageData
 from pdjax.designs.common import results_json
-from pdjax.designs.prune_distill.results import PipelineResult, comparisons, student_name
+from pdjax.designs.prune_distill.results import PipelineResult, student_label, comparisons, student_name
 
 
 STAGE_COLUMNS = [("stage", "stage", "s"), ("model", "model", "s"), ("params", "params", ","),
@@ -63,6 +63,7 @@ def report(result: PipelineResult, title: str, notes: str = "") -> str:
             "is compared with) over the same seeds (same initialisation and data order); paired t-test "
             "and two-sided sign test.\n\n"
             f"{render.markdown_table(comparisons(result), COMPARISON_COLUMNS)}\n"
+            f"{transfer_section(result)}"
             f"## Pruning the teachers\n\n{render.markdown_table(pruning_rows, PRUNING_COLUMNS)}\n"
             f"## Every trained model\n\n{render.markdown_table(result.rows, STAGE_COLUMNS)}\n"
             f"{_time_note(result.train_seconds())}\n\n")
@@ -70,6 +71,39 @@ def report(result: PipelineResult, title: str, notes: str = "") -> str:
         text += (f"## Per-layer density of the {t.name} teacher's masks\n\n"
                  f"{sparsity.report_table(*t.masks_and_labels())}\n")
     return text
+
+
+TRANSFER_COLUMNS = [("student", "student", "s"), ("teacher", "teacher", "s"), ("teacher_sparsity", "sparsity", ".3f"),
+                    ("teacher_ece", "teacher ECE", ".4f"), ("teacher_nll", "teacher NLL", ".4f"),
+                    ("teacher_entropy", "soft-label entropy at T, nats", ".3f"),
+                    ("agreement", "student-teacher agreement", ".4f"), ("kl", "KL(teacher ‖ student), nats", ".4f"),
+                    ("test_accuracy", "student test acc", ".4f")]
+
+
+def transfer_rows(result: PipelineResult) -> list[dict[str, Any]]:
+    """Per distilled student arm: its teacher's test ECE, NLL and soft-label entropy (from the
+    teacher's pruning-table row) and the students' mean agreement with and KL from it."""
+    rounds = {(t.name, k): r.summary for t in result.teachers for k, r in t.rounds.items()}
+    out = []
+    for row in result.students:
+        teacher = rounds.get((row.teacher_model, row.teacher_round), {})
+        if not row.agreements or "ece" not in teacher:
+            continue
+        out.append({"student": student_label(row), "teacher": row.teacher, "teacher_sparsity": row.teacher_sparsity,
+                    "teacher_ece": teacher["ece"], "teacher_nll": teacher["nll"], "teacher_entropy": teacher["entropy"],
+                    "agreement": sum(row.agreements) / len(row.agreements), "kl": sum(row.kls) / len(row.kls),
+                    "test_accuracy": row.test_accuracy})
+    return out
+
+
+def transfer_section(result: PipelineResult) -> str:
+    rows = transfer_rows(result)
+    if not rows:
+        return ""
+    return ("## What the teachers transfer\n\nOn the test split (`pdjax.diagnostics`): each teacher's expected "
+            "calibration error (15 bins), negative log-likelihood and soft-label entropy at the KD temperature; "
+            "its students' top-1 agreement with it and KL(teacher || student) at T = 1, mean over seeds.\n\n"
+            f"{render.markdown_table(rows, TRANSFER_COLUMNS)}\n")
 
 
 def _time_note(seconds: Mapping[str, float]) -> str:

@@ -82,6 +82,10 @@ class StudentRow:
     student_params: int
     test_accuracies: tuple[float, ...]
     seeds: tuple[int, ...]
+    # Per seed, on the test split, against its teacher (`pdjax.diagnostics`; empty: scratch):
+    # top-1 agreement and KL(teacher || student) at T = 1.
+    agreements: tuple[float, ...] = ()
+    kls: tuple[float, ...] = ()
 
     @property
     def test_accuracy(self) -> float:
@@ -105,7 +109,9 @@ class StudentRow:
                 "teacher_sparsity": self.teacher_sparsity, "teacher_test_accuracy": self.teacher_test_accuracy,
                 "student_params": self.student_params, "test_accuracy": self.test_accuracy,
                 "test_accuracy_std": self.test_accuracy_std, "test_accuracies": list(self.test_accuracies),
-                "seeds": list(self.seeds)}
+                "seeds": list(self.seeds),
+                **({"agreement": statistics.fmean(self.agreements), "agreements": list(self.agreements),
+                    "kl": statistics.fmean(self.kls), "kls": list(self.kls)} if self.agreements else {})}
 
 
 @dataclasses.dataclass
@@ -156,7 +162,7 @@ def student_name(model: str, width_rule: str | None, derived_from_sparsity: floa
     return f"{model} {width_rule} st{round(100 * derived_from_sparsity)}"
 
 
-def _student_label(row: StudentRow) -> str:
+def student_label(row: StudentRow) -> str:
     label = student_name(row.model, row.width_rule, row.derived_from_sparsity)
     return label if row.derived_from_sparsity is None else f"{label} {row.widths}"
 
@@ -177,7 +183,7 @@ def comparisons(result: PipelineResult) -> list[dict[str, Any]]:
 
     def compare(arm: StudentRow, baseline: StudentRow, baseline_label: str | None = None) -> None:
         c = stats.paired(list(arm.test_accuracies), list(baseline.test_accuracies))
-        out.append({"student": _student_label(arm), "arm": _arm_label(arm),
+        out.append({"student": student_label(arm), "arm": _arm_label(arm),
                     "baseline": baseline_label or _arm_label(baseline),
                     "differences": list(c.differences), "mean": c.mean, "std": c.std,
                     "wins": c.wins, "losses": c.losses, "ties": c.ties,
@@ -200,5 +206,5 @@ def comparisons(result: PipelineResult) -> list[dict[str, Any]]:
             continue
         baseline = chain.get((row.model, row.derived_round, row.arm, row.teacher_model))
         if baseline is not None:
-            compare(row, baseline, f"{_student_label(baseline)}, same arm")
+            compare(row, baseline, f"{student_label(baseline)}, same arm")
     return out

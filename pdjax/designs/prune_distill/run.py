@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 from jax.sharding import Mesh
 
-from pdjax import distill, masks as masks_lib, models, parallel, students as students_lib
+from pdjax import diagnostics, distill, masks as masks_lib, models, parallel, students as students_lib
 from pdjax.data import ImageData
 from pdjax.designs import common
 from pdjax.designs.prune_distill import report as report_lib
@@ -53,6 +53,8 @@ class KDSource(NamedTuple):
     sparsity: float
     teacher: distill.Teacher
     test_accuracy: float
+    stage: str  # its stage directory in the run
+    logits: Any  # on the test split, for `pdjax.diagnostics`
 
 
 def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: ImageData,
@@ -126,18 +128,29 @@ def _train_teacher(run: Stages, name: str, prefix: str, schedule: Schedule,
                                       init_from=config.teacher_checkpoint)
     model, result = sequences.model, sequences.teacher
     dense_masks = masks_lib.init(result.best_variables["params"])
+    by_round = {r.round: r for r in sequences.rounds["magnitude"]}
+    sources = {0: KDSource(name, 0, 0.0, distill.Teacher(model, result.best_variables), result.test_accuracy,
+                           f"{prefix}teacher", None)}
     teacher_rounds = {0: TeacherRound(0, 0.0, result.test_accuracy, dense_masks,
                                       {"round": 0, "sparsity": 0.0, "remaining": masks_lib.total(dense_masks),
                                        **result.summary()})}
-    by_round = {r.round: r for r in sequences.rounds["magnitude"]}
     for k, r in by_round.items():
         summary = r.summary()
         teacher_rounds[k] = TeacherRound(k, summary["sparsity"], r.result.test_accuracy, r.masks, summary)
-    unpruned = KDSource(name, 0, 0.0, distill.Teacher(model, result.best_variables), result.test_accuracy)
-    pruned = {k: KDSource(name, k, teacher_rounds[k].sparsity,
-                          distill.Teacher(model, by_round[k].variables, by_round[k].masks),
-                          teacher_rounds[k].test_accuracy) for k in config.kd_rounds}
-    return TeacherResult(name, f"{prefix}teacher", teacher_rounds), unpruned, pruned
+        if k in config.kd_rounds:
+            sources[k] = KDSource(name, k, summary["sparsity"], distill.Teacher(model, r.variables, r.masks),
+                                  r.result.test_accuracy, f"{prefix}pruning/round_{k:02d}", None)
+    # What each teacher a student learns from transfers, on the test split (`pdjax.diagnostics`):
+    # kept in its row of the pruning table.
+    for k, source in sources.items():
+        logits = run.test_logits(model, source.teacher.variables, source.teacher.masks)
+        sources[k] = source._replace(logits=logits)
+        teacher_rounds[k].summary.update(
+            {key: value for key, value in diagnostics.teacher_summary(logits, run.data.test.labels,
+                                                                       config.kd.temperature).items()
+             if key != "accuracy"})
+    pruned = {k: sources[k] for k in config.kd_rounds}
+    return TeacherResult(name, f"{prefix}teacher", teacher_rounds), sources[0], pruned
 
 
 def _train_students(run: Stages, spec: StudentSpec, prefix: str, unpruned: KDSource,
@@ -176,15 +189,19 @@ def _train_arm(run: Stages, name: str, spec: StudentSpec, widths: Sequence[int],
     """Trains one student arm once per seed (distilled from `source`, or from scratch without
     one; `derived`: the pruned teacher its widths come from) and records its row."""
     config = run.config
-    accuracies, params = [], None
+    accuracies, agreements, kls, params = [], [], [], None
     for seed in config.seeds:
         stage_name = name if len(config.seeds) == 1 else f"{name}_seed{seed}"
         fit_seed = STUDENT_SEED_OFFSET + seed
         if source is None:
             _, result, row = run.train(stage_name, spec.model, widths, spec.scratch, fit_seed, data=run.student_data)
         else:
-            _, result, row = run.train(stage_name, spec.model, widths, spec.distill, fit_seed, data=run.student_data,
-                                       teacher=source.teacher, kd=config.kd)
+            model, result, row = run.train(stage_name, spec.model, widths, spec.distill, fit_seed,
+                                           data=run.student_data, teacher=source.teacher, kd=config.kd,
+                                           teacher_stage=source.stage)
+            logits = run.test_logits(model, result.best_variables)
+            agreements.append(diagnostics.agreement(logits, source.logits))
+            kls.append(diagnostics.kl(source.logits, logits))
         accuracies.append(result.test_accuracy)
         params = row["params"]
     return StudentRow(
@@ -195,7 +212,8 @@ def _train_arm(run: Stages, name: str, spec: StudentSpec, widths: Sequence[int],
         teacher_round=None if source is None else source.round,
         teacher_sparsity=None if source is None else source.sparsity,
         teacher_test_accuracy=None if source is None else source.test_accuracy,
-        student_params=params, test_accuracies=tuple(accuracies), seeds=tuple(config.seeds))
+        student_params=params, test_accuracies=tuple(accuracies), seeds=tuple(config.seeds),
+        agreements=tuple(agreements), kls=tuple(kls))
 
 
 def run_families(config: TwoFamilyConfig, out: str | Path, *, experiment: str, preset: str,
