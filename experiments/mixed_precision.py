@@ -63,17 +63,15 @@ PRESETS = {"demo": demo, "cpu": cpu, "paper": paper}
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     preset, config, out, run_config = runs.start(EXPERIMENT, PRESETS, argv, __doc__)
     data = pdjax.designs.common.load_data(config, "data")
+    stages = pdjax.designs.stage.Stages(config, data, out)
     rows = []
     for model in config.models:
         widths = pdjax.models.scaled_widths(model, config.width_multiplier)
         for dtype in config.dtypes:
             accs, seconds = [], []
             for seed in config.seeds:
-                _, result, _ = pdjax.designs.stage.train_stage(
-                    f"{model}_{dtype}_seed{seed}", model_name=model, data=data, schedule=config.train,
-                    out=out, seed=seed, widths=widths, augment=config.augment,
-                    eval_batch_size=config.eval_batch_size, compute_dtype=dtype,
-                    tensorboard=out / "tensorboard" if config.log == "tensorboard" else None)
+                _, result, _ = stages.train(f"{model}_{dtype}_seed{seed}", model, widths, config.train, seed,
+                                            compute_dtype=dtype)
                 accs.append(result.test_accuracy)
                 seconds.append(result.train_seconds)
             rows.append({"model": model, "compute dtype": dtype, "seeds": len(accs),
@@ -90,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 f"{config.train.epochs} epochs; test accuracy of the best-validation epoch.\n\n"
                 + pdjax.render.markdown_table(rows, columns)
                 + f"\n{pdjax.designs.common.machine_note(env)}\n")
-    results = {**run_config, "rows": rows, "environment": env}
+    results = {**run_config, "rows": rows, "environment": env, **({"plan": stages.plan} if stages.plan else {})}
     pdjax.render.write_results(out, results, markdown)
     print(markdown)
     return results

@@ -76,3 +76,43 @@ def inference_costs(model: nn.Module, variables: Variables, image_shape: tuple[i
     params = count_params(variables["params"])
     return {"params": params, "nonzero_params": params if nonzero_params is None else nonzero_params,
             "flops": flops_per_image(model, variables, image_shape)}
+
+
+# ------------------------------------------------------------------------- a run's cost plan
+
+# Sustained training throughput assumed for a dry run's cost plan, in FLOP/s: a fraction of each
+# accelerator's dense peak that small CIFAR/Tiny-ImageNet networks at batch 128 plausibly reach.
+# Assumptions, not measurements: docs/scaling.md says why these, and benchmarks/gpu_check.py
+# measures the real rate on a GPU.
+ASSUMED_THROUGHPUT = {
+    "H200 float32 (TF32)": 100e12,  # 20% of 495 TFLOP/s dense TF32
+    "H200 bfloat16": 250e12,  # 25% of 989 TFLOP/s dense bfloat16
+    "TPU v5e chip bfloat16": 60e12,  # 30% of 197 TFLOP/s bfloat16
+}
+
+
+def plan_rows(plan: list[dict[str, Any]], throughput: Mapping[str, float] = ASSUMED_THROUGHPUT) -> list[dict[str, Any]]:
+    """A dry run's plan (`pdjax.designs.stage.Stages.plan`) with each stage's total training
+    FLOPs (FLOPs per image x images x epochs) and hours at each assumed throughput, and a total
+    row. A stage whose data is not one of the paper's has no images, so no total."""
+    rows, total = [], 0.0
+    for entry in plan:
+        flops = None if entry["train_images"] is None else \
+            entry["train_flops_per_image"] * entry["train_images"] * entry["epochs"]
+        total += flops or 0.0
+        rows.append({**entry, "gflops_per_image": entry["train_flops_per_image"] / 1e9,
+                     "pflops": None if flops is None else flops / 1e15,
+                     **{name: None if flops is None else flops / rate / 3600 for name, rate in throughput.items()}})
+    rows.append({"stage": "total", "pflops": total / 1e15, **{name: total / rate / 3600 for name, rate in throughput.items()}})
+    return rows
+
+
+def plan_markdown(plan: list[dict[str, Any]], throughput: Mapping[str, float] = ASSUMED_THROUGHPUT) -> str:
+    """`plan_rows` as a markdown table."""
+    from pdjax import render
+
+    columns = [("stage", "stage", "s"), ("model", "model", "s"), ("epochs", "epochs", "d"),
+               ("train_images", "training images", ","), ("gflops_per_image", "GFLOPs per image (train)", ".3f"),
+               ("pflops", "PFLOPs", ".2f")]
+    columns += [(name, f"hours, {name} at {rate / 1e12:.0f} TFLOP/s", ".2f") for name, rate in throughput.items()]
+    return render.markdown_table(plan_rows(plan, throughput), columns)

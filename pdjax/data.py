@@ -5,6 +5,8 @@ A data set is named by one string:
     needs no file and no network).
   - `tfds:NAME` (`tfds:cifar10`, `tfds:cifar100`, ...): a tensorflow-datasets data set, read
     with `tfds.data_source`. `data_dir` picks where tfds keeps it.
+  - `synthetic:NAME[:TRAIN]`: random images of a paper data set's shape and class count
+    (`cifar10`, `cifar100`, `tiny_imagenet`; TRAIN images, default 300): what `--dry-run` trains on.
   - `folder:PATH`: PATH is a directory or a .zip holding `train/<class>/*` and `test/<class>/*`
     images, or the Tiny-ImageNet-200 layout (`train/<wnid>/images/*`, `val/images/*` with
     `val/val_annotations.txt`; its labelled `val` split serves as the test split). That
@@ -111,8 +113,11 @@ def check_source(source: str) -> None:
       DataError: saying which.
     """
     kind, _, rest = source.partition(":")
-    if source != "digits" and kind not in ("tfds", "folder"):
+    if source != "digits" and kind not in ("tfds", "folder", "synthetic"):
         raise DataError(f"unknown data source {source!r}: use 'digits', 'tfds:NAME' or 'folder:PATH'")
+    if kind == "synthetic" and rest.split(":")[0] not in sources.PAPER_SHAPES:
+        raise DataError(f"synthetic source {source!r}: use synthetic:NAME[:TRAIN] with NAME one of "
+                        f"{', '.join(sources.PAPER_SHAPES)}")
     if kind == "tfds" and not rest:
         raise DataError("tfds source needs a data set name, e.g. tfds:cifar100")
     if kind == "folder" and not Path(rest).exists():
@@ -156,6 +161,10 @@ def load(
     elif source.startswith("tfds:"):
         name = source[len("tfds:"):]
         train, test, classes = sources.load_tfds(name, data_dir=data_dir, download=download)
+    elif source.startswith("synthetic:"):
+        # synthetic:NAME[:TRAIN]: random images of a paper data set's shape (dry runs).
+        name, _, count = source[len("synthetic:"):].partition(":")
+        train, test, classes = sources.load_synthetic(name, int(count) if count else 300, 100)
     elif source.startswith("folder:"):
         path = source[len("folder:"):]
         train, test, classes, layout = sources.load_folder(path, max_train=max_train, max_test=max_test, rng=rng)

@@ -142,6 +142,7 @@ RETIRED_KEYS: dict[str, Any] = {
 # current record that has one with that value matches a saved record without it (runs made before
 # the key existed resume); any other current value still counts as a difference.
 ADDED_KEYS: dict[str, Any] = {
+    "steps_per_dispatch": 1,  # stage.json: train steps per compiled call (more: a scan, other floats)
     "distillation": None,  # stage.json: a loss other than vanilla KD (`KDSpec.settings()`), or teacher-free
     "criterion": "magnitude",  # pruning.json: the pruning criterion (magnitude was the only one)
     "reference": None,  # pruning.json: the reference masks of random pruning
@@ -196,7 +197,7 @@ def _optimizer_fingerprint(optimizer: optax.GradientTransformation, params: Para
 def stage_record(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *, seed: int,
                  variables: Variables, masks: Masks | None, teacher: distill.Teacher | None,
                  kd: distill.KDSpec, optimizer: optax.GradientTransformation | None,
-                 augment: bool, select_best: bool) -> dict[str, Any]:
+                 augment: bool, select_best: bool, steps_per_dispatch: int = 1) -> dict[str, Any]:
     """What produces a `fit`: saved as `workdir/stage.json`, compared when it resumes."""
     distilled = None
     if teacher is not None:
@@ -211,4 +212,5 @@ def stage_record(model: nn.Module, data: data_lib.ImageData, schedule: Schedule,
             "select_best": select_best, "data": data_digest(data),
             # The loss when it is not the paper's KD (whose T and alpha are the teacher's above).
             "distillation": kd.settings() if (teacher is not None and kd.loss != "kd") or not kd.uses_teacher
-            else None}
+            else None,
+            "steps_per_dispatch": steps_per_dispatch}

@@ -174,7 +174,7 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, spec: PruneSpe
                       progress: bool = True, restart: bool = False,
                       on_round_end: Callable[[PruningRound], None] | None = None,
                       on_epoch_end: Callable[[int, int, dict], None] | None = None,
-                      tensorboard: str | Path | None = None) -> list[PruningRound]:
+                      tensorboard: str | Path | None = None, steps_per_dispatch: int = 1) -> list[PruningRound]:
     """Runs (or resumes) `spec.rounds` rounds of prune-then-retrain.
 
     Args:
@@ -203,6 +203,7 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, spec: PruneSpe
       on_round_end: called with each finished round.
       on_epoch_end: called with (round, epoch, metrics) after each epoch's checkpoint.
       tensorboard: a directory: each round's curves go to `tensorboard/round_<k>/`.
+      steps_per_dispatch: train steps per compiled call in each round (`pdjax.train.fit`).
 
     Returns:
       One `PruningRound` per round, in order.
@@ -246,6 +247,7 @@ def iterative_pruning(model: nn.Module, data: data_lib.ImageData, spec: PruneSpe
                      variables=start, masks=new_masks, augment=augment, select_best=False,
                      eval_batch_size=eval_batch_size, name=f"prune round {k}/{rounds}",
                      progress=progress, writer=tensorboard_lib.for_stage(tensorboard, f"round_{k:02d}"),
+                     steps_per_dispatch=steps_per_dispatch,
                      on_epoch_end=(None if on_epoch_end is None
                                    else lambda epoch, record, k=k: on_epoch_end(k, epoch, record)))
         current, current_masks = result.variables, result.masks

@@ -43,6 +43,45 @@ def subset_indices(n: int, limit: int | None, rng: np.random.Generator) -> np.nd
     return np.sort(rng.permutation(n)[:limit])
 
 
+# ----------------------------------------------------------------------------- synthetic
+
+# The paper's data sets by shape: (image shape, classes, training images, test images). A
+# `synthetic:NAME` source has that shape and class count and random pixels: what a dry run
+# (`--dry-run`) trains on, without the data.
+PAPER_SHAPES = {
+    "cifar10": ((32, 32, 3), 10, 50_000, 10_000),
+    "cifar100": ((32, 32, 3), 100, 50_000, 10_000),
+    "tiny_imagenet": ((64, 64, 3), 200, 100_000, 10_000),
+}
+
+
+def paper_shape(source: str) -> str | None:
+    """Which of `PAPER_SHAPES` a data source is (by its name: 'cifar100', 'cifar10', a path
+    naming Tiny-ImageNet), or None."""
+    name = source.lower().replace("-", "_")
+    if "tiny" in name:
+        return "tiny_imagenet"
+    if "cifar100" in name:
+        return "cifar100"
+    if "cifar10" in name:
+        return "cifar10"
+    return None
+
+
+def load_synthetic(name: str, train: int, test: int) -> tuple[Split, Split, list[str]]:
+    """Random uint8 images of a paper data set's shape and its class count (labels cycling
+    through the classes), `train` and `test` of them, the same on every call."""
+    if name not in PAPER_SHAPES:
+        raise DataError(f"synthetic:{name}: use one of {', '.join(PAPER_SHAPES)}")
+    shape, classes, _, _ = PAPER_SHAPES[name]
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> Split:
+        return Split(rng.integers(0, 256, (n, *shape), dtype=np.uint8), (np.arange(n) % classes).astype(np.int64))
+
+    return split(train), split(test), [f"class_{i}" for i in range(classes)]
+
+
 # ----------------------------------------------------------------------------- digits
 
 

@@ -180,19 +180,38 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
 
 
 class CompiledStep:
-    """A step function jitted once; `traces` counts how often JAX traced it."""
+    """A step function jitted once; `traces` counts how often JAX traced it, `signature` holds
+    the shapes, dtypes and shardings of its first call's arguments (what `export` lowers)."""
 
     def __init__(self, fn: Callable[..., Any], **jit_kwargs: Any):
         self.traces = 0
+        self.signature: tuple | None = None
 
         def traced(*args: Any) -> Any:
             self.traces += 1
+            if self.signature is None:
+                self.signature = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(
+                    a, "sharding", None)), args)
             return fn(*args)
 
         self._jitted = jax.jit(traced, **jit_kwargs)
 
     def __call__(self, *args: Any) -> Any:
         return self._jitted(*args)
+
+    def export(self, platforms: tuple[str, ...]) -> Any:
+        """The step lowered for `platforms` (`jax.export`, e.g. ("cuda", "tpu")) from its first
+        call's signature, without compiling or running it: a step that would not lower for an
+        accelerator is found on any machine."""
+        if self.signature is None:
+            raise ValueError("the step has not been called yet: no signature to export")
+        return jax.export.export(self._jitted, platforms=platforms)(*self.signature)
+
+
+def built_steps() -> dict[tuple, CompiledStep]:
+    """The train and eval steps this process has built (`make_train_step`, `make_eval_step`),
+    by their key (kind, model, ...)."""
+    return dict(_STEPS)
 
 
 def prepare_images(images: Array, key: PRNGKey | None, *, mean: Any, std: Any,
@@ -229,7 +248,8 @@ def _floats(values: Any) -> tuple[float, ...]:
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh, *,
                     mean: Any, std: Any, augment: bool = True, teacher: nn.Module | None = None,
-                    kd: distill.KDSpec = distill.KDSpec()) -> CompiledStep:
+                    kd: distill.KDSpec = distill.KDSpec(), resident: bool = False,
+                    steps: int = 1, unroll: bool = False) -> CompiledStep:
     """Builds the train step, jitted over `mesh`; the same arguments in the same process (the
     same model, mesh, normalisation, teacher architecture and optimizer update rule: every
     `sgd` schedule shares one) return the step already built, so it is traced and compiled
@@ -244,19 +264,30 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, m
 
     `images` (uint8) and `labels` are sharded on the batch axis; the state is replicated and
     donated. Without a teacher and with `kd.loss == "teacher_free"`, the step trains on the
-    teacher-free loss (`pdjax.distill.teacher_free_loss`, no teacher runs). The step's randomness (augmentation, dropout) is `fold_in(key, state.step)`, so a
-    resumed run draws exactly what an uninterrupted one would. Metrics: `loss`, `accuracy`,
-    and with a teacher `kd_loss`, `ce_loss`, `teacher_accuracy`.
+    teacher-free loss (`pdjax.distill.teacher_free_loss`, no teacher runs). The step's
+    randomness (augmentation, dropout) is `fold_in(key, state.step)`, so a resumed run draws
+    exactly what an uninterrupted one would. Metrics: `loss`, `accuracy`, and with a teacher
+    `kd_loss`, `ce_loss`, `teacher_accuracy`.
+
+    With `resident=True` the training split lives on the devices (`pdjax.feed.ResidentData`) and one call
+    runs `steps` consecutive steps of the same step function (a `lax.scan` for steps > 1):
+    `step(state, images, labels, batches, key[, teacher_variables]) -> (state, metrics)`, where
+    `images`, `labels` are the whole split and `batches` the epoch's (batches, batch_size) index
+    matrix, replicated; each step takes row `state.step % batches` (the state counts its steps,
+    from 0 at a fit's start, resumed with it), so a call sends the host nothing but the call.
+    Metrics then have a leading axis of `steps`.
     """
 
     key = ("train", model, optimizer.update, mesh, _floats(mean), _floats(std), augment, teacher,
-           kd if teacher is not None or not kd.uses_teacher else None)
+           kd if teacher is not None or not kd.uses_teacher else None, resident, steps, unroll)
     return _reused(key, lambda: _build_train_step(model, optimizer, mesh, mean=mean, std=std, augment=augment,
-                                                  teacher=teacher, kd=kd))
+                                                  teacher=teacher, kd=kd, resident=resident, steps=steps,
+                                                  unroll=unroll))
 
 
 def _build_train_step(model: nn.Module, optimizer: optax.GradientTransformation, mesh: Mesh, *, mean: Any,
-                      std: Any, augment: bool, teacher: nn.Module | None, kd: distill.KDSpec) -> CompiledStep:
+                      std: Any, augment: bool, teacher: nn.Module | None, kd: distill.KDSpec,
+                      resident: bool = False, steps: int = 1, unroll: bool = False) -> CompiledStep:
     optimizer = masks_lib.masked_optimizer(optimizer)
 
     def step(state: TrainState, images: Array, labels: Array, key: PRNGKey,
@@ -289,12 +320,35 @@ def _build_train_step(model: nn.Module, optimizer: optax.GradientTransformation,
         return new_state, metrics
 
     rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    if teacher is None:
-        return CompiledStep(lambda state, images, labels, key: step(state, images, labels, key),
-                            in_shardings=(rep, batch, batch, rep), out_shardings=(rep, rep),
+    if not resident:
+        if teacher is None:
+            return CompiledStep(lambda state, images, labels, key: step(state, images, labels, key),
+                                in_shardings=(rep, batch, batch, rep), out_shardings=(rep, rep),
+                                donate_argnums=(0,))
+        return CompiledStep(step, in_shardings=(rep, batch, batch, rep, rep), out_shardings=(rep, rep),
                             donate_argnums=(0,))
-    return CompiledStep(step, in_shardings=(rep, batch, batch, rep, rep), out_shardings=(rep, rep),
-                        donate_argnums=(0,))
+
+    def from_resident(state: TrainState, images: Array, labels: Array, batches: Array, key: PRNGKey,
+                      teacher_variables: Variables | None = None):
+        def one(state: TrainState, _: Any):
+            # The epoch's batch number is the state's step count modulo the epoch's batches (every
+            # epoch has as many, and a resumed state has its count): the host sends nothing a step.
+            # The batch is taken on the device and laid out as a host batch would be: sharded on
+            # the batch axis.
+            idx = batches[state.step % batches.shape[0]]
+            x = jax.lax.with_sharding_constraint(images[idx], batch)
+            y = jax.lax.with_sharding_constraint(labels[idx], batch)
+            return step(state, x, y, key, teacher_variables)
+
+        if steps == 1:  # no loop: the program of one step, as a host batch's
+            state, metrics = one(state, None)
+            return state, jax.tree.map(lambda m: m[None], metrics)
+        return jax.lax.scan(one, state, length=steps, unroll=unroll)
+
+    if teacher is None:
+        return CompiledStep(lambda state, images, labels, batches, key: from_resident(state, images, labels, batches, key),
+                            in_shardings=(rep,) * 5, out_shardings=(rep, rep), donate_argnums=(0,))
+    return CompiledStep(from_resident, in_shardings=(rep,) * 6, out_shardings=(rep, rep), donate_argnums=(0,))
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh, *, mean: Any, std: Any) -> CompiledStep:

@@ -27,15 +27,17 @@ from tqdm.auto import tqdm
 
 from pdjax import artifacts, distill, tensorboard
 from pdjax import data as data_lib
+from pdjax import feed
 from pdjax import models, parallel, provenance
 from pdjax.provenance import stage_record
 from pdjax.stopping import Preempted, StopRequest
 from pdjax.checkpoints import Checkpointer, checkpoint_interval, save_tree
 from pdjax.files import write_json_atomic, write_jsonl_atomic
 # `Schedule` and the step's pieces are `pdjax.steps`'; fit takes a Schedule, so it is importable here too.
+from pdjax.feed import ResidentData, place_training_data
 from pdjax.steps import (CompiledStep, Schedule, TrainState, evaluate, is_sgd, learning_rate, make_eval_step,
                          make_train_step, sgd, with_learning_rate)
-from pdjax.types import Masks, Metrics, PyTree, Variables
+from pdjax.types import Masks, Metrics, PyTree, SpecError, Variables
 
 __all__ = ["FitResult", "Preempted", "Progress", "PartialEpoch", "Schedule", "StopRequest", "checkpoint_interval",
            "fit", "stage_record"]
@@ -184,15 +186,17 @@ class Progress:
 @dataclasses.dataclass
 class _TrainingPass:
     """One epoch's pass over the training split, with what every epoch of a `fit` shares: the
-    compiled step, progress bar, metric sums (checked for NaN as they arrive) and the stop
-    request, which saves a checkpoint of the current step and raises `Preempted`."""
+    compiled step (one per number of steps a dispatch runs: `steps_per_dispatch` and an epoch's
+    remainder), the data on the devices or None (host batches), progress bar, metric sums
+    (checked for NaN as they arrive) and the stop request, which saves a checkpoint of the
+    current step and raises `Preempted`."""
 
     name: str
     data: data_lib.ImageData
     schedule: Schedule
     seed: int
     mesh: Mesh
-    train_step: CompiledStep
+    train_step: Callable[[int], CompiledStep]  # steps per dispatch -> the compiled step
     key: Any
     teacher_args: tuple
     store: "_Store"
@@ -201,26 +205,35 @@ class _TrainingPass:
     progress: bool
     on_step: Callable[[int, Metrics], None] | None
     writer: Any = None  # a pdjax.tensorboard.Writer
+    resident: ResidentData | None = None
+    steps_per_dispatch: int = 1
 
     def run(self, state: TrainState, epoch: int, done: Progress, stop: "StopRequest",
             best: Variables) -> tuple[TrainState, PartialEpoch]:
         """Trains epoch `epoch` (0-based) of a fit that has done `done`, from the batch after
         `done.partial`'s last one when it stopped inside this epoch. Returns the state and the
         epoch's `PartialEpoch` (all batches: its metric sums, steps and seconds). A stop request
-        saves a checkpoint of `done` with this epoch's partial progress and raises `Preempted`."""
+        (checked after each dispatch) saves a checkpoint of `done` with this epoch's partial
+        progress and raises `Preempted`."""
         steps_per_epoch, single_process = self.steps_per_epoch, jax.process_count() == 1
         partial = done.partial or PartialEpoch()
         start = time.perf_counter() - partial.seconds
         bar = tqdm(total=steps_per_epoch, initial=partial.batch,
                    desc=f"{self.name} {epoch + 1}/{self.schedule.epochs}",
                    disable=not (self.progress and parallel.is_main_process()), leave=False, dynamic_ncols=True)
-        pending: list[Metrics] = []
+        pending: list[Any] = []
         sums: dict[str, float] = dict(partial.sums)
         seen = partial.seen
 
+        def steps_of(chunk: Any) -> list[dict[str, Any]]:  # a dispatch's fetched metrics, step by step
+            if isinstance(chunk, list):
+                return chunk
+            count = len(next(iter(chunk.values())))
+            return [{k: v[j] for k, v in chunk.items()} for j in range(count)]
+
         def collect(upto: int) -> None:
             nonlocal pending, seen
-            fetched = jax.device_get(pending)
+            fetched = [m for chunk in jax.device_get(pending) for m in steps_of(chunk)]
             for j, m in enumerate(fetched):
                 if not np.isfinite(m["loss"]):
                     raise FloatingPointError(
@@ -236,29 +249,31 @@ class _TrainingPass:
             pending = []
             bar.update(len(fetched))
 
-        batches = data_lib.train_batches(self.data.train, self.schedule.batch_size, self.seed, epoch,
-                                         start_batch=partial.batch)
-        for i, batch in enumerate(batches, start=partial.batch):
-            state, metrics = self.train_step(state, *parallel.put_global_batch(batch, self.mesh), self.key,
-                                             *self.teacher_args)
+        before = partial.batch
+        for state, i, metrics in feed.dispatches(self, state, epoch, partial.batch):
             pending.append(metrics)
-            global_step = epoch * steps_per_epoch + i + 1
+            global_step = epoch * steps_per_epoch + i
             if self.on_step is not None:
-                self.on_step(global_step, metrics)
+                per_step = metrics if isinstance(metrics, list) else \
+                    [jax.tree.map(lambda m, j=j: m[j], metrics) for j in range(i - before)]
+                for j, m in enumerate(per_step):
+                    self.on_step(global_step - len(per_step) + j + 1, m)
+            logged = i // self.log_every > before // self.log_every  # a multiple of log_every passed
+            before = i
             # With several processes the stop request is agreed (a SIGTERM may reach only one of
-            # them): all stop at the same step. One process checks every step; several every
-            # `log_every` steps, a small all-gather each time.
-            if (single_process or (i + 1) % self.log_every == 0) and parallel.any_process(stop.requested):
-                collect(i + 1)
+            # them): all stop at the same step. One process checks after every dispatch; several
+            # every `log_every` steps, a small all-gather each time.
+            if (single_process or logged) and parallel.any_process(stop.requested):
+                collect(i)
                 bar.close()
-                stopped = PartialEpoch(i + 1, sums, seen, time.perf_counter() - start)
+                stopped = PartialEpoch(i, sums, seen, time.perf_counter() - start)
                 self.store.save(global_step, {"state": state, "best": best},
                                 dataclasses.replace(done, partial=stopped).to_meta())
                 raise stop.honour(f"{self.name}: stopped by SIGTERM at epoch {epoch + 1}, batch "
-                                  f"{i + 1}/{steps_per_epoch}; checkpoint saved in {self.store.where}; "
+                                  f"{i}/{steps_per_epoch}; checkpoint saved in {self.store.where}; "
                                   "run the same command again to resume")
-            if (i + 1) % self.log_every == 0 or i + 1 == steps_per_epoch:
-                collect(i + 1)
+            if logged or i == steps_per_epoch:
+                collect(i)
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{sums['accuracy'] / seen:.3f}",
                                 img_s=f"{seen * self.schedule.batch_size / elapsed:.0f}")
@@ -276,7 +291,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
         on_step: Callable[[int, Metrics], None] | None = None,
         on_variables: Callable[[int, Variables], None] | None = None,
-        writer: "tensorboard.Writer | None" = None, checkpoint_seconds: float | None = None) -> FitResult:
+        writer: "tensorboard.Writer | None" = None, checkpoint_seconds: float | None = None,
+        data_on_device: bool | None = None, steps_per_dispatch: int = 1) -> FitResult:
     """Trains `model` on `data`, resuming from `workdir` if it holds checkpoints.
 
     Each epoch: one pass over the shuffled training split, validation on clean images and a
@@ -327,6 +343,17 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         this way). Not called for epochs a resumed run had already finished.
       writer: a `pdjax.tensorboard.Writer`: each epoch's metrics and the train loss every
         `log_every` steps, live in TensorBoard (closed when the fit ends).
+      data_on_device: the training split on the devices, each step's batch taken there
+        (`pdjax.feed`): None (default) when it fits the device budget (`PDJAX_DEVICE_DATA_BYTES`;
+        else host batches, the reason printed), True always, False never. The same batches and,
+        one step a call, the same numbers either way.
+      steps_per_dispatch: train steps per compiled call (data on the devices): 1, or K for a
+        `lax.scan` of K steps (the epoch's last call runs what is left); a SIGTERM stops at a
+        call's end, resumed exactly; the progress bar, NaN check and TensorBoard at K steps. On
+        the CPU backend the K steps are unrolled (`pdjax.feed.UNROLL_ON`: XLA:CPU ran a step in a
+        loop 7x slower), which gives exactly the numbers of K = 1; elsewhere the loop is rolled
+        and XLA compiles its body apart from a single step's, so the floats may differ in the
+        last bits (benchmarks/README.md).
       checkpoint_seconds: the least time between two epoch checkpoints: a crash (SIGKILL, power
         loss) loses at most this much training plus one epoch, and a resumed run repeats it to
         the same numbers. 0 checkpoints every epoch. Default `$PDJAX_CHECKPOINT_SECONDS`, else
@@ -345,6 +372,11 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     """
     if teacher is not None and not kd.uses_teacher:
         raise ValueError(f"kd.loss={kd.loss!r} trains without a teacher: pass teacher=None")
+    if isinstance(steps_per_dispatch, bool) or not isinstance(steps_per_dispatch, int) or steps_per_dispatch < 1:
+        raise SpecError(f"steps_per_dispatch={steps_per_dispatch!r} must be an int >= 1")
+    if steps_per_dispatch > 1 and data_on_device is False:
+        raise SpecError(f"steps_per_dispatch={steps_per_dispatch} takes its batches on the devices: leave "
+                        "data_on_device at None or True")
     mesh = mesh if mesh is not None else parallel.data_mesh()
     parallel.check_batch_size(schedule.batch_size, mesh)
     checkpoint_seconds = checkpoint_interval(checkpoint_seconds)
@@ -356,7 +388,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     if variables is None:
         variables = models.init(model, jax.random.key(seed), data.image_shape)
     record = stage_record(model, data, schedule, seed=seed, variables=variables, masks=masks, teacher=teacher,
-                          kd=kd, optimizer=optimizer, augment=augment, select_best=select_best)
+                          kd=kd, optimizer=optimizer, augment=augment, select_best=select_best,
+                          steps_per_dispatch=steps_per_dispatch)
     if optimizer is None:
         optimizer = sgd(schedule)
     state = parallel.replicate(TrainState.create(variables, optimizer, masks), mesh)
@@ -370,14 +403,24 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         if done.epoch > schedule.epochs:
             raise ValueError(f"{workdir} holds {done.epoch} epochs but the schedule has {schedule.epochs}")
 
-    train_step = make_train_step(model, optimizer, mesh, mean=data.mean, std=data.std, augment=augment,
-                                 teacher=teacher.model if teacher else None, kd=kd)
+    resident = place_training_data(data, mesh, data_on_device, steps_per_dispatch, name=name)
+    steps_by_count: dict[int, CompiledStep] = {}
+
+    def train_step(count: int) -> CompiledStep:  # one compiled step per steps-per-dispatch count
+        if count not in steps_by_count:
+            steps_by_count[count] = make_train_step(
+                model, optimizer, mesh, mean=data.mean, std=data.std, augment=augment,
+                teacher=teacher.model if teacher else None, kd=kd, resident=resident is not None, steps=count,
+                unroll=feed.UNROLL_ON.get(jax.default_backend(), False))
+        return steps_by_count[count]
+
     teacher_args = () if teacher is None else (parallel.replicate(teacher.masked_variables(), mesh),)
     eval_step = make_eval_step(model, mesh, mean=data.mean, std=data.std)
     training = _TrainingPass(name=name, data=data, schedule=schedule, seed=seed, mesh=mesh, train_step=train_step,
                              key=parallel.replicate(jax.random.key(seed), mesh), teacher_args=teacher_args,
                              store=store, steps_per_epoch=steps_per_epoch, log_every=log_every, progress=progress,
-                             on_step=on_step, writer=writer)
+                             on_step=on_step, writer=writer, resident=resident,
+                             steps_per_dispatch=steps_per_dispatch if resident is not None else 1)
     store.metrics(done.history)
     if on_variables is not None and done.epoch == 0 and done.partial is None:
         on_variables(0, state.variables)

@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import pytest
 
+import pdjax
 from pdjax.cli import runs
 from pdjax.train import Schedule
 
@@ -208,7 +209,7 @@ BAD_VALUE = {
     "teacher_checkpoint": "/no/such/teacher", "name": "nomodel", "teachers": "nomodel", "student": "nomodel",
     "models": "vgg11,vgg11", "students": "vgg11", "families": "vgg13", "student_arms": "kd_sometimes",
     "criteria": "random", "width_rules": "uniform", "student_train_size": "1", "margin": "1",
-    "loss": "fitnet", "beta": "-0.001", "gamma": "-0.001", "correct_probability": "1",
+    "loss": "fitnet", "beta": "-0.001", "gamma": "-0.001", "correct_probability": "1", "steps_per_dispatch": "0",
 }
 # Keys with no bad value, and why.
 NO_BAD_VALUE = {
@@ -379,3 +380,28 @@ def test_compression_smoke(tmp_path):
     against_chain = [c for c in r["comparisons"] if c["baseline"].endswith("same arm")]
     assert [c["student"].split()[1] for c in against_chain] == ["uniform"]
     assert all(c["arm"] == "KD from vgg19 pruned 36%" for c in against_chain)
+
+
+@pytest.mark.slow(120)
+def test_a_paper_preset_dry_run_trains_every_stage_two_steps_plans_its_cost_and_lowers_its_steps(tmp_path, capsys):
+    # The paper preset at full widths (VGG19 and VGG11 on CIFAR-100's shape and 100 classes),
+    # every stage through the real code for two steps: teacher, pruning rounds, the scratch and
+    # KD students; its cost plan; each step lowered for cuda and tpu. Two pruning rounds instead
+    # of seven keep it to about two minutes here; the plan is the real run's.
+    module = load_experiment("vgg19_to_vgg11")
+    results = runs.run_cli(module.main, ["--preset", "paper", "--dry-run", "--set", "teachers=vgg19",
+                                         "--set", "prune.rounds=2", "--set", "kd_rounds=2", "--out", str(tmp_path)])
+    assert results["config"]["dry_run"] is True and results["config"]["train"]["epochs"] == 200
+    assert results["data"]["classes"] == 100 and results["data"]["source"] == "tfds:cifar100"
+    assert all(r["epochs"] == 1 for r in results["rows"])  # every stage trained: one epoch of two batches
+    assert {r["stage"] for r in results["rows"]} == {"teacher", "student_scratch", "student_kd_unpruned",
+                                                     "student_kd_round_02"}
+    assert [r["widths"] for r in results["rows"] if r["stage"] == "teacher"] == [list(pdjax.models.default_widths("vgg19"))]
+    plan = {p["stage"]: p for p in results["plan"]}
+    assert plan["teacher"]["epochs"] == 200 and plan["teacher"]["train_images"] == 45_000
+    assert plan["pruning (2 rounds)"]["epochs"] == 2 * 130
+    assert plan["student_kd_unpruned"]["train_flops_per_image"] > plan["student_scratch"]["train_flops_per_image"]
+    written = json.loads((tmp_path / "cost_plan.json").read_text())
+    assert {e["outcome"] for e in written["exports"]} == {"lowered"} and len(written["exports"]) >= 3
+    out = capsys.readouterr().out
+    assert "## Steps lowered for accelerators" in out and "hours, H200 bfloat16" in out

@@ -385,3 +385,102 @@ def test_train_state_initialises_any_optimizer_in_one_program_or_eagerly():
     for a, b in zip(jax.tree.leaves((jitted.params, jitted.opt_state)), jax.tree.leaves((eager.params, eager.opt_state))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_array_equal(jitted.params["w"], [[0.0, 0.0, 2.0], [0.0, 4.0, 5.0]])  # masked
+
+
+# ---- data on the devices, several steps a call (pdjax.feed)
+
+
+def test_data_on_the_devices_one_step_a_call_gives_exactly_the_host_numbers(small_digits):
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    schedule = steps.Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.2, weight_decay=5e-4)
+    host = train.fit(model, small_digits, schedule, seed=0, progress=False, data_on_device=False)
+    device = train.fit(model, small_digits, schedule, seed=0, progress=False, data_on_device=True)
+    chex.assert_trees_all_equal(device.variables, host.variables)
+    assert [h["train_loss"] for h in device.history] == [h["train_loss"] for h in host.history]
+
+
+def test_several_steps_a_call_take_the_host_batches_in_order(small_digits):
+    # Unrolled, the loop is the host's steps one after the other: the same floats, which proves
+    # the batches, their order and the step keys; rolled (fit's), XLA compiles the body apart.
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    mesh = parallel.data_mesh()
+    schedule = steps.Schedule(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4)
+    optimizer = steps.sgd(schedule)
+    variables = models.init(model, jax.random.key(0), (32, 32, 3))
+    key = parallel.replicate(jax.random.key(3), mesh)
+    host_step = steps.make_train_step(model, optimizer, mesh, mean=small_digits.mean, std=small_digits.std)
+    state = parallel.replicate(steps.TrainState.create(variables, optimizer), mesh)
+    losses = []
+    for batch in list(data_lib.train_batches(small_digits.train, 64, seed=0, epoch=0))[:3]:
+        state, m = host_step(state, *parallel.put_global_batch(batch, mesh), key)
+        losses.append(float(m["loss"]))
+    from pdjax import feed
+
+    resident = feed.ResidentData.place(small_digits.train, mesh)
+    order = parallel.replicate(feed.epoch_batches(len(small_digits.train), 64, 0, 0), mesh)
+    for unroll in (True, False):
+        step = steps.make_train_step(model, optimizer, mesh, mean=small_digits.mean, std=small_digits.std,
+                                     resident=True, steps=3, unroll=unroll)
+        start = parallel.replicate(steps.TrainState.create(variables, optimizer), mesh)
+        looped, metrics = step(start, resident.images, resident.labels, order, key)
+        assert int(looped.step) == 3 and np.asarray(metrics["loss"]).shape == (3,)
+        if unroll:
+            chex.assert_trees_all_equal(jax.device_get(looped.params), jax.device_get(state.params))
+            assert [float(v) for v in metrics["loss"]] == losses
+        else:  # the first step is the same program's; then last-bit differences
+            assert float(metrics["loss"][0]) == losses[0]
+            np.testing.assert_allclose(np.asarray(metrics["loss"]), losses, rtol=1e-4)
+    # The index matrix holds the host's batches: sorted rows of the epoch's permutation.
+    rows = feed.epoch_batches(len(small_digits.train), 64, 0, 0)
+    for row, (images, labels) in zip(rows, data_lib.train_batches(small_digits.train, 64, seed=0, epoch=0)):
+        np.testing.assert_array_equal(small_digits.train.labels[row], labels)
+
+
+def test_several_steps_a_call_stop_at_a_call_end_and_resume_exactly(small_digits, tmp_path):
+    import os
+    import signal
+
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    schedule = steps.Schedule(epochs=2, batch_size=64, lr=0.05, milestones=(1,), lr_factor=0.2, weight_decay=5e-4)
+    whole = train.fit(model, small_digits, schedule, seed=0, progress=False, steps_per_dispatch=4)
+    assert len(small_digits.train) // 64 == 9  # 9 steps an epoch: calls of 4, 4 and 1
+    seen = []
+
+    def term_at_6(step, metrics):  # steps 5-8 are one call: the stop lands after step 8
+        seen.append(step)
+        if step == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(train.Preempted, match=r"stopped by SIGTERM at epoch 1, batch 8/9"):
+        train.fit(model, small_digits, schedule, workdir=tmp_path, seed=0, progress=False, steps_per_dispatch=4,
+                  on_step=term_at_6)
+    assert seen == [1, 2, 3, 4, 5, 6, 7, 8]
+    resumed = train.fit(model, small_digits, schedule, workdir=tmp_path, seed=0, progress=False,
+                        steps_per_dispatch=4)
+    chex.assert_trees_all_equal(resumed.variables, whole.variables)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    # The record names the steps a call: resuming it one step a call is refused.
+    from pdjax.provenance import StaleRunError
+
+    with pytest.raises(StaleRunError, match="steps_per_dispatch"):
+        train.fit(model, small_digits, schedule, workdir=tmp_path, seed=0, progress=False)
+
+
+def test_data_over_the_device_budget_goes_from_the_host_with_the_reason(small_digits, monkeypatch, capsys):
+    from pdjax import feed
+
+    monkeypatch.setenv("PDJAX_DEVICE_DATA_BYTES", "1000")
+    mesh = parallel.data_mesh()
+    assert feed.place_training_data(small_digits, mesh, None, 1, name="t") is None
+    assert "exceeds the device budget" in capsys.readouterr().out
+    assert feed.place_training_data(small_digits, mesh, True, 1) is not None  # asked for: placed anyway
+    monkeypatch.setenv("PDJAX_DEVICE_DATA_BYTES", "lots")
+    with pytest.raises(checkpoints_lib.SpecError, match="PDJAX_DEVICE_DATA_BYTES='lots'"):
+        feed.device_data_budget(mesh)
+    model = models.get("vgg11", 10, widths=TINY_VGG11)
+    schedule = steps.Schedule(epochs=1, batch_size=64, lr=0.05)
+    for bad in (0, 2.5, True):
+        with pytest.raises(checkpoints_lib.SpecError, match="steps_per_dispatch"):
+            train.fit(model, small_digits, schedule, steps_per_dispatch=bad)
+    with pytest.raises(checkpoints_lib.SpecError, match="takes its batches on the devices"):
+        train.fit(model, small_digits, schedule, steps_per_dispatch=4, data_on_device=False)

@@ -143,12 +143,16 @@ def parse_args(experiment: str, presets: Mapping[str, Callable[[], C]],
     parser.add_argument("--out", default=None, help="run directory (default runs/<experiment>/<preset>)")
     parser.add_argument("--restart", action="store_true",
                         help="delete the run directory's checkpoints and results and start over")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="every stage for two steps on synthetic data of the real data's shape, a cost plan, "
+                             "and each step lowered for cuda and tpu (default --out runs/<experiment>/<preset>-dry-run)")
     args = parser.parse_args(argv)
     if args.preset not in presets:
         _stop(f"unknown preset {args.preset!r}; known: {', '.join(presets)}")
     try:
-        config = override(presets[args.preset](), args.overrides)
+        config = override(presets[args.preset](), args.overrides + (["dry_run=true"] if args.dry_run else []))
     except ConfigError as err:
         _stop(str(err))
-    out = Path(args.out) if args.out else Path("runs") / experiment / args.preset
+    default = f"{args.preset}-dry-run" if args.dry_run else args.preset
+    out = Path(args.out) if args.out else Path("runs") / experiment / default
     return args.preset, config, out, args.restart

@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 
 from pdjax import data as data_lib
-from pdjax import checkpoints, compilation, parallel
+from pdjax import checkpoints, compilation, costs, parallel, render
+from pdjax import steps as steps_lib
 from pdjax.cli.config import ConfigError, parse_args
 from pdjax.data import DataError
 from pdjax.designs.common import RunDirError, diff, first_disagreement, schedules, to_dict, upgrade
@@ -69,7 +70,10 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
     enable_compilation_cache()
     try:
         with StopRequest():  # SIGTERM anywhere in the run stops it at the next checkpoint
-            return main(argv)
+            results = main(argv)
+        if _started.get("dry_run"):
+            dry_run_report(_started["out"], results)
+        return results
     except (DataError, ConfigError, SpecError, RunDirError, MaskError, checkpoints.CheckpointMismatchError,
             StaleRunError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -124,12 +128,50 @@ def start(experiment: str, presets: Mapping[str, Callable[[], Any]], argv: Seque
         if value.batch_size % n:
             raise ConfigError(f"{name}.batch_size={value.batch_size} does not split over the {n} "
                               f"devices; use a multiple of {n}")
+    _started.update(out=out, dry_run=getattr(config, "dry_run", False))
     run_config = {"experiment": experiment, "preset": preset, "config": to_dict(config)}
     defaults = {"experiment": experiment, "preset": preset, "config": to_dict(type(config)())}
     _check_processes_agree(out, run_config)
     out = prepare(out, run_config, restart=restart, defaults=defaults)
     _check_shared_run_directory(out)
     return preset, config, out, run_config
+
+
+# The run `start` prepared in this process (its directory, whether a dry run), for `run_cli`.
+_started: dict[str, Any] = {}
+EXPORT_PLATFORMS = ("cuda", "tpu")
+
+
+def dry_run_report(out: Path, results: Mapping[str, Any]) -> None:
+    """After a dry run: its cost plan (every stage's real epochs, images, training FLOPs and hours
+    at the assumed throughputs, `pdjax.costs.plan_markdown`) and every train and eval step it
+    built lowered for cuda and tpu (`jax.export`): printed, and written as cost_plan.md/json."""
+    families = results.get("families")
+    plans = {name: r.get("plan", []) for name, r in families.items()} if families else {"": results.get("plan", [])}
+    exports = []
+    for key, step in steps_lib.built_steps().items():
+        try:
+            step.export(EXPORT_PLATFORMS)
+            outcome = "lowered"
+        except Exception as err:  # noqa: BLE001 -- any failure is the finding, reported in one line
+            outcome = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        exports.append({"step": key[0], "model": type(key[1]).__name__,
+                        "teacher": "" if key[0] != "train" or key[7] is None else type(key[7]).__name__,
+                        "platforms": ", ".join(EXPORT_PLATFORMS), "outcome": outcome})
+    text = ["# Dry run: cost plan and lowering\n",
+            "Every stage ran two steps on synthetic data of the real data's shape and classes; the plan below is "
+            "the real run's: each stage's epochs and training images, its training FLOPs per image (XLA's count of "
+            "3 forward passes, plus the teacher's for a distilled stage), and the hours at the sustained throughputs "
+            "docs/scaling.md assumes (not measured).\n"]
+    for name, plan in plans.items():
+        text += [f"## {name or 'stages'}\n", costs.plan_markdown(plan)]
+    text += ["## Steps lowered for accelerators\n", render.markdown_table(exports, [
+        ("step", "step", "s"), ("model", "model", "s"), ("teacher", "teacher", "s"),
+        ("platforms", "platforms", "s"), ("outcome", "outcome", "s")])]
+    markdown = "\n".join(text)
+    if parallel.is_main_process():
+        render.write_results(out, {"plans": plans, "exports": exports}, markdown, stem="cost_plan")
+        print(f"\n{markdown}\ncost plan in {out}/cost_plan.md")
 
 
 def data_keys(config: Any) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import jax
 
 from pdjax import data as data_lib
-from pdjax import distill, models, parallel, pruning
+from pdjax import distill, models, parallel, pruning, sources
 from pdjax.data import DataError
 from pdjax.files import write_json_atomic
 from pdjax.models import COMPUTE_DTYPES
@@ -68,6 +68,14 @@ class DesignConfig:
         rewinding, each round's schedule).
       kd: the KD loss (`pdjax.distill.KDSpec`).
       log: "tensorboard": live curves of every stage under <run dir>/tensorboard/.
+      steps_per_dispatch: train steps per compiled call (`pdjax.train.fit`): 1 runs one step a
+        call, exactly as ever; more run a `lax.scan` of that many steps over the training data held
+        on the devices, so a fast accelerator is not bounded by the host (XLA compiles the loop's
+        body apart: the floats differ in the last bits, and trajectories with them).
+      dry_run: train every stage for two steps on synthetic data of the real data's shape and
+        class count (`synthetic:NAME`), the schedules cut to one epoch of two batches, and keep
+        each stage's real epochs and training images for a cost plan (`--dry-run`;
+        `Stages.plan`).
       student_train_size: the students (from scratch and distilled alike) train on a
         class-balanced subset of this many training images (`pdjax.data.train_subset`, fixed by
         `seed`), the teachers on the whole training split; None: every image. Validation, test
@@ -87,6 +95,8 @@ class DesignConfig:
     compute_dtype: str = "float32"
     log: str = "none"
     student_train_size: int | None = None
+    steps_per_dispatch: int = 1
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         # `prune`, `kd` and every schedule checked their own values when they were built.
@@ -100,6 +110,7 @@ class DesignConfig:
             (count_or_none(self.max_test), f"max_test={self.max_test} must be >= 1 (none: every image)"),
             (self.eval_batch_size >= 1, f"eval_batch_size={self.eval_batch_size} must be >= 1"),
             (self.log in LOGS, f"log={self.log!r}: use one of {', '.join(LOGS)}"),
+            (self.steps_per_dispatch >= 1, f"steps_per_dispatch={self.steps_per_dispatch} must be >= 1"),
             (count_or_none(self.student_train_size),
              f"student_train_size={self.student_train_size} must be >= 1 (none: every image)"),
         ]
@@ -254,9 +265,12 @@ def load_data(config: Any, key: str = "data", out: str | Path | None = None) -> 
     run directory), the same as when the run started (`out/data.json`): a data set that
     changed between runs, or a stale copy on one worker, is refused before anything trains."""
     source = getattr(config, key)
+    if getattr(config, "dry_run", False):
+        source = dry_run_source(source, config)
     try:
         data = data_lib.load(source, val_fraction=config.val_fraction, split_seed=config.seed,
-                             max_train=config.max_train, max_test=config.max_test,
+                             max_train=None if source.startswith("synthetic:") else config.max_train,
+                             max_test=None if source.startswith("synthetic:") else config.max_test,
                              data_dir=getattr(config, "data_dir", None))
     except DataError as err:
         raise DataError(f"{key}={source!r}: {err}") from None
@@ -278,6 +292,26 @@ def load_data(config: Any, key: str = "data", out: str | Path | None = None) -> 
             saved.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(saved, fingerprint)
     return data
+
+
+def dry_run_source(source: str, config: Any) -> str:
+    """The synthetic stand-in of a data source for a dry run: the paper data set it is (by name,
+    `pdjax.sources.paper_shape`; CIFAR-100's shape when it names none), with enough training
+    images for two batches of the config's largest batch after the validation hold-out."""
+    name = sources.paper_shape(source) or "cifar100"
+    largest = max((s.batch_size for _, s in schedules(config)), default=128)
+    train = int(2 * largest / (1 - config.val_fraction)) + 2
+    return f"synthetic:{name}:{train}"
+
+
+def planned_images(source: str, val_fraction: float) -> int | None:
+    """The training images (after the validation hold-out) of the real data set a source names,
+    for a dry run's cost plan; None where it is not one of the paper's."""
+    name = sources.paper_shape(source)
+    if name is None:
+        return None
+    total = sources.PAPER_SHAPES[name][2]
+    return total - int(round(val_fraction * total))
 
 
 def first_disagreement(value: Any) -> tuple[int, Any, Any] | None:

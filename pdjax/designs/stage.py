@@ -29,7 +29,8 @@ import jax
 from flax import linen as nn
 from jax.sharding import Mesh
 
-from pdjax import artifacts, checkpoints, models, parallel, pruning
+from pdjax import artifacts, checkpoints, costs, models, parallel, pruning
+from pdjax.designs import common
 from pdjax import tensorboard as tensorboard_lib
 from pdjax.data import ImageData
 from pdjax.pruning import PruneSpec, PruningRound
@@ -107,6 +108,9 @@ class Stages:
     progress: bool = True
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    # A dry run's cost plan (config `dry_run`): per stage and pruning round, its real epochs,
+    # training images and training FLOPs per image (`pdjax.costs.plan_rows`).
+    plan: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -126,7 +130,8 @@ class Stages:
 
     def train(self, name: str, model_name: str, widths: Sequence[int], schedule: Schedule, seed: int, *,
               model_options: Mapping[str, Any] | None = None, data: ImageData | None = None,
-              teacher_stage: str | None = None, **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
+              teacher_stage: str | None = None, compute_dtype: str | None = None,
+              **fit_options: Any) -> tuple[Any, FitResult, dict[str, Any]]:
         """Trains (or resumes) stage `name` with the run's shared settings and records it.
         `model_options` default to the config's for `model_name`; `data` to the run's;
         `teacher_stage` (a distilled stage: its teacher's stage directory in the run) goes into
@@ -137,18 +142,47 @@ class Stages:
         kd = fit_options.get("kd")
         if kd is not None and not kd.uses_teacher:
             fit_options.pop("teacher", None)
+        options = model_options if model_options is not None else self._options(model_name)
+        if getattr(config, "dry_run", False):
+            teacher = fit_options.get("teacher")
+            self._plan(name, model_name, widths, options, schedule, data is not None and data is not self.data,
+                       teacher=None if teacher is None else teacher.model, compute_dtype=compute_dtype)
+            schedule = _two_steps(schedule)
         model, result, row = train_stage(
             name, model_name=model_name, widths=widths, schedule=schedule, seed=seed,
             data=self.data if data is None else data, out=self.out, mesh=self.mesh, augment=config.augment,
-            eval_batch_size=config.eval_batch_size, progress=self.progress, compute_dtype=config.compute_dtype,
-            tensorboard=self.logs,
-            model_options=model_options if model_options is not None else self._options(model_name),
-            **fit_options)
+            eval_batch_size=config.eval_batch_size, progress=self.progress,
+            compute_dtype=compute_dtype or config.compute_dtype,
+            tensorboard=self.logs, model_options=options,
+            steps_per_dispatch=getattr(config, "steps_per_dispatch", 1), **fit_options)
         if teacher_stage is not None:
             row["teacher_stage"] = teacher_stage
         self.rows.append(row)
         self.curves[name] = [h["val_accuracy"] for h in result.history]
         return model, result, row
+
+    def _plan(self, name: str, model_name: str, widths: Sequence[int], options: Mapping[str, Any] | None,
+              schedule: Schedule, student_data: bool, teacher: Any = None, repeats: int = 1,
+              compute_dtype: str | None = None) -> None:
+        """A dry run's plan row of a stage (or of `repeats` pruning rounds): its real epochs and
+        training images, and its training FLOPs per image (3 forward passes, and the teacher's
+        one for a distilled stage)."""
+        images = common.planned_images(self.data.name, self.config.val_fraction)
+        subset = getattr(self.config, "student_train_size", None)
+        if student_data and subset is not None and images is not None:
+            images = min(images, subset)
+        model = models.get(model_name, self.data.num_classes, widths=widths,
+                           **({"dtype": compute_dtype or self.config.compute_dtype} | dict(options or {})))
+        flops = 3 * self._forward_flops(model) + (0 if teacher is None else self._forward_flops(teacher))
+        self.plan.append({"stage": name, "model": model_name, "epochs": schedule.epochs * repeats,
+                          "train_images": images, "train_flops_per_image": flops, "teacher": teacher is not None})
+
+    def _forward_flops(self, model: Any) -> float:
+        cache = self.__dict__.setdefault("_flops", {})
+        if model not in cache:
+            variables = models.init(model, jax.random.key(0), self.data.image_shape)
+            cache[model] = costs.flops_per_image(model, variables, self.data.image_shape)
+        return cache[model]
 
     def test_logits(self, model: Any, variables: Any, masks: Any = None) -> Any:
         """A model's logits on the run's test split (`pdjax.artifacts.predict`), for
@@ -173,12 +207,20 @@ class Stages:
             rewind point (restart that stage).
         """
         criteria = sorted(directories, key=lambda c: c != "magnitude")
+        dry_run, planned = getattr(self.config, "dry_run", False), prune
+        if dry_run:
+            prune = dataclasses.replace(prune, schedule=_two_steps(prune.schedule))
         point = None
         if prune.rewind == "weight":
             point = pruning.RewindPoint(prune.rewind_epoch, self.out / name / f"snapshot_{prune.rewind_epoch}")
         model, teacher, row = self.train(name, model_name, widths, schedule, seed, model_options=model_options,
                                          on_variables=point, init_from=init_from)
         rewind_variables = None if point is None else point.variables(teacher.variables)
+        if dry_run:  # the plan of every sequence's rounds, after the teacher's
+            for criterion in criteria:
+                self._plan(f"{directories[criterion]} ({planned.rounds} rounds)", model_name, widths,
+                           model_options if model_options is not None else self._options(model_name),
+                           planned.schedule, False, repeats=planned.rounds)
         config, rounds, reference = self.config, {}, None
         for criterion in criteria:
             directory = directories[criterion]
@@ -187,7 +229,13 @@ class Stages:
                 workdir=self.out / directory, rewind_variables=rewind_variables,
                 reference=reference if criterion == "random" else None, seed=seed, mesh=self.mesh,
                 augment=config.augment, eval_batch_size=config.eval_batch_size, progress=self.progress,
-                tensorboard=None if self.logs is None else self.logs / directory)
+                tensorboard=None if self.logs is None else self.logs / directory,
+                steps_per_dispatch=getattr(config, "steps_per_dispatch", 1))
             if criterion == "magnitude":
                 reference = [r.masks for r in rounds[criterion]]
         return Sequences(model, teacher, row, rounds)
+
+
+def _two_steps(schedule: Schedule) -> Schedule:
+    """A dry run's schedule: one epoch (two batches of the synthetic data), no milestones."""
+    return dataclasses.replace(schedule, epochs=1, milestones=())

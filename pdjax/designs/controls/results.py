@@ -68,6 +68,7 @@ class ControlsResult:
     students: list[Student]
     rows: list[dict[str, Any]]  # every trained stage, as `pdjax.designs.stage.train_stage` reports it
     curves: dict[str, list[float]]  # validation accuracy per epoch, per stage
+    plan: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # a dry run's cost plan (Stages.plan)
 
     def accuracy(self, arm: str, round: int | None, teacher_seed: int | None, seed: int) -> float | None:
         for s in self.students:
@@ -241,6 +242,8 @@ class ControlsResult:
         model = self.mixed_model()
         if model:
             out["mixed_model"] = model
+        if self.plan:
+            out["plan"] = self.plan
         return out
 
     def train_seconds(self) -> dict[str, float]:

@@ -70,7 +70,7 @@ def run_controls(config: ControlsConfig, *, out: str | Path, data: ImageData, me
       A `ControlsResult`.
     """
     stages = Stages(config, data, Path(out), mesh, progress)
-    result = ControlsResult(config, [], [], stages.rows, stages.curves)
+    result = ControlsResult(config, [], [], stages.rows, stages.curves, stages.plan)
     prune = dataclasses.replace(config.prune, rounds=max(config.rounds))
     spec = config.student
 

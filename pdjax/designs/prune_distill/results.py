@@ -122,6 +122,7 @@ class PipelineResult:
     rows: list[dict[str, Any]]  # every trained model (a stage), one row each
     students: list[StudentRow]  # the paper's table: student x teacher kind x sparsity
     curves: dict[str, list[float]]  # validation accuracy per epoch, per stage
+    plan: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # a dry run's cost plan (Stages.plan)
 
     def train_seconds(self) -> dict[str, float]:
         """The stages' training seconds summed by kind: teachers, pruning rounds (round 0 is the
@@ -143,7 +144,7 @@ class PipelineResult:
                 "layer_density": {t.name: {r.label: [dataclasses.asdict(s) for s in sparsity.layer_stats(r.masks)]
                                            for r in t.rounds.values()}
                                   for t in self.teachers},
-                "curves": self.curves}
+                "curves": self.curves, **({"plan": self.plan} if self.plan else {})}
 
 
 def _arm_label(row: StudentRow) -> str:

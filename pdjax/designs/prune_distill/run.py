@@ -115,7 +115,7 @@ def prune_then_distill(config: ExperimentConfig, *, out: str | Path, data: Image
         teacher_results.append(teacher_result)
         for spec in students:  # 3-4.
             students_rows += _train_students(run, spec, prefix, unpruned, pruned, first_teacher=i == 0)
-    return PipelineResult(teacher_results, run.rows, students_rows, run.curves)
+    return PipelineResult(teacher_results, run.rows, students_rows, run.curves, run.plan)
 
 
 def _train_teacher(run: Stages, name: str, prefix: str, schedule: Schedule,
