@@ -18,10 +18,12 @@ pytestmark = [pytest.mark.xdist_group("controls_demo"), pytest.mark.slow(75)]
 
 # The demo preset on fewer images and epochs: 2 teachers x (magnitude, dense, random) x 1
 # round, one student seed, every model one epoch (tests/test_pruning.py runs longer sequences;
-# tests/test_stats.py the statistics of several seeds), with weight rewinding: every sequence
-# rewinds to the teacher's initial weights (its docstring offers `--set prune.rewind=weight`).
+# tests/test_stats.py the statistics of several seeds), with weight rewinding (every sequence
+# rewinds to the teacher's initial weights: its docstring offers `--set prune.rewind=weight`),
+# a pre-registered margin and Decoupled KD (`--set kd.loss=dkd`).
 ARGV = ["--preset", "demo", "--set", "max_train=320", "--set", "max_test=100", "--set", "rounds=1",
-        "--set", "prune.rounds=1", "--set", "seeds=0", "--set", "prune.rewind=weight", "--set", "margin=0.01"]
+        "--set", "prune.rounds=1", "--set", "seeds=0", "--set", "prune.rewind=weight", "--set", "margin=0.01",
+        "--set", "kd.loss=dkd"]
 for _key in ("teacher_train", "student_scratch", "student_distill"):
     ARGV += ["--set", f"{_key}.epochs=1", "--set", f"{_key}.milestones="]
 

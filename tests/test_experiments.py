@@ -321,7 +321,8 @@ def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
     # MobileNetV2 only: a VGG16 student runs the same pipeline code as vgg19_to_vgg11's VGG11.
     results = module.main(SMOKE + one_epoch("teacher_train", "prune.schedule", "mobilenet_scratch", "mobilenet_distill")
                           + ["--set", "students=mobilenetv2", "--set", "resnet_stem_width=2",
-                             "--set", "mobilenet_width_multiplier=0.03125", "--out", str(tmp_path)])
+                             "--set", "mobilenet_width_multiplier=0.03125", "--set", "kd.loss=teacher_free",
+                             "--out", str(tmp_path)])
     assert [s["model"] for s in results["students"]] == ["mobilenetv2"] * 3
     widths = {r["stage"]: r["widths"] for r in results["rows"]}
     assert widths["teacher"] == [4, 8, 16, 32]  # the demo's 1/16 of (64, 128, 256, 512)
@@ -332,6 +333,9 @@ def test_resnet18_to_vgg16_mobilenetv2_smoke(tmp_path):
     assert results["config"]["teacher_train"]["epochs"] == 1
     record = json.loads((tmp_path / "teacher" / "stage.json").read_text())
     assert record["model"]["stem_width"] == 2  # the narrowed stem reaches the teacher
+    # Teacher-free KD: the "distilled" students train on the virtual teacher, with no teacher.
+    distilled = json.loads((tmp_path / "mobilenetv2_kd_round_02" / "stage.json").read_text())
+    assert distilled["teacher"] is None and distilled["distillation"]["loss"] == "teacher_free"
 
 
 @pytest.mark.slow(18)
