@@ -279,3 +279,25 @@ def test_diagnose_measures_every_distilled_student_from_its_stages_as_the_run_di
     assert set(transfer) == {"unpruned", "magnitude round 1", "dense round 1", "random round 1"}
     assert "## What the teachers transfer" in (out / "results.md").read_text()
     assert diagnose.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_the_loss_sensitivity_run_distills_the_runs_teachers_with_other_losses(demo, tmp_path):
+    # experiments/kd_loss_sensitivity.py on the demo run: its teachers loaded, not retrained;
+    # DIST students of the unpruned, magnitude and dense teachers, a teacher-free student,
+    # contrasts beside the run's own vanilla-KD ones (here the run distilled with DKD).
+    _, out, results = demo
+    module = load_experiment("kd_loss_sensitivity")
+    overrides = [a for pair in zip(ARGV[2::2], ARGV[3::2]) for a in pair]  # the run's --set pairs
+    record = module.main(["--controls", str(out), "--preset", "demo", *overrides, "--teachers", "0", "--seeds", "0",
+                          "--losses", "dist", "--out", str(tmp_path)])
+    kinds = sorted((s["loss"], s["arm"]) for s in record["students"])
+    assert kinds == [("dist", "dense"), ("dist", "magnitude"), ("dist", "unpruned"),
+                     ("kd (the run's)", "dense"), ("kd (the run's)", "magnitude"), ("kd (the run's)", "unpruned"),
+                     ("teacher_free", "teacher_free")]
+    assert {r["stage"] for r in record["rows"]} == {"student_teacher_free_seed0", "teacher_seed0/student_unpruned_dist_seed0",
+                                                    "teacher_seed0/student_magnitude_dist_seed0",
+                                                    "teacher_seed0/student_dense_dist_seed0"}  # no teacher retrained
+    run = {s["stage"]: s["test_accuracy"] for s in results["students"]}
+    mine = {(s["loss"], s["arm"]): s["test_accuracy"] for s in record["students"]}
+    assert mine[("kd (the run's)", "magnitude")] == run["teacher_seed0/student_magnitude_round_01_seed0"]
+    assert "magnitude - dense" in (tmp_path / "results.md").read_text()
