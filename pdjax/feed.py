@@ -16,6 +16,7 @@ import dataclasses
 import os
 from typing import Any, Iterator
 
+import jax
 import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
@@ -74,7 +75,9 @@ def device_data_budget(mesh: Mesh) -> int:
             return int(float(setting))
         except ValueError:
             raise SpecError(f"{DEVICE_DATA_ENV}={setting!r} must be a number of bytes") from None
-    stats = mesh.devices.flat[0].memory_stats() or {}
+    # A device of this process (memory_stats reads only addressable devices), all alike.
+    local = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())
+    stats = local.memory_stats() or {}
     limit = stats.get("bytes_limit")
     return int(DEVICE_DATA_SHARE * limit) if limit else DEVICE_DATA_DEFAULT
 
