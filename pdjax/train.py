@@ -1,7 +1,9 @@
 """The resumable training loop: `fit`, with its run directory (checkpoints, metrics, the record
 of what produced it), stop handling (SIGTERM) and a typed record of what it has done.
 
-The step it runs, the optimizer and evaluation live in `pdjax.steps`.
+The step it runs, the optimizer and evaluation live in `pdjax.steps`; an epoch's pass (batches to
+the step, metrics back, the loop's `Progress` record) in `pdjax.feed`; SIGTERM in
+`pdjax.stopping`; the record of what produced a stage in `pdjax.provenance`.
 
 Usage:
     schedule = pdjax.train.Schedule(epochs=200, batch_size=128, lr=0.1,
@@ -19,7 +21,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import linen as nn
 from jax.sharding import Mesh
@@ -34,7 +35,7 @@ from pdjax.stopping import Preempted, StopRequest
 from pdjax.checkpoints import Checkpointer, checkpoint_interval, save_tree
 from pdjax.files import write_json_atomic, write_jsonl_atomic
 # `Schedule` and the step's pieces are `pdjax.steps`'; fit takes a Schedule, so it is importable here too.
-from pdjax.feed import ResidentData, place_training_data
+from pdjax.feed import PartialEpoch, Progress, place_training_data
 from pdjax.steps import (CompiledStep, Schedule, TrainState, evaluate, is_sgd, learning_rate, make_eval_step,
                          make_train_step, sgd, with_learning_rate)
 from pdjax.types import Masks, Metrics, PyTree, SpecError, Variables
@@ -136,149 +137,6 @@ class _Store:
     def __exit__(self, *exc: Any) -> None:
         if self.ckpt is not None:
             self.ckpt.close()
-
-
-@dataclasses.dataclass
-class PartialEpoch:
-    """Where a run stopped inside an epoch (SIGTERM): the batches done, their metric sums, the
-    steps seen and the seconds spent; a resumed run continues at the next batch."""
-
-    batch: int = 0
-    sums: dict[str, float] = dataclasses.field(default_factory=dict)
-    seen: int = 0
-    seconds: float = 0.0
-
-
-@dataclasses.dataclass
-class Progress:
-    """What a fit has done, saved as each checkpoint's metadata and read back on resume.
-
-    Attributes:
-      epoch: epochs finished.
-      best_epoch, val_accuracy: the best-validation epoch so far (0 and -1: none yet).
-      history: one record per finished epoch.
-      train_seconds: training wall time, summed over resumed runs.
-      partial: set only in a checkpoint taken mid-epoch (`PartialEpoch`).
-    """
-
-    epoch: int = 0
-    best_epoch: int = 0
-    val_accuracy: float = -1.0
-    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    train_seconds: float = 0.0
-    partial: PartialEpoch | None = None
-
-    def to_meta(self) -> dict[str, Any]:
-        """The checkpoint's metadata (the keys checkpoints have always had)."""
-        meta = {"epoch": self.epoch, "best_epoch": self.best_epoch, "val_accuracy": self.val_accuracy,
-                "history": self.history, "train_seconds": self.train_seconds}
-        if self.partial is not None:
-            meta["partial"] = dataclasses.asdict(self.partial)
-        return meta
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> "Progress":
-        partial = meta.get("partial")
-        return cls(meta["epoch"], meta["best_epoch"], meta["val_accuracy"], list(meta["history"]),
-                   meta["train_seconds"], None if partial is None else PartialEpoch(**partial))
-
-
-@dataclasses.dataclass
-class _TrainingPass:
-    """One epoch's pass over the training split, with what every epoch of a `fit` shares: the
-    compiled step (one per number of steps a dispatch runs: `steps_per_dispatch` and an epoch's
-    remainder), the data on the devices or None (host batches), progress bar, metric sums
-    (checked for NaN as they arrive) and the stop request, which saves a checkpoint of the
-    current step and raises `Preempted`."""
-
-    name: str
-    data: data_lib.ImageData
-    schedule: Schedule
-    seed: int
-    mesh: Mesh
-    train_step: Callable[[int], CompiledStep]  # steps per dispatch -> the compiled step
-    key: Any
-    teacher_args: tuple
-    store: "_Store"
-    steps_per_epoch: int
-    log_every: int
-    progress: bool
-    on_step: Callable[[int, Metrics], None] | None
-    writer: Any = None  # a pdjax.tensorboard.Writer
-    resident: ResidentData | None = None
-    steps_per_dispatch: int = 1
-
-    def run(self, state: TrainState, epoch: int, done: Progress, stop: "StopRequest",
-            best: Variables) -> tuple[TrainState, PartialEpoch]:
-        """Trains epoch `epoch` (0-based) of a fit that has done `done`, from the batch after
-        `done.partial`'s last one when it stopped inside this epoch. Returns the state and the
-        epoch's `PartialEpoch` (all batches: its metric sums, steps and seconds). A stop request
-        (checked after each dispatch) saves a checkpoint of `done` with this epoch's partial
-        progress and raises `Preempted`."""
-        steps_per_epoch, single_process = self.steps_per_epoch, jax.process_count() == 1
-        partial = done.partial or PartialEpoch()
-        start = time.perf_counter() - partial.seconds
-        bar = tqdm(total=steps_per_epoch, initial=partial.batch,
-                   desc=f"{self.name} {epoch + 1}/{self.schedule.epochs}",
-                   disable=not (self.progress and parallel.is_main_process()), leave=False, dynamic_ncols=True)
-        pending: list[Any] = []
-        sums: dict[str, float] = dict(partial.sums)
-        seen = partial.seen
-
-        def steps_of(chunk: Any) -> list[dict[str, Any]]:  # a dispatch's fetched metrics, step by step
-            if isinstance(chunk, list):
-                return chunk
-            count = len(next(iter(chunk.values())))
-            return [{k: v[j] for k, v in chunk.items()} for j in range(count)]
-
-        def collect(upto: int) -> None:
-            nonlocal pending, seen
-            fetched = [m for chunk in jax.device_get(pending) for m in steps_of(chunk)]
-            for j, m in enumerate(fetched):
-                if not np.isfinite(m["loss"]):
-                    raise FloatingPointError(
-                        f"{self.name}: loss is {m['loss']} at epoch {epoch + 1}, step "
-                        f"{epoch * steps_per_epoch + upto - len(fetched) + j + 1}; the last good "
-                        f"checkpoint is epoch {done.epoch} in {self.store.where}")
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-            if self.writer is not None and fetched:
-                self.writer.step(epoch * steps_per_epoch + upto,
-                                 {"train_loss": sum(float(m["loss"]) for m in fetched) / len(fetched)})
-            seen += len(fetched)
-            pending = []
-            bar.update(len(fetched))
-
-        before = partial.batch
-        for state, i, metrics in feed.dispatches(self, state, epoch, partial.batch):
-            pending.append(metrics)
-            global_step = epoch * steps_per_epoch + i
-            if self.on_step is not None:
-                per_step = metrics if isinstance(metrics, list) else \
-                    [jax.tree.map(lambda m, j=j: m[j], metrics) for j in range(i - before)]
-                for j, m in enumerate(per_step):
-                    self.on_step(global_step - len(per_step) + j + 1, m)
-            logged = i // self.log_every > before // self.log_every  # a multiple of log_every passed
-            before = i
-            # With several processes the stop request is agreed (a SIGTERM may reach only one of
-            # them): all stop at the same step. One process checks after every dispatch; several
-            # every `log_every` steps, a small all-gather each time.
-            if (single_process or logged) and parallel.any_process(stop.requested):
-                collect(i)
-                bar.close()
-                stopped = PartialEpoch(i, sums, seen, time.perf_counter() - start)
-                self.store.save(global_step, {"state": state, "best": best},
-                                dataclasses.replace(done, partial=stopped).to_meta())
-                raise stop.honour(f"{self.name}: stopped by SIGTERM at epoch {epoch + 1}, batch "
-                                  f"{i}/{steps_per_epoch}; checkpoint saved in {self.store.where}; "
-                                  "run the same command again to resume")
-            if logged or i == steps_per_epoch:
-                collect(i)
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}", acc=f"{sums['accuracy'] / seen:.3f}",
-                                img_s=f"{seen * self.schedule.batch_size / elapsed:.0f}")
-        bar.close()
-        return state, PartialEpoch(steps_per_epoch, sums, seen, time.perf_counter() - start)
 
 
 def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
@@ -416,7 +274,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
 
     teacher_args = () if teacher is None else (parallel.replicate(teacher.masked_variables(), mesh),)
     eval_step = make_eval_step(model, mesh, mean=data.mean, std=data.std)
-    training = _TrainingPass(name=name, data=data, schedule=schedule, seed=seed, mesh=mesh, train_step=train_step,
+    training = feed.TrainingPass(name=name, data=data, schedule=schedule, seed=seed, mesh=mesh, train_step=train_step,
                              key=parallel.replicate(jax.random.key(seed), mesh), teacher_args=teacher_args,
                              store=store, steps_per_epoch=steps_per_epoch, log_every=log_every, progress=progress,
                              on_step=on_step, writer=writer, resident=resident,
@@ -425,7 +283,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     if on_variables is not None and done.epoch == 0 and done.partial is None:
         on_variables(0, state.variables)
     with store, StopRequest() as stop:
-        # Every process agrees on a stop request (see _TrainingPass.run), also after each epoch.
+        # Every process agrees on a stop request (see pdjax.feed.TrainingPass.run), also after each epoch.
         if parallel.any_process(stop.requested) and done.epoch < schedule.epochs:
             raise stop.honour(f"{name}: stopped by SIGTERM before it started (at epoch {done.epoch}); "
                               "run the same command again to resume")
