@@ -210,6 +210,7 @@ BAD_VALUE = {
     "models": "vgg11,vgg11", "students": "vgg11", "families": "vgg13", "student_arms": "kd_sometimes",
     "criteria": "random", "width_rules": "uniform", "student_train_size": "1", "margin": "1",
     "loss": "fitnet", "beta": "-0.001", "gamma": "-0.001", "correct_probability": "1", "steps_per_dispatch": "0",
+    "dry_run": "maybe",
 }
 # Keys with no bad value, and why.
 NO_BAD_VALUE = {
