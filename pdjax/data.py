@@ -282,13 +282,20 @@ def epoch_order(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
+def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
+    """One epoch's batches as an index matrix (batches, batch_size): consecutive slices of
+    `epoch_order`, each sorted, the last incomplete batch dropped. `train_batches` takes its
+    batches from it on the host, `pdjax.feed` on the devices."""
+    order = epoch_order(num_examples, seed, epoch)
+    n = num_examples // batch_size
+    return np.sort(order[: n * batch_size].reshape(n, batch_size), axis=1).astype(np.int32)
+
+
 def train_batches(split: Split, batch_size: int, seed: int, epoch: int,
                   start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Shuffled full batches of one epoch (the last incomplete batch is dropped), from batch
-    `start_batch` on (a resumed epoch skips what it already did)."""
-    order = epoch_order(len(split), seed, epoch)
-    for start in range(start_batch * batch_size, len(order) - batch_size + 1, batch_size):
-        idx = np.sort(order[start : start + batch_size])
+    """Shuffled full batches of one epoch (`epoch_batches`), from batch `start_batch` on (a
+    resumed epoch skips what it already did)."""
+    for idx in epoch_batches(len(split), batch_size, seed, epoch)[start_batch:]:
         yield split.images[idx], split.labels[idx]
 
 

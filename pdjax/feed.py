@@ -8,7 +8,7 @@ host sends each epoch's batch indices once and then only calls, and one call can
 steps (`make_train_step(resident=True, steps=K)`), so the host does not bound a fast
 accelerator's step. `place_training_data` chooses (the data on the devices when it fits
 `device_data_budget`, else host batches with the reason printed); both paths take the same
-batches in the same order (`pdjax.data.train_batches`, `epoch_batches`).
+batches in the same order (`pdjax.data.epoch_batches`).
 """
 
 from __future__ import annotations
@@ -52,14 +52,6 @@ class ResidentData:
     def place(cls, split: data_lib.Split, mesh: Mesh) -> "ResidentData":
         images, labels = parallel.replicate((np.asarray(split.images), np.asarray(split.labels, np.int32)), mesh)
         return cls(images, labels)
-
-
-def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
-    """The epoch's batches as an index matrix (batches, batch_size): the rows
-    `pdjax.data.train_batches` yields, each sorted, the last incomplete batch dropped."""
-    order = data_lib.epoch_order(num_examples, seed, epoch)
-    n = num_examples // batch_size
-    return np.sort(order[: n * batch_size].reshape(n, batch_size), axis=1).astype(np.int32)
 
 
 DEVICE_DATA_ENV = "PDJAX_DEVICE_DATA_BYTES"
@@ -260,8 +252,8 @@ def dispatches(run: Any, state: Any, epoch: int, first: int) -> Iterator[tuple[A
                                   *run.teacher_args)
             yield state, i + 1, [metrics]
         return
-    order = parallel.replicate(epoch_batches(len(run.data.train), run.schedule.batch_size, run.seed, epoch),
-                               run.mesh)
+    rows = data_lib.epoch_batches(len(run.data.train), run.schedule.batch_size, run.seed, epoch)
+    order = parallel.replicate(rows, run.mesh)
     i = first
     while i < run.steps_per_epoch:
         k = min(run.steps_per_dispatch, run.steps_per_epoch - i)

@@ -417,7 +417,7 @@ def test_several_steps_a_call_take_the_host_batches_in_order(small_digits):
     from pdjax import feed
 
     resident = feed.ResidentData.place(small_digits.train, mesh)
-    order = parallel.replicate(feed.epoch_batches(len(small_digits.train), 64, 0, 0), mesh)
+    order = parallel.replicate(data_lib.epoch_batches(len(small_digits.train), 64, 0, 0), mesh)
     for unroll in (True, False):
         step = steps.make_train_step(model, optimizer, mesh, mean=small_digits.mean, std=small_digits.std,
                                      resident=True, steps=3, unroll=unroll)
@@ -431,7 +431,7 @@ def test_several_steps_a_call_take_the_host_batches_in_order(small_digits):
             assert float(metrics["loss"][0]) == losses[0]
             np.testing.assert_allclose(np.asarray(metrics["loss"]), losses, rtol=1e-4)
     # The index matrix holds the host's batches: sorted rows of the epoch's permutation.
-    rows = feed.epoch_batches(len(small_digits.train), 64, 0, 0)
+    rows = data_lib.epoch_batches(len(small_digits.train), 64, 0, 0)
     for row, (images, labels) in zip(rows, data_lib.train_batches(small_digits.train, 64, seed=0, epoch=0)):
         np.testing.assert_array_equal(small_digits.train.labels[row], labels)
 
