@@ -24,7 +24,16 @@ largest lower end whose KD student costs at most `--max-kd-minutes` (the control
 if none reaches it, the cell of largest mean KD - scratch, said so.
 
 Every stage is resumable in `--out` (default runs/kd_regime_probe/<family>); results.md and
-results.json are rewritten after every cell, so a partial run has its table.
+results.json are rewritten after every student, so a partial run has its table. A machine that
+loses its run directory (a new session) goes on from what was committed:
+
+    python experiments/kd_regime_probe.py --family vgg \
+        --teacher-from results/kd_regime_probe/vgg/teacher --reuse results/kd_regime_probe/vgg/results.json
+
+`--teacher-from` evaluates a saved teacher (a stage directory or a `pdjax.checkpoints.save_tree`
+tree) instead of training it; `--reuse` takes the students a previous results.json of the same
+teacher records (same cell, arm and seed) instead of training them again, and refuses a
+results.json whose teacher's validation accuracy differs from this run's.
 """
 
 from __future__ import annotations
@@ -97,14 +106,11 @@ def kd_name(kd: KDSpec) -> str:
 
 
 def interval(differences: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% paired t-interval of per-seed differences."""
-    from scipy import stats as scipy_stats
-
-    mean = statistics.fmean(differences)
-    if len(differences) < 2:
-        return mean, float("nan"), float("nan")
-    half = scipy_stats.t.ppf(0.975, len(differences) - 1) * statistics.stdev(differences) / len(differences) ** 0.5
-    return mean, mean - half, mean + half
+    """Mean and 95% paired t-interval of per-seed differences (`pdjax.stats.nested` over one
+    teacher: a paired t over the seeds)."""
+    c = pdjax.stats.nested([differences])
+    nan = float("nan")
+    return c.mean, nan if c.low is None else c.low, nan if c.high is None else c.high
 
 
 def choose(rows: list[dict[str, Any]], max_kd_minutes: float) -> tuple[dict[str, Any] | None, str]:
@@ -127,7 +133,7 @@ def choose(rows: list[dict[str, Any]], max_kd_minutes: float) -> tuple[dict[str,
                   f"{100 * best['upper']:+.2f})")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--family", choices=sorted(FAMILIES), default="vgg")
     parser.add_argument("--cells", default=None, help="comma-separated cells (default: the family's, in order)")
@@ -136,7 +142,12 @@ def main() -> None:
     parser.add_argument("--max-kd-minutes", type=float, default=None,
                         help="a KD student's cost ceiling for the choice (default per family)")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    parser.add_argument("--teacher-from", default=None,
+                        help="a saved teacher (stage directory or saved tree) to evaluate instead of training")
+    parser.add_argument("--reuse", default=None,
+                        help="a previous results.json of this family: its students are not trained again")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
     family = FAMILIES[args.family]
     try:
         cells = [Cell.parse(c) for c in (args.cells.split(",") if args.cells else family["cells"])]
@@ -154,19 +165,27 @@ def main() -> None:
     model, teacher, _ = pdjax.designs.stage.train_stage(
         "teacher", model_name=teacher_spec.name, data=data, schedule=config.teacher_train, out=out,
         seed=config.teacher_seeds[0], widths=teacher_spec.widths, model_options=teacher_spec.options(),
-        progress=False)
+        progress=False, init_from=args.teacher_from)
     print(json.dumps({"stage": "teacher", "val_accuracy": teacher.val_accuracy,
                       "train_seconds": round(teacher.train_seconds, 1)}), flush=True)
+    earlier = reused(args.reuse, args.family, teacher.val_accuracy) if args.reuse else {}
     source = pdjax.distill.Teacher(model, teacher.best_variables)
     students: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
-    command = "python experiments/kd_regime_probe.py " + " ".join(sys.argv[1:])
+    header = {"family": args.family,
+              "command": "python experiments/kd_regime_probe.py " + " ".join(argv),
+              "teacher": dataclasses.asdict(teacher_spec), "teacher_val_accuracy": teacher.val_accuracy,
+              "teacher_train_seconds": teacher.train_seconds, "teacher_from": args.teacher_from,
+              "reused_from": args.reuse, "student": family["student"], "lr": family["lr"],
+              "subset_seed": SUBSET_SEED, "max_kd_minutes": max_kd_minutes}
     for cell in cells:
         cell_data = pdjax.data.train_subset(data, cell.size, SUBSET_SEED)
         schedule = shaped(cell.epochs, family["lr"])
         widths = pdjax.models.scaled_widths(family["student"], 1 / cell.width)
         for seed in seeds:
             for arm, kd in [("scratch", None)] + [(kd_name(k), k) for k in kds]:
+                if (cell.name, arm, seed) in earlier:
+                    students.append(earlier[cell.name, arm, seed])
+                    continue
                 stage = f"{cell.name}/{arm}_seed{seed}"
                 extra = {} if kd is None else {"teacher": source, "kd": kd}
                 _, result, _ = pdjax.designs.stage.train_stage(
@@ -176,42 +195,69 @@ def main() -> None:
                                  "val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch,
                                  "epochs": cell.epochs, "minutes": round(result.train_seconds / 60, 2)})
                 print(json.dumps(students[-1]), flush=True)
-        scratch = {s["seed"]: s for s in students if s["cell"] == cell.name and s["arm"] == "scratch"}
-        for kd in kds:
-            distilled = {s["seed"]: s for s in students if s["cell"] == cell.name and s["arm"] == kd_name(kd)}
-            differences = [distilled[s]["val_accuracy"] - scratch[s]["val_accuracy"] for s in seeds]
-            mean, lower, upper = interval(differences)
-            rows.append({"cell": cell.name, "width": f"1/{cell.width}", "train_images": len(cell_data.train),
-                         "epochs": cell.epochs, "kd": kd_name(kd), "seeds": len(seeds),
-                         "scratch_val": statistics.fmean(scratch[s]["val_accuracy"] for s in seeds),
-                         "kd_val": statistics.fmean(distilled[s]["val_accuracy"] for s in seeds),
-                         "kd_minus_scratch": mean, "lower": lower, "upper": upper,
-                         "per_seed": [round(d, 4) for d in differences],
-                         "kd_best_epochs": [distilled[s]["best_epoch"] for s in seeds],
-                         "scratch_minutes": statistics.fmean(scratch[s]["minutes"] for s in seeds),
-                         "kd_minutes": statistics.fmean(distilled[s]["minutes"] for s in seeds)})
-        chosen, verdict = choose(rows, max_kd_minutes)
-        shown = [{**r, "per_seed": " ".join(f"{100 * d:+.1f}" for d in r["per_seed"]),
-                  "kd_best_epochs": " ".join(map(str, r["kd_best_epochs"]))} for r in rows]
-        table = pdjax.render.markdown_table(shown, [
-            ("cell", "cell", "s"), ("width", "student width", "s"), ("train_images", "train images", "d"),
-            ("epochs", "epochs", "d"), ("kd", "KD", "s"), ("scratch_val", "scratch val", ".4f"),
-            ("kd_val", "KD val", ".4f"), ("kd_minus_scratch", "KD - scratch", "+.4f"), ("lower", "95% low", "+.4f"),
-            ("upper", "95% high", "+.4f"), ("per_seed", "per seed (points)", "s"), ("kd_best_epochs", "KD best epochs", "s"),
-            ("scratch_minutes", "scratch min", ".1f"), ("kd_minutes", "KD min", ".1f")])
-        markdown = (f"# KD regime probe: {args.family} ({teacher_spec.name} at {teacher_spec.width_multiplier:g} "
-                    f"width, best val {teacher.val_accuracy:.4f}; {family['student']} students; validation "
-                    f"accuracy only)\n\n    {command}\n\n{table}\n\n{verdict}\n")
-        record = {"family": args.family, "command": command, "teacher": dataclasses.asdict(teacher_spec),
-                  "teacher_val_accuracy": teacher.val_accuracy, "teacher_train_seconds": teacher.train_seconds,
-                  "student": family["student"], "lr": family["lr"], "subset_seed": SUBSET_SEED,
-                  "max_kd_minutes": max_kd_minutes, "rows": rows, "students": students,
-                  "chosen": None if chosen is None else {"cell": chosen["cell"], "kd": chosen["kd"]},
-                  "verdict": verdict, "environment": pdjax.designs.common.environment()}
-        pdjax.render.write_results(out, record, markdown)
+                report(out, header, cells, kds, students)
+    report(out, header, cells, kds, students, final=True)
+
+
+def reused(path: str, family: str, teacher_val: float) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The students a previous results.json records, by (cell, arm, seed), each marked as reused."""
+    record = json.loads(Path(path).read_text())
+    if record.get("family") != family:
+        raise SystemExit(f"--reuse {path}: a probe of family {record.get('family')!r}, not {family!r}")
+    if record.get("teacher_val_accuracy") != teacher_val:
+        raise SystemExit(f"--reuse {path}: its teacher's validation accuracy {record.get('teacher_val_accuracy')} "
+                         f"is not this run's {teacher_val}: another teacher, its students do not apply")
+    return {(s["cell"], s["arm"], s["seed"]): {**s, "reused": True} for s in record["students"]}
+
+
+def cell_rows(cell: Cell, kds: list[KDSpec], students: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A cell's rows, one per KD setting, over the seeds that have both students (none below 2)."""
+    rows = []
+    scratch = {s["seed"]: s for s in students if s["cell"] == cell.name and s["arm"] == "scratch"}
+    for kd in kds:
+        distilled = {s["seed"]: s for s in students if s["cell"] == cell.name and s["arm"] == kd_name(kd)}
+        seeds = sorted(scratch.keys() & distilled.keys())
+        if len(seeds) < 2:
+            continue
+        differences = [distilled[s]["val_accuracy"] - scratch[s]["val_accuracy"] for s in seeds]
+        mean, lower, upper = interval(differences)
+        rows.append({"cell": cell.name, "width": f"1/{cell.width}", "train_images": scratch[seeds[0]]["train_images"],
+                     "epochs": cell.epochs, "kd": kd_name(kd), "seeds": len(seeds),
+                     "scratch_val": statistics.fmean(scratch[s]["val_accuracy"] for s in seeds),
+                     "kd_val": statistics.fmean(distilled[s]["val_accuracy"] for s in seeds),
+                     "kd_minus_scratch": mean, "lower": lower, "upper": upper,
+                     "per_seed": [round(d, 4) for d in differences],
+                     "kd_best_epochs": [distilled[s]["best_epoch"] for s in seeds],
+                     "scratch_minutes": statistics.fmean(scratch[s]["minutes"] for s in seeds),
+                     "kd_minutes": statistics.fmean(distilled[s]["minutes"] for s in seeds)})
+    return rows
+
+
+def report(out: Path, header: dict[str, Any], cells: list[Cell], kds: list[KDSpec],
+           students: list[dict[str, Any]], final: bool = False) -> None:
+    """Rewrites results.md / results.json from the students so far (a cell's rows once two seeds
+    have both arms; `header` is the run's fixed part of results.json); prints the table at the end."""
+    rows = [row for cell in cells for row in cell_rows(cell, kds, students)]
+    chosen, verdict = choose(rows, header["max_kd_minutes"])
+    shown = [{**r, "per_seed": " ".join(f"{100 * d:+.1f}" for d in r["per_seed"]),
+              "kd_best_epochs": " ".join(map(str, r["kd_best_epochs"]))} for r in rows]
+    table = pdjax.render.markdown_table(shown, [
+        ("cell", "cell", "s"), ("width", "student width", "s"), ("train_images", "train images", "d"),
+        ("epochs", "epochs", "d"), ("kd", "KD", "s"), ("seeds", "seeds", "d"), ("scratch_val", "scratch val", ".4f"),
+        ("kd_val", "KD val", ".4f"), ("kd_minus_scratch", "KD - scratch", "+.4f"), ("lower", "95% low", "+.4f"),
+        ("upper", "95% high", "+.4f"), ("per_seed", "per seed (points)", "s"), ("kd_best_epochs", "KD best epochs", "s"),
+        ("scratch_minutes", "scratch min", ".1f"), ("kd_minutes", "KD min", ".1f")])
+    teacher = header["teacher"]
+    markdown = (f"# KD regime probe: {header['family']} ({teacher['name']} at {teacher['width_multiplier']:g} "
+                f"width, best val {header['teacher_val_accuracy']:.4f}; {header['student']} students; validation "
+                f"accuracy only)\n\n    {header['command']}\n\n{table}\n\n{verdict}\n")
+    record = {**header, "rows": rows, "students": students,
+              "chosen": None if chosen is None else {"cell": chosen["cell"], "kd": chosen["kd"]},
+              "verdict": verdict, "environment": pdjax.designs.common.environment()}
+    pdjax.render.write_results(out, record, markdown)
+    if final:
         print(table, flush=True)
         print(verdict, flush=True)
-
 
 if __name__ == "__main__":
     runs.enable_compilation_cache()
