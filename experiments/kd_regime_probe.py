@@ -33,7 +33,10 @@ loses its run directory (a new session) goes on from what was committed:
 `--teacher-from` evaluates a saved teacher (a stage directory or a `pdjax.checkpoints.save_tree`
 tree) instead of training it; `--reuse` takes the students a previous results.json of the same
 teacher records (same cell, arm and seed) instead of training them again, and refuses a
-results.json whose teacher's validation accuracy differs from this run's.
+results.json whose teacher's validation accuracy differs from this run's. Commit the teacher's
+stage directory (its `best_variables`), not only the results: trained again on a CPU of other
+features, the teacher is another one (XLA:CPU compiles for the machine, and the floats drift
+apart over an epoch), so each student records the CPU flags digest it trained on.
 """
 
 from __future__ import annotations
@@ -169,6 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"stage": "teacher", "val_accuracy": teacher.val_accuracy,
                       "train_seconds": round(teacher.train_seconds, 1)}), flush=True)
     earlier = reused(args.reuse, args.family, teacher.val_accuracy) if args.reuse else {}
+    # The CPU's feature flags (XLA:CPU compiles for them: another machine's student of the same
+    # seed differs in its floats, though not in its distribution).
+    machine = pdjax.designs.common.environment()["host_cpu_flags"]
     source = pdjax.distill.Teacher(model, teacher.best_variables)
     students: list[dict[str, Any]] = []
     header = {"family": args.family,
@@ -193,7 +199,8 @@ def main(argv: list[str] | None = None) -> None:
                     seed=pdjax.designs.stage.STUDENT_SEED_OFFSET + seed, widths=widths, progress=False, **extra)
                 students.append({"cell": cell.name, "arm": arm, "seed": seed, "train_images": len(cell_data.train),
                                  "val_accuracy": result.val_accuracy, "best_epoch": result.best_epoch,
-                                 "epochs": cell.epochs, "minutes": round(result.train_seconds / 60, 2)})
+                                 "epochs": cell.epochs, "minutes": round(result.train_seconds / 60, 2),
+                                 "machine": machine})
                 print(json.dumps(students[-1]), flush=True)
                 report(out, header, cells, kds, students)
     report(out, header, cells, kds, students, final=True)
