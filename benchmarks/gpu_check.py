@@ -1,6 +1,7 @@
-"""GPU check: one step against the CPU, step throughput in float32 and bfloat16, and the
-estimated wall time of `experiments/vgg19_to_vgg11.py --preset paper`. Sized for one run of
-under 8 minutes on one H200.
+"""GPU check: one step against the CPU, step throughput in float32 and bfloat16, the estimated
+wall time of `experiments/vgg19_to_vgg11.py --preset paper`, and the host's share of a step.
+Written for one run of under 10 minutes on one H200 (not yet run on one: sections 1-3 were
+sized at under 8 minutes, section 4 adds 16 compilations and 1,200 steps).
 
     python benchmarks/gpu_check.py                  # on the GPU machine
     python benchmarks/gpu_check.py --quick          # tiny widths and batches: a smoke run (CPU too)
@@ -15,6 +16,10 @@ under 8 minutes on one H200.
 3. The paper preset's wall time from those rates: teacher 200 epochs + 7 pruning rounds x 130
    epochs of VGG19, VGG11 from scratch 200 epochs, 4 KD students x 200 epochs, on 45,000
    training images, plus a validation pass (5,000 images) per epoch.
+4. Host overhead and step time together, through `pdjax.fit` itself (the paths of
+   `benchmarks/host_overhead.py`: host batches, the data on the device one step a call, 10 and
+   50 steps a call): the main thread's CPU per step beside the wall time per step. Where the
+   first is close to the second, the host bounds the step and the accelerator waits on Python.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pdjax import models, paper, parallel
+import pdjax
+from pdjax import distill, models, paper, parallel
+
+import host_overhead
 
 
 def correctness(widths_scale: float, batch: int) -> list[dict]:
@@ -103,6 +111,27 @@ def paper_estimate(rates: dict, dtype: str, batch: int) -> dict:
             "total": f"{total / 3600:.2f} h", "under 1 h": "yes" if total < 3600 else "no"}
 
 
+def host_bound(widths_scale: float, batch: int, steps: int, epochs: int) -> list[dict]:
+    """Main-thread CPU and wall time per step of `fit` (train and KD) on each feeding path."""
+    data = host_overhead.synthetic(steps, batch)
+    student = models.get("vgg11", 100, widths=models.scaled_widths("vgg11", widths_scale))
+    teacher_model = models.get("vgg19", 100, widths=models.scaled_widths("vgg19", widths_scale))
+    teacher = distill.Teacher(teacher_model, models.init(teacher_model, jax.random.key(1), (32, 32, 3)))
+    schedule = pdjax.Schedule(epochs=epochs, batch_size=batch, lr=0.01, weight_decay=5e-4)
+    rows = []
+    for kind, source in (("vgg11 train", None), ("vgg19 -> vgg11 kd", teacher)):
+        for name, options in host_overhead.PATHS:
+            if options.get("steps_per_dispatch", 1) > steps:
+                continue
+            cpu, wall = host_overhead.measure(student, data, schedule, source, options, epochs)
+            cpu_ms, wall_ms = 1e3 * float(np.median(cpu)) / steps, 1e3 * float(np.median(wall)) / steps
+            rows.append({"step": kind, "path": name, "host CPU ms/step": f"{cpu_ms:.3f}",
+                         "wall ms/step": f"{wall_ms:.3f}", "host share": f"{cpu_ms / wall_ms:.0%}",
+                         "images/s": f"{batch / wall_ms * 1e3:,.0f}"})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny widths and batches (smoke run)")
@@ -121,6 +150,10 @@ def main(argv=None) -> None:
     text += table(rows, "Step throughput")
     estimates = [paper_estimate(rates, d, b) for d in ("float32", "bfloat16") for b in batches]
     text += table(estimates, "Estimated wall time of vgg19_to_vgg11 --preset paper (from the rates above)")
+    steps, epochs = (10, 2) if args.quick else (50, 3)
+    text += table(host_bound(scale, batches[0], steps, epochs),
+                  f"Host overhead and step time through fit (batch {batches[0]}, {steps} steps an epoch, "
+                  f"medians over {epochs - 1} epochs after the first)")
     if args.quick:
         text += "\n(--quick: tiny widths, so the estimate is not the paper's.)\n"
     print(text)
