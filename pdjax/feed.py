@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
@@ -182,15 +183,9 @@ class TrainingPass:
         sums: dict[str, float] = dict(partial.sums)
         seen = partial.seen
 
-        def steps_of(chunk: Any) -> list[dict[str, Any]]:  # a dispatch's fetched metrics, step by step
-            if isinstance(chunk, list):
-                return chunk
-            count = len(next(iter(chunk.values())))
-            return [{k: v[j] for k, v in chunk.items()} for j in range(count)]
-
         def collect(upto: int) -> None:
             nonlocal pending, seen
-            fetched = [m for chunk in jax.device_get(pending) for m in steps_of(chunk)]
+            fetched = fetch_metrics(pending)
             for j, m in enumerate(fetched):
                 if not np.isfinite(m["loss"]):
                     raise FloatingPointError(
@@ -236,6 +231,23 @@ class TrainingPass:
                                 img_s=f"{seen * self.schedule.batch_size / elapsed:.0f}")
         bar.close()
         return state, PartialEpoch(steps_per_epoch, sums, seen, time.perf_counter() - start)
+
+
+@jax.jit
+def _stacked(chunks: list[dict[str, Array]]) -> dict[str, Array]:
+    return {k: jnp.concatenate([jnp.reshape(c[k], (-1,)) for c in chunks]) for k in chunks[0]}
+
+
+def fetch_metrics(pending: list[Any]) -> list[dict[str, Any]]:
+    """Dispatches' metrics (`dispatches`: lists of per-step dicts of scalars, or dicts of (steps,)
+    arrays), fetched to the host as one dict per step, in order. They are stacked on the devices
+    first and fetched as one array per metric: fetching each step's scalars one by one cost the
+    host more than the step's own call (0.23 against 0.19 ms a step at K = 1, VGG11 at 1/16)."""
+    chunks = [d for chunk in pending for d in (chunk if isinstance(chunk, list) else [chunk])]
+    if not chunks:
+        return []
+    stacked = jax.device_get(_stacked(chunks))
+    return [{k: v[j] for k, v in stacked.items()} for j in range(len(next(iter(stacked.values()))))]
 
 
 def dispatches(run: Any, state: Any, epoch: int, first: int) -> Iterator[tuple[Any, int, Any]]:
