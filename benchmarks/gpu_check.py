@@ -33,8 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import pdjax
-from pdjax import distill, models, paper, parallel
+from pdjax import models, paper, parallel
 
 import host_overhead
 
@@ -113,22 +112,14 @@ def paper_estimate(rates: dict, dtype: str, batch: int) -> dict:
 
 def host_bound(widths_scale: float, batch: int, steps: int, epochs: int) -> list[dict]:
     """Main-thread CPU and wall time per step of `fit` (train and KD) on each feeding path."""
-    data = host_overhead.synthetic(steps, batch)
-    student = models.get("vgg11", 100, widths=models.scaled_widths("vgg11", widths_scale))
-    teacher_model = models.get("vgg19", 100, widths=models.scaled_widths("vgg19", widths_scale))
-    teacher = distill.Teacher(teacher_model, models.init(teacher_model, jax.random.key(1), (32, 32, 3)))
-    schedule = pdjax.Schedule(epochs=epochs, batch_size=batch, lr=0.01, weight_decay=5e-4)
+    paths = [(name, options) for name, options in host_overhead.PATHS
+             if options.get("steps_per_dispatch", 1) <= steps]
     rows = []
-    for kind, source in (("vgg11 train", None), ("vgg19 -> vgg11 kd", teacher)):
-        for name, options in host_overhead.PATHS:
-            if options.get("steps_per_dispatch", 1) > steps:
-                continue
-            cpu, wall = host_overhead.measure(student, data, schedule, source, options, epochs)
-            cpu_ms, wall_ms = 1e3 * float(np.median(cpu)) / steps, 1e3 * float(np.median(wall)) / steps
-            rows.append({"step": kind, "path": name, "host CPU ms/step": f"{cpu_ms:.3f}",
-                         "wall ms/step": f"{wall_ms:.3f}", "host share": f"{cpu_ms / wall_ms:.0%}",
-                         "images/s": f"{batch / wall_ms * 1e3:,.0f}"})
-            print(rows[-1], flush=True)
+    for r in host_overhead.measure_paths(widths_scale, batch, steps, epochs, paths):
+        wall_ms = 1e3 * r["epoch_s"] / steps
+        rows.append({"step": r["step"], "path": r["path"], "host CPU ms/step": f"{r['cpu_ms']:.3f}",
+                     "wall ms/step": f"{wall_ms:.3f}", "host share": f"{r['cpu_ms'] / wall_ms:.0%}",
+                     "images/s": f"{r['img_s']:,.0f}"})
     return rows
 
 

@@ -65,6 +65,27 @@ def measure(model, data, schedule, teacher, options, epochs):
     return cpu, wall
 
 
+def measure_paths(widths_scale: float, batch: int, steps: int, epochs: int,
+                  paths: list[tuple[str, dict]]) -> list[dict]:
+    """For a train step (VGG11) and a KD step (VGG19 -> VGG11), both at `widths_scale`, on each
+    of `paths`: main-thread CPU ms per step, epoch seconds and images/s (medians over the epochs
+    after the first), a row each, printed as it comes."""
+    data = synthetic(steps, batch)
+    student = models.get("vgg11", 100, widths=models.scaled_widths("vgg11", widths_scale))
+    teacher_model = models.get("vgg19", 100, widths=models.scaled_widths("vgg19", widths_scale))
+    teacher = distill.Teacher(teacher_model, models.init(teacher_model, jax.random.key(1), (32, 32, 3)))
+    schedule = pdjax.Schedule(epochs=epochs, batch_size=batch, lr=0.01, weight_decay=5e-4)
+    rows = []
+    for kind, source in (("train", None), ("KD", teacher)):
+        for name, options in paths:
+            cpu, wall = measure(student, data, schedule, source, options, epochs)
+            rows.append({"step": kind, "path": name, "epochs": len(cpu),
+                         "cpu_ms": 1000 * statistics.median(cpu) / steps,
+                         "epoch_s": statistics.median(wall), "img_s": steps * batch / statistics.median(wall)})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--width", type=int, default=16, help="models 1/N wide (default 16)")
@@ -75,21 +96,9 @@ def main() -> None:
     if args.quick:
         args.width, args.steps, args.epochs = 64, 20, 2
     batch = 128
-    data = synthetic(args.steps, batch)
-    student = models.get("vgg11", 100, widths=models.scaled_widths("vgg11", 1 / args.width))
-    teacher_model = models.get("vgg19", 100, widths=models.scaled_widths("vgg19", 1 / args.width))
-    teacher = distill.Teacher(teacher_model, models.init(teacher_model, jax.random.key(1), (32, 32, 3)))
-    schedule = pdjax.Schedule(epochs=args.epochs, batch_size=batch, lr=0.01, weight_decay=5e-4)
-    rows = []
-    for kind, source in (("train", None), ("KD", teacher)):
-        for name, options in PATHS:
-            if args.quick and options.get("steps_per_dispatch", 1) > args.steps:
-                continue
-            cpu, wall = measure(student, data, schedule, source, options, args.epochs)
-            rows.append({"step": kind, "path": name, "epochs": len(cpu),
-                         "cpu_ms": 1000 * statistics.median(cpu) / args.steps,
-                         "epoch_s": statistics.median(wall), "img_s": args.steps * batch / statistics.median(wall)})
-            print(rows[-1], flush=True)
+    paths = [(name, options) for name, options in PATHS
+             if not (args.quick and options.get("steps_per_dispatch", 1) > args.steps)]
+    rows = measure_paths(1 / args.width, batch, args.steps, args.epochs, paths)
     print(f"\nVGG11 at 1/{args.width} width (KD: from VGG19 at 1/{args.width}), batch {batch}, {args.steps} steps an "
           f"epoch, medians over {args.epochs - 1} epochs after the first; {jax.device_count()} x "
           f"{jax.devices()[0].device_kind}\n")
