@@ -266,6 +266,7 @@ def report(out: Path, header: dict[str, Any], cells: list[Cell], kds: list[KDSpe
         print(table, flush=True)
         print(verdict, flush=True)
 
+
 if __name__ == "__main__":
     runs.enable_compilation_cache()
     main()

@@ -430,9 +430,14 @@ def test_several_steps_a_call_take_the_host_batches_in_order(small_digits):
         else:  # the first step is the same program's; then last-bit differences
             assert float(metrics["loss"][0]) == losses[0]
             np.testing.assert_allclose(np.asarray(metrics["loss"]), losses, rtol=1e-4)
-    # The index matrix holds the host's batches: sorted rows of the epoch's permutation.
+    # The index matrix holds the host's batches: sorted consecutive slices of the epoch's
+    # permutation, the last incomplete one dropped.
     rows = data_lib.epoch_batches(len(small_digits.train), 64, 0, 0)
-    for row, (images, labels) in zip(rows, data_lib.train_batches(small_digits.train, 64, seed=0, epoch=0)):
+    order = data_lib.epoch_order(len(small_digits.train), 0, 0)
+    assert rows.shape == (len(small_digits.train) // 64, 64)
+    for j, (row, (images, labels)) in enumerate(zip(rows, data_lib.train_batches(small_digits.train, 64, seed=0,
+                                                                                 epoch=0))):
+        np.testing.assert_array_equal(row, np.sort(order[64 * j : 64 * (j + 1)]))
         np.testing.assert_array_equal(small_digits.train.labels[row], labels)
 
 
