@@ -281,6 +281,32 @@ def test_diagnose_measures_every_distilled_student_from_its_stages_as_the_run_di
     assert diagnose.main([str(tmp_path / "nothing")]) == 2
 
 
+def test_diagnose_refuses_data_that_changed_since_the_run_and_a_dry_run(demo, tmp_path, capsys):
+    # The data are loaded as the run loaded them and checked against the digest the run recorded
+    # (data.json): stages measured on other data would give other numbers, silently.
+    import shutil
+
+    from pdjax.cli import diagnose
+
+    _, out, _ = demo
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    saved = json.loads((run / "data.json").read_text())
+    saved["train"]["images"] += 1
+    (run / "data.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert diagnose.main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "changed since" in err and "restore the run's data" in err
+    assert "--restart" not in err and not (run / "diagnostics.json").exists()
+    dry = tmp_path / "dry"
+    shutil.copytree(out, dry)
+    results = json.loads((dry / "results.json").read_text())
+    (dry / "results.json").write_text(json.dumps({**results, "config": {**results["config"], "dry_run": True}}))
+    assert diagnose.main([str(dry)]) == 2
+    assert "is a dry run" in capsys.readouterr().err and not (dry / "diagnostics.json").exists()
+
+
 def test_the_loss_sensitivity_run_distills_the_runs_teachers_with_other_losses(demo, tmp_path):
     # experiments/kd_loss_sensitivity.py on the demo run: its teachers loaded, not retrained;
     # DIST students of the unpruned, magnitude and dense teachers, a teacher-free student,

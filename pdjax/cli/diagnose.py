@@ -7,20 +7,30 @@ student and its teacher are loaded (`pdjax.artifacts.load_stage`) and measured o
 run's KD temperature, the student's accuracy, ECE, NLL, agreement with and KL from its teacher.
 Written beside results.json: diagnostics.json, diagnostics.md (one row per student) and
 diagnostics.png (student accuracy against agreement, and against its teacher's ECE). A
-two-family run (an index of families) is measured family by family. A directory that is not a
-finished run, or whose results.json predates the `teacher_stage` record, stops with one
-`error:` line and exit status 2 before anything is measured.
+two-family run (an index of families) is measured family by family. The data are loaded as the
+run loaded them (`pdjax.designs.common.load_data` with the run's saved data fields) and must match
+the digest the run recorded (its data.json). A directory that is not a finished run, whose
+results.json predates the `teacher_stage` record, that is a dry run (two steps on synthetic
+data: nothing to measure), or whose data cannot be loaded or changed since the run stops with
+one `error:` line and exit status 2 before anything is measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import types
 from pathlib import Path
 from typing import Any, Sequence
 
 from pdjax import artifacts, data as data_lib, diagnostics, render
+from pdjax.designs import common
+from pdjax.sources import DataError
+
+# The data fields of a design's config (`common.DesignConfig`) that `common.load_data` reads.
+_DATA_FIELDS = ("seed", "val_fraction", "max_train", "max_test", "data_dir")
 
 COLUMNS: list[render.Column] = [
     ("stage", "student stage", "s"), ("teacher_stage", "teacher stage", "s"),
@@ -39,6 +49,8 @@ def _runs(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
     results = json.loads(path.read_text())
     if "families" in results or "arms" in results:  # an index of families
         return [run for name in results.get("families", results.get("arms")) for run in _runs(directory / name)]
+    if results.get("config", {}).get("dry_run"):
+        raise ValueError(f"{directory} is a dry run (two steps on synthetic data): there is nothing to measure")
     distilled = [r for r in results.get("rows", []) if "teacher_stage" in r]
     if not distilled:
         raise ValueError(f"{path} names no distilled student's teacher (written before 2026-12-03, or a run "
@@ -46,16 +58,22 @@ def _runs(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
     return [(directory, results)]
 
 
-def _data(results: dict[str, Any]) -> data_lib.ImageData:
-    config = results["config"]
-    return data_lib.load(config["data"], val_fraction=config.get("val_fraction", 0.1), split_seed=config.get("seed", 0),
-                         max_train=config.get("max_train"), max_test=config.get("max_test"),
-                         data_dir=config.get("data_dir"))
+def _data(directory: Path, results: dict[str, Any]) -> data_lib.ImageData:
+    """The run's data, loaded as the run loaded them, checked against its data.json (a run
+    written before data.json existed is not checked)."""
+    saved = common.upgrade(results["config"])
+    defaults = {f.name: f.default for f in dataclasses.fields(common.DesignConfig) if f.name in _DATA_FIELDS}
+    config = types.SimpleNamespace(**{**defaults, **{k: saved[k] for k in _DATA_FIELDS if k in saved}},
+                                   data=saved["data"])
+    recorded = directory if (directory / "data.json").exists() else None
+    return common.load_data(config, "data", recorded, remedy="restore the run's data to measure its stages")
 
 
-def measure(directory: Path, results: dict[str, Any], split: str = "test") -> list[dict[str, Any]]:
-    """One row per distilled student of the run in `directory` (see the module docstring)."""
-    data = _data(results)
+def measure(directory: Path, results: dict[str, Any], split: str = "test",
+            data: data_lib.ImageData | None = None) -> list[dict[str, Any]]:
+    """One row per distilled student of the run in `directory` (see the module docstring);
+    `data`: the run's data when already loaded."""
+    data = _data(directory, results) if data is None else data
     images, labels = getattr(data, split).images, getattr(data, split).labels
     temperature = results["config"].get("kd", {}).get("temperature", 10.0)
     teachers: dict[str, Any] = {}
@@ -102,13 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", type=Path, help="finished run directories (holding a results.json)")
     parser.add_argument("--split", choices=("test", "val"), default="test")
     args = parser.parse_args(argv)
-    try:
-        runs = [run for d in args.dirs for run in _runs(d)]  # every directory checked before any is measured
-    except ValueError as err:
+    try:  # every directory and its data checked before any is measured
+        runs = [(d, results, _data(d, results)) for arg in args.dirs for d, results in _runs(arg)]
+    except (ValueError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for directory, results in runs:
-        rows = measure(directory, results, args.split)
+    for directory, results, data in runs:
+        rows = measure(directory, results, args.split, data)
         title = f"{results.get('experiment', 'run')} ({results.get('preset', '?')}): {args.split} split"
         markdown = (f"# What the teachers transfer: {title}\n\nMeasured from the stages by `python -m "
                     f"pdjax.cli.diagnose` (`pdjax.diagnostics`), KL at T = 1, soft-label entropy at the run's KD "

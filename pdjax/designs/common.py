@@ -256,14 +256,16 @@ def diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "",
 
 # ------------------------------------------------------------------ data and machine
 
-def load_data(config: Any, key: str = "data", out: str | Path | None = None) -> data_lib.ImageData:
+def load_data(config: Any, key: str = "data", out: str | Path | None = None,
+              remedy: str = "restore it, or pass --restart to start over") -> data_lib.ImageData:
     """Loads the data source of the config's field `key` with the config's data fields
     (val_fraction, seed, max_train, ...); a source that cannot be loaded is refused with a
     message naming `key`.
 
     Its digest (`pdjax.data.digest`) must be the same in every process, and, with `out` (the
-    run directory), the same as when the run started (`out/data.json`): a data set that
-    changed between runs, or a stale copy on one worker, is refused before anything trains."""
+    run directory), the same as when the run started (`out/data.json`, written by the first
+    load): a data set that changed between runs, or a stale copy on one worker, is refused
+    before anything trains, with `remedy` as the advice."""
     source = getattr(config, key)
     if getattr(config, "dry_run", False):
         source = dry_run_source(source, config)
@@ -287,7 +289,7 @@ def load_data(config: Any, key: str = "data", out: str | Path | None = None) -> 
             changes = data_lib.digest_differences(json.loads(saved.read_text()), fingerprint)
             if changes:
                 raise DataError(f"the data {source} changed since {out} was started ({'; '.join(changes)}); "
-                                "restore it, or pass --restart to start over")
+                                f"{remedy}")
         elif parallel.is_main_process():
             saved.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(saved, fingerprint)
