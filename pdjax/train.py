@@ -145,7 +145,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         teacher: distill.Teacher | None = None, kd: distill.KDSpec = distill.KDSpec(),
         optimizer: optax.GradientTransformation | None = None,
         augment: bool = True, select_best: bool = True, eval_batch_size: int = 500,
-        name: str = "train", progress: bool = True, log_every: int = 20, restart: bool = False,
+        name: str = "train", progress: bool = True, log_every: int = 50, restart: bool = False,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
         on_step: Callable[[int, Metrics], None] | None = None,
         on_variables: Callable[[int, Variables], None] | None = None,
@@ -188,7 +188,9 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
       eval_batch_size: batch size for validation and test.
       name: label of the progress bar.
       progress: show a progress bar (first process only).
-      log_every: steps between progress-bar metric updates (each one waits for the device).
+      log_every: steps between progress-bar metric updates and NaN checks (each one waits for the
+        device and fetches the pending steps' metrics together: about 0.4 ms of host CPU, which
+        at 20 was a fifth of a 10-steps-a-call epoch's host time; benchmarks/README.md).
       restart: delete `workdir` and train from the start.
       on_epoch_end: called with (epoch, metrics) after each epoch (and its checkpoint, if one was
         due).
