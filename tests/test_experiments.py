@@ -397,7 +397,8 @@ def test_a_paper_preset_dry_run_trains_every_stage_two_steps_plans_its_cost_and_
     module = load_experiment("vgg19_to_vgg11")
     small = [a for key in ("train", "prune.schedule", "student_distill") for a in ("--set", f"{key}.batch_size=32")]
     results = runs.run_cli(module.main, ["--preset", "paper", "--dry-run", "--set", "teachers=vgg19", *small,
-                                         "--set", "prune.rounds=2", "--set", "kd_rounds=2", "--out", str(tmp_path)])
+                                         "--set", "prune.rounds=2", "--set", "kd_rounds=2", "--set", "student_train_size=5000",
+                                         "--out", str(tmp_path)])
     assert results["config"]["dry_run"] is True and results["config"]["train"]["epochs"] == 200
     assert results["data"]["classes"] == 100 and results["data"]["source"] == "tfds:cifar100"
     assert all(r["epochs"] == 1 for r in results["rows"])  # every stage trained: one epoch of two batches
@@ -407,6 +408,9 @@ def test_a_paper_preset_dry_run_trains_every_stage_two_steps_plans_its_cost_and_
     plan = {p["stage"]: p for p in results["plan"]}
     assert plan["teacher"]["epochs"] == 200 and plan["teacher"]["train_images"] == 45_000
     assert plan["pruning (2 rounds)"]["epochs"] == 2 * 130
+    # The students plan their subset of the real data, though the dry run's synthetic split is
+    # smaller than it (and so trains them on all of it).
+    assert plan["student_scratch"]["train_images"] == plan["student_kd_unpruned"]["train_images"] == 5000
     assert plan["student_kd_unpruned"]["train_flops_per_image"] > plan["student_scratch"]["train_flops_per_image"]
     written = json.loads((tmp_path / "cost_plan.json").read_text())
     assert {e["outcome"] for e in written["exports"]} == {"lowered"} and len(written["exports"]) >= 3

@@ -145,7 +145,7 @@ class Stages:
         options = model_options if model_options is not None else self._options(model_name)
         if getattr(config, "dry_run", False):
             teacher = fit_options.get("teacher")
-            self._plan(name, model_name, widths, options, schedule, data is not None and data is not self.data,
+            self._plan(name, model_name, widths, options, schedule, data is not None and data is self.student_data,
                        teacher=None if teacher is None else teacher.model, compute_dtype=compute_dtype)
             schedule = _two_steps(schedule)
         model, result, row = train_stage(
