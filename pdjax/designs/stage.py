@@ -179,8 +179,8 @@ class Stages:
 
     def _forward_flops(self, model: Any) -> float:
         cache = self.__dict__.setdefault("_flops", {})
-        if model not in cache:
-            variables = models.init(model, jax.random.key(0), self.data.image_shape)
+        if model not in cache:  # XLA counts from shapes: the variables' shapes, not their values
+            variables = jax.eval_shape(lambda: models.init(model, jax.random.key(0), self.data.image_shape))
             cache[model] = costs.flops_per_image(model, variables, self.data.image_shape)
         return cache[model]
 
