@@ -290,10 +290,14 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
             raise stop.honour(f"{name}: stopped by SIGTERM before it started (at epoch {done.epoch}); "
                               "run the same command again to resume")
         last_save = time.monotonic()
+        state_lr = None  # the learning rate the state holds, once this run has set it
         for epoch in range(done.epoch, schedule.epochs):
             lr = learning_rate(schedule, epoch)
-            if is_sgd(optimizer):  # the epoch's learning rate reaches the compiled step as a value
+            # The epoch's learning rate reaches the compiled step as a value in the optimizer state,
+            # placed when it changes (at milestones): the steps carry it through unchanged.
+            if is_sgd(optimizer) and lr != state_lr:
                 state = state._replace(opt_state=with_learning_rate(state.opt_state, parallel.replicate(lr, mesh)))
+                state_lr = lr
             state, ran = training.run(state, epoch, done, stop, best)
             validating = time.perf_counter()
             val = evaluate(eval_step, state.variables, data.val, eval_batch_size, mesh) if len(data.val) \
