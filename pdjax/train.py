@@ -145,7 +145,7 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         teacher: distill.Teacher | None = None, kd: distill.KDSpec = distill.KDSpec(),
         optimizer: optax.GradientTransformation | None = None,
         augment: bool = True, select_best: bool = True, eval_batch_size: int = 500,
-        name: str = "train", progress: bool = True, log_every: int = 50, restart: bool = False,
+        name: str = "train", progress: bool = True, log_every: int | None = None, restart: bool = False,
         on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
         on_step: Callable[[int, Metrics], None] | None = None,
         on_variables: Callable[[int, Variables], None] | None = None,
@@ -188,9 +188,12 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
       eval_batch_size: batch size for validation and test.
       name: label of the progress bar.
       progress: show a progress bar (first process only).
-      log_every: steps between progress-bar metric updates and NaN checks (each one waits for the
-        device and fetches the pending steps' metrics together: about 0.4 ms of host CPU, which
-        at 20 was a fifth of a 10-steps-a-call epoch's host time; benchmarks/README.md).
+      log_every: steps between progress-bar metric updates and NaN checks; each one waits for
+        the device and fetches the pending steps' metrics together (about 0.4 ms of host CPU).
+        None: every 20 steps one step a call (the host then runs at most 20 calls ahead of the
+        device; 50 ahead cost 0.16-0.19 ms more host CPU a call on a 2-core CPU), every 5 calls
+        with several steps a call (at 20 steps, the fetches were a fifth of the host's time of a
+        10-steps-a-call epoch); benchmarks/README.md.
       restart: delete `workdir` and train from the start.
       on_epoch_end: called with (epoch, metrics) after each epoch (and its checkpoint, if one was
         due).
@@ -234,6 +237,8 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         raise ValueError(f"kd.loss={kd.loss!r} trains without a teacher: pass teacher=None")
     if isinstance(steps_per_dispatch, bool) or not isinstance(steps_per_dispatch, int) or steps_per_dispatch < 1:
         raise SpecError(f"steps_per_dispatch={steps_per_dispatch!r} must be an int >= 1")
+    if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1):
+        raise SpecError(f"log_every={log_every!r} must be an int >= 1 (None: 20 steps, or 5 calls)")
     if steps_per_dispatch > 1 and data_on_device is False:
         raise SpecError(f"steps_per_dispatch={steps_per_dispatch} takes its batches on the devices: leave "
                         "data_on_device at None or True")
@@ -276,11 +281,14 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
 
     teacher_args = () if teacher is None else (parallel.replicate(teacher.masked_variables(), mesh),)
     eval_step = make_eval_step(model, mesh, mean=data.mean, std=data.std)
+    per_call = steps_per_dispatch if resident is not None else 1
+    if log_every is None:
+        log_every = 20 if per_call == 1 else 5 * per_call
     training = feed.TrainingPass(name=name, data=data, schedule=schedule, seed=seed, mesh=mesh, train_step=train_step,
                              key=parallel.replicate(jax.random.key(seed), mesh), teacher_args=teacher_args,
                              store=store, steps_per_epoch=steps_per_epoch, log_every=log_every, progress=progress,
                              on_step=on_step, writer=writer, resident=resident,
-                             steps_per_dispatch=steps_per_dispatch if resident is not None else 1)
+                             steps_per_dispatch=per_call)
     store.metrics(done.history)
     if on_variables is not None and done.epoch == 0 and done.partial is None:
         on_variables(0, state.variables)

@@ -489,3 +489,6 @@ def test_data_over_the_device_budget_goes_from_the_host_with_the_reason(small_di
             train.fit(model, small_digits, schedule, steps_per_dispatch=bad)
     with pytest.raises(checkpoints_lib.SpecError, match="takes its batches on the devices"):
         train.fit(model, small_digits, schedule, steps_per_dispatch=4, data_on_device=False)
+    for bad in (0, 2.5, True):
+        with pytest.raises(checkpoints_lib.SpecError, match="log_every=.* must be an int >= 1"):
+            train.fit(model, small_digits, schedule, log_every=bad)
