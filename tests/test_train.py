@@ -51,21 +51,23 @@ def test_eight_devices_compute_what_one_does(digits):
     assert not np.allclose(init["params"]["Conv_0"]["kernel"], one.params["Conv_0"]["kernel"])
 
 
-@pytest.mark.slow(62)
+@pytest.mark.slow(45)
 def test_device_checks_pass_with_pdjax_xla_defaults():
     """The suite compiles at XLA's optimisation level 0 without pdjax's CPU flags (conftest.py);
-    the 1-vs-8-device checks of the train and KD steps also hold with a user's settings, and
-    models.init's cheap compile gives level 2's values there."""
+    the 1-vs-8-device check of the KD step also holds with a user's settings, and models.init's
+    cheap compile gives level 2's values there. The KD step holds the whole train step (the
+    student's forward and backward, BatchNorm, the optimizer, the cross-device mean) and a
+    teacher; the train step's own check runs at level 0 (above): at level 2 it took 21 of this
+    subprocess's 64 s."""
     tests = Path(__file__).parent
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "PDJAX_XLA_DEFAULTS")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=-p no:benchmark",
-         f"{tests / 'test_train.py'}::test_eight_devices_compute_what_one_does",
          f"{tests / 'test_distill.py'}::test_kd_step_on_eight_devices_equals_one",
          f"{tests / 'helpers' / 'user_xla_checks.py'}::test_cheap_init_compile_gives_the_values_of_a_full_one"],
         env={**env, "PDJAX_TEST_USER_XLA": "1"}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "4 passed" in done.stdout
+    assert "3 passed" in done.stdout
 
 
 def test_train_step_compiles_once(digits, fresh_steps):
