@@ -392,10 +392,10 @@ def test_a_paper_preset_dry_run_trains_every_stage_two_steps_plans_its_cost_and_
     # The paper preset at full widths (VGG19 and VGG11 on CIFAR-100's shape and 100 classes),
     # every stage through the real code for two steps: teacher, pruning rounds, the scratch and
     # KD students; its cost plan; each step lowered for cuda and tpu. Two pruning rounds instead
-    # of seven and batches of 32 instead of 128 keep it to about a minute here (the plan's FLOPs
+    # of seven and batches of 16 instead of 128 keep it to about a minute here (the plan's FLOPs
     # per image do not depend on the batch); the plan is the real run's.
     module = load_experiment("vgg19_to_vgg11")
-    small = [a for key in ("train", "prune.schedule", "student_distill") for a in ("--set", f"{key}.batch_size=32")]
+    small = [a for key in ("train", "prune.schedule", "student_distill") for a in ("--set", f"{key}.batch_size=16")]
     results = runs.run_cli(module.main, ["--preset", "paper", "--dry-run", "--set", "teachers=vgg19", *small,
                                          "--set", "prune.rounds=2", "--set", "kd_rounds=2", "--set", "student_train_size=5000",
                                          "--out", str(tmp_path)])
