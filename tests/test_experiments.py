@@ -397,8 +397,8 @@ def test_a_paper_preset_dry_run_trains_every_stage_two_steps_plans_its_cost_and_
     module = load_experiment("vgg19_to_vgg11")
     small = [a for key in ("train", "prune.schedule", "student_distill") for a in ("--set", f"{key}.batch_size=16")]
     results = runs.run_cli(module.main, ["--preset", "paper", "--dry-run", "--set", "teachers=vgg19", *small,
-                                         "--set", "prune.rounds=2", "--set", "kd_rounds=2", "--set", "student_train_size=5000",
-                                         "--out", str(tmp_path)])
+                                         "--set", "prune.rounds=2", "--set", "kd_rounds=2",
+                                         "--set", "student_train_size=5000", "--out", str(tmp_path)])
     assert results["config"]["dry_run"] is True and results["config"]["train"]["epochs"] == 200
     assert results["data"]["classes"] == 100 and results["data"]["source"] == "tfds:cifar100"
     assert all(r["epochs"] == 1 for r in results["rows"])  # every stage trained: one epoch of two batches
