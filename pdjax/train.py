@@ -212,11 +212,12 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
         one step a call, the same numbers either way.
       steps_per_dispatch: train steps per compiled call (data on the devices): 1, or K for a
         `lax.scan` of K steps (the epoch's last call runs what is left); a SIGTERM stops at a
-        call's end, resumed exactly; the progress bar, NaN check and TensorBoard at K steps. On
-        the CPU backend the K steps are unrolled (`pdjax.feed.UNROLL_ON`: XLA:CPU ran a step in a
-        loop 7x slower), which gives exactly the numbers of K = 1; elsewhere the loop is rolled
-        and XLA compiles its body apart from a single step's, so the floats may differ in the
-        last bits (benchmarks/README.md).
+        call's end, resumed exactly; the progress bar, NaN check and TensorBoard at call ends,
+        every `log_every` steps (default every 5 calls). On the CPU backend the K steps are
+        unrolled (`pdjax.feed.UNROLL_ON`: XLA:CPU ran a step in a loop 7x slower), which gives
+        exactly the numbers of K = 1; elsewhere the loop is rolled and XLA compiles its body
+        apart from a single step's, so the floats may differ in the last bits
+        (benchmarks/README.md).
       checkpoint_seconds: the least time between two epoch checkpoints: a crash (SIGKILL, power
         loss) loses at most this much training plus one epoch, and a resumed run repeats it to
         the same numbers. 0 checkpoints every epoch. Default `$PDJAX_CHECKPOINT_SECONDS`, else
