@@ -236,9 +236,9 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     """
     if teacher is not None and not kd.uses_teacher:
         raise ValueError(f"kd.loss={kd.loss!r} trains without a teacher: pass teacher=None")
-    if isinstance(steps_per_dispatch, bool) or not isinstance(steps_per_dispatch, int) or steps_per_dispatch < 1:
+    if not _is_count(steps_per_dispatch):
         raise SpecError(f"steps_per_dispatch={steps_per_dispatch!r} must be an int >= 1")
-    if log_every is not None and (isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1):
+    if log_every is not None and not _is_count(log_every):
         raise SpecError(f"log_every={log_every!r} must be an int >= 1 (None: 20 steps, or 5 calls)")
     if steps_per_dispatch > 1 and data_on_device is False:
         raise SpecError(f"steps_per_dispatch={steps_per_dispatch} takes its batches on the devices: leave "
@@ -349,6 +349,11 @@ def fit(model: nn.Module, data: data_lib.ImageData, schedule: Schedule, *,
     if writer is not None:
         writer.close()
     return result
+
+
+def _is_count(value: Any) -> bool:
+    """An int >= 1 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _epoch_record(epoch: int, lr: Any, ran: PartialEpoch, val: Metrics, batch_size: int) -> dict[str, Any]:
