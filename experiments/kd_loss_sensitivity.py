@@ -2,10 +2,12 @@
 teachers, distilled with Decoupled KD and DIST (each at its paper's CIFAR settings) and trained
 teacher-free, paired by seed with that run's vanilla-KD students (issue 37).
 
-    python experiments/kd_loss_sensitivity.py --controls runs/pruning_controls/cpu_v2_t0 \\
-        --preset cpu_v2 --teachers 0 --seeds 0,1 --out runs/kd_loss_sensitivity/vgg_t0
+    python experiments/kd_loss_sensitivity.py --controls runs/pc_v2_t0 runs/pc_v2_t1 \\
+        --preset cpu_v2 --teachers 0,1 --seeds 0,1 --out runs/kd_loss_sensitivity/vgg
 
-For each teacher seed of `--teachers` (its stages loaded from `--controls`, without training:
+`--controls` takes one finished run or several parts of one run (the same config but for
+`teacher_seeds`, as `pruning_controls.py --pool` takes them). For each teacher seed of `--teachers`
+(its stages loaded from the part that trained it, without training:
 `teacher_seed<t>/teacher`, `.../magnitude/round_<k>`, `.../dense/round_<k>` at the last distilled
 round k) and each student seed: a student of the unpruned, magnitude and dense teachers under each
 loss of `--losses` (default dkd, dist), and one teacher-free student per seed. Every student is the
@@ -37,7 +39,8 @@ ARMS = ("unpruned", "magnitude", "dense")
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--controls", required=True, type=Path, help="a finished pruning_controls run directory")
+    parser.add_argument("--controls", required=True, type=Path, nargs="+",
+                        help="a finished pruning_controls run directory, or the parts of one run")
     parser.add_argument("--preset", default="cpu_v2", help="that run's preset (default cpu_v2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="that run's --set overrides")
@@ -55,9 +58,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for loss in losses:
         if loss not in pdjax.distill.LOSSES or loss == "teacher_free":
             parser.error(f"--losses {loss}: use losses with a teacher among {', '.join(pdjax.distill.LOSSES)}")
-    results = pdjax.designs.controls.load_parts([args.controls], {"experiment": "pruning_controls", "config":
-                                                                   pdjax.designs.common.to_dict(config)},
-                                                vary=("teacher_seeds",))[0]
+    parts = pdjax.designs.controls.load_parts(args.controls, {"experiment": "pruning_controls", "config":
+                                                              pdjax.designs.common.to_dict(config)},
+                                              vary=("teacher_seeds",))
+    owner: dict[int, int] = {}  # teacher seed -> index of the part that trained it
+    for i, part in enumerate(parts):
+        for t in part["config"]["teacher_seeds"]:
+            if t in owner:
+                parser.error(f"--controls: teacher seed {t} is in {args.controls[owner[t]]} and {args.controls[i]}")
+            owner[t] = i
+    for t in teachers:
+        if t not in owner:
+            parser.error(f"--teachers {t}: no part of --controls trained it (they have "
+                         f"{', '.join(map(str, sorted(owner)))})")
     k = max(config.rounds)
     data = pdjax.designs.common.load_data(config, "data")
     stages = Stages(config, data, args.out)
@@ -79,14 +92,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  "dense": f"teacher_seed{t}/dense/round_{k:02d}"}
         sources = {}
         for arm, path in paths.items():
-            stage = pdjax.artifacts.load_stage(args.controls / path)
+            stage = pdjax.artifacts.load_stage(args.controls[owner[t]] / path)
             sources[arm] = pdjax.distill.Teacher(stage.module, stage.variables, stage.masks)
         for seed in seeds:
             for loss in losses:
                 for arm in ARMS:
                     student(f"teacher_seed{t}/student_{arm}_{loss}_seed{seed}", arm, t, seed, loss, sources[arm])
     # The run's vanilla-KD students of the same teachers and seeds.
-    for s in results["students"]:
+    for s in (s for part in parts for s in part["students"]):
         if s["teacher_seed"] in teachers and s["seed"] in seeds and s["arm"] in ARMS and s["round"] in (None, k):
             students.append({"stage": s["stage"], "arm": s["arm"], "teacher_seed": s["teacher_seed"], "seed": s["seed"],
                              "loss": "kd (the run's)", "test_accuracy": s["test_accuracy"],
@@ -116,11 +129,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     arm_table = pdjax.render.markdown_table(arms, [("loss", "loss", "s"), ("arm", "arm", "s"),
                                                    ("students", "students", "d"), ("mean", "test acc", ".4f")])
     command = "python experiments/kd_loss_sensitivity.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    runs_named = ", ".join(f"`{c}`" for c in args.controls)
     markdown = (f"# Does the answer depend on the distillation loss?\n\n    {command}\n\nStudents of the controls "
-                f"run `{args.controls}` (teacher seeds {', '.join(map(str, teachers))}, round {k}), each loss at its "
+                f"run {runs_named} (teacher seeds {', '.join(map(str, teachers))}, round {k}), each loss at its "
                 f"paper's CIFAR settings (`pdjax.distill.KDSpec.for_loss`), paired by seed with the run's vanilla-KD "
                 f"students.\n\n{table}\n## Arms\n\n{arm_table}\n{pdjax.designs.common.machine_note(pdjax.designs.common.environment())}\n")
-    record = {"command": command, "controls": str(args.controls), "teachers": teachers, "seeds": seeds,
+    record = {"command": command, "controls": [str(c) for c in args.controls], "teachers": teachers, "seeds": seeds,
               "losses": losses, "round": k, "students": students, "contrasts": rows, "rows": stages.rows,
               "environment": pdjax.designs.common.environment()}
     pdjax.render.write_results(args.out, record, markdown)

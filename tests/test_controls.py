@@ -307,23 +307,47 @@ def test_diagnose_refuses_data_that_changed_since_the_run_and_a_dry_run(demo, tm
     assert "is a dry run" in capsys.readouterr().err and not (dry / "diagnostics.json").exists()
 
 
-def test_the_loss_sensitivity_run_distills_the_runs_teachers_with_other_losses(demo, tmp_path):
-    # experiments/kd_loss_sensitivity.py on the demo run: its teachers loaded, not retrained;
-    # DIST students of the unpruned, magnitude and dense teachers, a teacher-free student,
-    # contrasts beside the run's own vanilla-KD ones (here the run distilled with DKD).
+def _split_into_parts(out, results, where):
+    # The demo run (teachers 0 and 1) as two parts of one run, as `--set teacher_seeds=<t>` runs
+    # make them: each part's results.json holds its teacher's config and students, and its
+    # teacher's stages.
+    parts = []
+    for t in results["config"]["teacher_seeds"]:
+        part = where / f"part{t}"
+        part.mkdir()
+        (part / f"teacher_seed{t}").symlink_to(out / f"teacher_seed{t}", target_is_directory=True)
+        mine = {**results, "config": {**results["config"], "teacher_seeds": [t]},
+                "students": [s for s in results["students"] if s["teacher_seed"] in (t, None)]}
+        (part / "results.json").write_text(json.dumps(mine))
+        parts.append(str(part))
+    return parts
+
+
+def test_the_loss_sensitivity_run_distills_the_runs_teachers_with_other_losses(demo, tmp_path, capsys):
+    # experiments/kd_loss_sensitivity.py on the demo run cut into two parts: teacher 1's stages
+    # loaded from the part that trained it, not retrained; DIST students of the unpruned,
+    # magnitude and dense teachers, a teacher-free student, contrasts beside the run's own
+    # vanilla-KD ones (here the run distilled with DKD).
     _, out, results = demo
     module = load_experiment("kd_loss_sensitivity")
     overrides = [a for pair in zip(ARGV[2::2], ARGV[3::2]) for a in pair]  # the run's --set pairs
-    record = module.main(["--controls", str(out), "--preset", "demo", *overrides, "--teachers", "0", "--seeds", "0",
-                          "--losses", "dist", "--out", str(tmp_path)])
+    parts = _split_into_parts(out, results, tmp_path)
+    common = ["--preset", "demo", *overrides, "--seeds", "0", "--losses", "dist"]
+    for controls, teachers, message in (([parts[0], parts[0]], "0", "teacher seed 0 is in"),
+                                        (parts, "2", "--teachers 2: no part of --controls trained it")):
+        with pytest.raises(SystemExit) as raised:
+            module.main(["--controls", *controls, *common, "--teachers", teachers, "--out", str(tmp_path / "no")])
+        assert raised.value.code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "no").exists()
+    record = module.main(["--controls", *parts, *common, "--teachers", "1", "--out", str(tmp_path / "out")])
     kinds = sorted((s["loss"], s["arm"]) for s in record["students"])
     assert kinds == [("dist", "dense"), ("dist", "magnitude"), ("dist", "unpruned"),
                      ("kd (the run's)", "dense"), ("kd (the run's)", "magnitude"), ("kd (the run's)", "unpruned"),
                      ("teacher_free", "teacher_free")]
-    assert {r["stage"] for r in record["rows"]} == {"student_teacher_free_seed0", "teacher_seed0/student_unpruned_dist_seed0",
-                                                    "teacher_seed0/student_magnitude_dist_seed0",
-                                                    "teacher_seed0/student_dense_dist_seed0"}  # no teacher retrained
+    assert {r["stage"] for r in record["rows"]} == {"student_teacher_free_seed0", "teacher_seed1/student_unpruned_dist_seed0",
+                                                    "teacher_seed1/student_magnitude_dist_seed0",
+                                                    "teacher_seed1/student_dense_dist_seed0"}  # no teacher retrained
     run = {s["stage"]: s["test_accuracy"] for s in results["students"]}
     mine = {(s["loss"], s["arm"]): s["test_accuracy"] for s in record["students"]}
-    assert mine[("kd (the run's)", "magnitude")] == run["teacher_seed0/student_magnitude_round_01_seed0"]
-    assert "magnitude - dense" in (tmp_path / "results.md").read_text()
+    assert mine[("kd (the run's)", "magnitude")] == run["teacher_seed1/student_magnitude_round_01_seed0"]
+    assert "magnitude - dense" in (tmp_path / "out" / "results.md").read_text()
