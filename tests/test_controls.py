@@ -333,10 +333,10 @@ def test_the_loss_sensitivity_run_distills_the_runs_teachers_with_other_losses(d
     overrides = [a for pair in zip(ARGV[2::2], ARGV[3::2]) for a in pair]  # the run's --set pairs
     parts = _split_into_parts(out, results, tmp_path)
     common = ["--preset", "demo", *overrides, "--seeds", "0", "--losses", "dist"]
-    for controls, teachers, message in (([parts[0], parts[0]], "0", "teacher seed 0 is in"),
-                                        (parts, "2", "--teachers 2: no part of --controls trained it")):
+    for parts_given, teachers, message in (([parts[0], parts[0]], "0", "teacher seed 0 is in"),
+                                          (parts, "2", "--teachers 2: no part of --controls trained it")):
         with pytest.raises(SystemExit) as raised:
-            module.main(["--controls", *controls, *common, "--teachers", teachers, "--out", str(tmp_path / "no")])
+            module.main(["--controls", *parts_given, *common, "--teachers", teachers, "--out", str(tmp_path / "no")])
         assert raised.value.code == 2 and message in capsys.readouterr().err
         assert not (tmp_path / "no").exists()
     record = module.main(["--controls", *parts, *common, "--teachers", "1", "--out", str(tmp_path / "out")])
