@@ -391,23 +391,24 @@ def test_compression_smoke(tmp_path):
 def test_a_paper_preset_dry_run_trains_every_stage_two_steps_plans_its_cost_and_lowers_its_steps(tmp_path, capsys):
     # The paper preset at full widths (VGG19 and VGG11 on CIFAR-100's shape and 100 classes),
     # every stage through the real code for two steps: teacher, pruning rounds, the scratch and
-    # KD students; its cost plan; each step lowered for cuda and tpu. Two pruning rounds instead
-    # of seven and batches of 16 instead of 128 keep it to about a minute here (the plan's FLOPs
+    # KD students; its cost plan; each step lowered for cuda and tpu. One pruning round instead
+    # of seven (the loop over rounds: the demo tests) and batches of 16 instead of 128 keep it to
+    # about a minute here (the plan's FLOPs
     # per image do not depend on the batch); the plan is the real run's.
     module = load_experiment("vgg19_to_vgg11")
     small = [a for key in ("train", "prune.schedule", "student_distill") for a in ("--set", f"{key}.batch_size=16")]
     results = runs.run_cli(module.main, ["--preset", "paper", "--dry-run", "--set", "teachers=vgg19", *small,
-                                         "--set", "prune.rounds=2", "--set", "kd_rounds=2",
+                                         "--set", "prune.rounds=1", "--set", "kd_rounds=1",
                                          "--set", "student_train_size=5000", "--out", str(tmp_path)])
     assert results["config"]["dry_run"] is True and results["config"]["train"]["epochs"] == 200
     assert results["data"]["classes"] == 100 and results["data"]["source"] == "tfds:cifar100"
     assert all(r["epochs"] == 1 for r in results["rows"])  # every stage trained: one epoch of two batches
     assert {r["stage"] for r in results["rows"]} == {"teacher", "student_scratch", "student_kd_unpruned",
-                                                     "student_kd_round_02"}
+                                                     "student_kd_round_01"}
     assert [r["widths"] for r in results["rows"] if r["stage"] == "teacher"] == [list(pdjax.models.default_widths("vgg19"))]
     plan = {p["stage"]: p for p in results["plan"]}
     assert plan["teacher"]["epochs"] == 200 and plan["teacher"]["train_images"] == 45_000
-    assert plan["pruning (2 rounds)"]["epochs"] == 2 * 130
+    assert plan["pruning (1 round)"]["epochs"] == 130
     # The students plan their subset of the real data, though the dry run's synthetic split is
     # smaller than it (and so trains them on all of it).
     assert plan["student_scratch"]["train_images"] == plan["student_kd_unpruned"]["train_images"] == 5000

@@ -218,7 +218,8 @@ class Stages:
         rewind_variables = None if point is None else point.variables(teacher.variables)
         if dry_run:  # the plan of every sequence's rounds, after the teacher's
             for criterion in criteria:
-                self._plan(f"{directories[criterion]} ({planned.rounds} rounds)", model_name, widths,
+                label = f"{planned.rounds} round{'s' * (planned.rounds != 1)}"
+                self._plan(f"{directories[criterion]} ({label})", model_name, widths,
                            model_options if model_options is not None else self._options(model_name),
                            planned.schedule, False, repeats=planned.rounds)
         config, rounds, reference = self.config, {}, None
