@@ -61,12 +61,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts = pdjax.designs.controls.load_parts(args.controls, {"experiment": "pruning_controls", "config":
                                                               pdjax.designs.common.to_dict(config)},
                                               vary=("teacher_seeds",))
-    owner: dict[int, int] = {}  # teacher seed -> index of the part that trained it
-    for i, part in enumerate(parts):
-        for t in part["config"]["teacher_seeds"]:
-            if t in owner:
-                parser.error(f"--controls: teacher seed {t} is in {args.controls[owner[t]]} and {args.controls[i]}")
-            owner[t] = i
+    try:
+        owner = pdjax.designs.controls.teacher_owners(parts, [str(c) for c in args.controls])
+    except ValueError as err:
+        parser.error(f"--controls: {err}")
     for t in teachers:
         if t not in owner:
             parser.error(f"--teachers {t}: no part of --controls trained it (they have "

@@ -317,6 +317,7 @@ def _split_into_parts(out, results, where):
         part.mkdir()
         (part / f"teacher_seed{t}").symlink_to(out / f"teacher_seed{t}", target_is_directory=True)
         mine = {**results, "config": {**results["config"], "teacher_seeds": [t]},
+                "teachers": [a for a in results["teachers"] if a["teacher_seed"] == t],
                 "students": [s for s in results["students"] if s["teacher_seed"] in (t, None)]}
         (part / "results.json").write_text(json.dumps(mine))
         parts.append(str(part))

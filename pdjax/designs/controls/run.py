@@ -143,15 +143,10 @@ def pool(config: ControlsConfig, parts: Sequence[dict[str, Any]]) -> ControlsRes
     Raises:
       ValueError: a teacher seed is in two parts, or in none.
     """
+    seen = set(teacher_owners(parts))
     result = ControlsResult(config, [], [], [], {})
-    seen: set[int] = set()
     for i, part in enumerate(parts):
-        teachers = [TeacherArm(**t) for t in part["teachers"]]
-        mine = {t.teacher_seed for t in teachers}
-        if mine & seen:
-            raise ValueError(f"teacher seeds {sorted(mine & seen)} are in more than one part")
-        seen |= mine
-        result.teachers += teachers
+        result.teachers += [TeacherArm(**t) for t in part["teachers"]]
         result.students += [Student(**s) for s in part["students"] if s["arm"] != "scratch" or i == 0]
         result.rows += [r for r in part["rows"] if "student_scratch" not in r["stage"] or i == 0]
         result.curves.update({k: v for k, v in part.get("curves", {}).items()
@@ -159,6 +154,23 @@ def pool(config: ControlsConfig, parts: Sequence[dict[str, Any]]) -> ControlsRes
     if seen != set(config.teacher_seeds):
         raise ValueError(f"the parts hold teacher seeds {sorted(seen)}, the config names {sorted(config.teacher_seeds)}")
     return result
+
+
+def teacher_owners(parts: Sequence[dict[str, Any]], names: Sequence[str] | None = None) -> dict[int, int]:
+    """Teacher seed -> the index of the part (a run's results.json) that trained it. `names`
+    (e.g. the parts' directories) name the parts in the error; default "part 1", "part 2", ...
+
+    Raises:
+      ValueError: a teacher seed is in two parts.
+    """
+    names = names if names is not None else [f"part {i + 1}" for i in range(len(parts))]
+    owners: dict[int, int] = {}
+    for i, part in enumerate(parts):
+        for t in dict.fromkeys(arm["teacher_seed"] for arm in part["teachers"]):
+            if t in owners:
+                raise ValueError(f"teacher seed {t} is in {names[owners[t]]} and {names[i]}")
+            owners[t] = i
+    return owners
 
 
 def load_parts(directories: Sequence[str | Path], run_config: Mapping[str, Any],
