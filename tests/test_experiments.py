@@ -393,8 +393,8 @@ def test_a_paper_preset_dry_run_trains_every_stage_two_steps_plans_its_cost_and_
     # every stage through the real code for two steps: teacher, pruning rounds, the scratch and
     # KD students; its cost plan; each step lowered for cuda and tpu. One pruning round instead
     # of seven (the loop over rounds: the demo tests) and batches of 16 instead of 128 keep it to
-    # about a minute here (the plan's FLOPs
-    # per image do not depend on the batch); the plan is the real run's.
+    # about a minute here (the plan's FLOPs per image do not depend on the batch); the plan is
+    # the real run's.
     module = load_experiment("vgg19_to_vgg11")
     small = [a for key in ("train", "prune.schedule", "student_distill") for a in ("--set", f"{key}.batch_size=16")]
     results = runs.run_cli(module.main, ["--preset", "paper", "--dry-run", "--set", "teachers=vgg19", *small,
